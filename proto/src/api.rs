@@ -1,0 +1,263 @@
+//! JSON types of the Sealpost HTTPS API, version [`API_VERSION`].
+//!
+//! All paths are under `/api/v1`. Times are RFC 3339 strings. Every error
+//! response is an [`ErrorBody`] whose `code` is a stable [`ErrorCode`], so
+//! clients branch on the code and show the message.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The API version served under `/api/v1` and announced by `/.well-known/sealpost`.
+pub const API_VERSION: u32 = 1;
+
+/// `GET /.well-known/sealpost`: what a client needs to trust this server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WellKnown {
+    pub api_version: u32,
+    /// The origin notifications name in `X-Sealpost-Origin`, e.g. `https://sealpost.example.org`.
+    pub origin: String,
+    /// Every key whose notifications are still valid; exactly one is `active`.
+    pub signing_keys: Vec<PublicSigningKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublicSigningKey {
+    pub key_id: String,
+    /// Always `ed25519` in API version 1.
+    pub algorithm: String,
+    /// The 32-byte public key, base64url without padding.
+    pub public_key: String,
+    /// Whether new notifications are signed with this key.
+    pub active: bool,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// A sentence for people: what went wrong and what to do.
+    pub message: String,
+}
+
+/// Stable error codes. New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed; the message names the field.
+    BadRequest,
+    /// An email address does not parse.
+    InvalidEmail,
+    /// The password does not meet the length rules.
+    WeakPassword,
+    /// The verification code is wrong, used or expired.
+    InvalidCode,
+    /// Too many requests; retry after the `Retry-After` header's seconds.
+    RateLimited,
+    /// No valid credentials were sent.
+    Unauthenticated,
+    /// The access token has expired: refresh it.
+    TokenExpired,
+    /// The device was signed out; enroll it again.
+    DeviceRevoked,
+    /// Email address or password is wrong.
+    InvalidCredentials,
+    /// An account with this address already exists.
+    AccountExists,
+    /// Nothing there, or nothing this caller may see.
+    NotFound,
+    /// The upload exceeds the server's size limit.
+    PayloadTooLarge,
+    /// The request body's content type is not accepted here.
+    UnsupportedMediaType,
+    /// The server could not send an email (verification code); retry later.
+    MailUnavailable,
+    /// Something failed on the server; the request id is in the logs.
+    Internal,
+}
+
+/// `POST /api/v1/verification-codes`: email a one-time code to prove the address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CodeRequest {
+    pub email: String,
+}
+
+/// Answer to a code request: when the emailed code stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CodeSent {
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/accounts`: create a password account with a verified address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateAccount {
+    pub email: String,
+    pub code: String,
+    pub password: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Account {
+    pub account_id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+}
+
+/// How a device proves who it acts for when it enrolls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceCredential {
+    /// The account's password.
+    Password(String),
+    /// A verification code sent to the address. Creates a password-less
+    /// account on first use: this is how the desktop agent registers.
+    Code(String),
+}
+
+/// `POST /api/v1/devices`: enroll a device and receive its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrollDevice {
+    pub email: String,
+    /// Shown in the device list, e.g. "Alice's laptop (sealpost-agent)".
+    pub device_name: String,
+    pub credential: DeviceCredential,
+}
+
+/// Tokens of one device. Both are opaque; send the access token as
+/// `Authorization: Bearer …` and trade the refresh token for a new pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceTokens {
+    pub device_id: String,
+    pub access_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub access_expires_at: OffsetDateTime,
+    /// Single use: each refresh returns a new one and retires the old.
+    pub refresh_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub refresh_expires_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/devices/refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefreshTokens {
+    pub refresh_token: String,
+}
+
+/// One entry of `GET /api/v1/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Device {
+    pub device_id: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Whether this is the device making the request.
+    pub current: bool,
+}
+
+/// The JSON part named `metadata` of a `POST /api/v1/messages` multipart
+/// upload; the part named `content` carries the raw MIME message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadMetadata {
+    /// Everyone who may retrieve the message (To, Cc and Bcc alike).
+    pub recipients: Vec<String>,
+}
+
+/// The answer to an upload: the stored message and one signed notification per recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoredMessage {
+    pub message_id: String,
+    /// Lowercase hex SHA-256 of the stored bytes.
+    pub content_sha256: String,
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    pub notifications: Vec<IssuedNotification>,
+}
+
+/// Everything a sender needs to mail one recipient its notification: the
+/// `X-Sealpost-*` header fields to add, and the placeholder body as plain
+/// text and HTML alternatives. Subject and addresses stay the sender's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedNotification {
+    pub recipient: String,
+    pub headers: Vec<HeaderField>,
+    pub text_body: String,
+    pub html_body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeaderField {
+    pub name: String,
+    pub value: String,
+}
+
+/// `GET /api/v1/messages/{id}`: what the sender and recipients may know about a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageInfo {
+    pub message_id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub content_sha256: String,
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+}
+
+/// `GET /api/v1/messages/{id}/retrievals` (sender only): who fetched the content, when, from which device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetrievalLog {
+    pub message_id: String,
+    pub retrievals: Vec<Retrieval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Retrieval {
+    pub account: String,
+    pub device_id: String,
+    pub device_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub retrieved_at: OffsetDateTime,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,177 @@
+//! Building and running the server: [`Application::build`] binds the socket
+//! (port 0 works and reports the real port), prepares storage, keys and TLS;
+//! [`Application::run_until_stopped`] serves until the handle says stop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::hash_password;
+use crate::blobs::BlobStore;
+use crate::clock::Clock;
+use crate::mailer::{MailError, Mailer};
+use crate::metrics::{self, Metrics};
+use crate::settings::Settings;
+use crate::signing::{SigningKeyError, SigningKeys};
+use crate::state::{AppState, Inner, Limits};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::tls::{TlsError, TlsIdentity, load_or_generate};
+use crate::{routes, settings::BrandingSettings};
+use sealpost_proto::notification::{Branding, normalize_origin};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using this port? set server.listen)"
+    )]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] SigningKeyError),
+    #[error("mail: {0}")]
+    Mail(#[from] MailError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    tls: TlsIdentity,
+    handle: Handle<SocketAddr>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let data_dir = settings.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+        let listener = TcpListener::bind(settings.server.listen)
+            .map_err(|source| StartError::Bind { addr: settings.server.listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: settings.server.listen, source })?;
+        let origin = match &settings.server.public_url {
+            Some(url) => normalize_origin(url).ok_or_else(|| {
+                StartError::Other(format!("server.public_url {url:?} is not an https origin"))
+            })?,
+            None if local_addr.port() == 443 => "https://localhost".to_owned(),
+            None => format!("https://localhost:{}", local_addr.port()),
+        };
+        let origin_host =
+            origin.trim_start_matches("https://").split(':').next().map(str::to_owned);
+        let tls = load_or_generate(&settings.tls, &data_dir, origin_host.as_deref())?;
+        let keys = SigningKeys::load_or_generate(&data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_url()).await?);
+        let mailer = Mailer::new(&settings.smtp, &data_dir)?;
+        let center_url = settings
+            .branding
+            .center_url
+            .clone()
+            .unwrap_or_else(|| origin.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let dummy_password_hash = hash_password("sealpost-dummy-password".into())
+            .await
+            .map_err(|error| StartError::Other(error.message))?;
+        let state = AppState::new(Inner {
+            branding: branding(&settings.branding),
+            limits: Limits::new(&settings),
+            blobs: BlobStore::new(&data_dir),
+            settings,
+            origin,
+            center_url,
+            store,
+            keys,
+            mailer,
+            metrics: Metrics::default(),
+            clock: Clock::default(),
+            dummy_password_hash,
+        });
+        Ok(Self { listener, local_addr, state, tls, handle: Handle::new() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.state.origin
+    }
+
+    pub fn tls(&self) -> &TlsIdentity {
+        &self.tls
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The clock the server reads, for tests that move time forward.
+    pub fn clock(&self) -> Clock {
+        self.state.clock.clone()
+    }
+
+    pub fn mail_description(&self) -> String {
+        self.state.mailer.describe()
+    }
+
+    pub fn active_key_id(&self) -> String {
+        self.state.keys.active().key_id().to_string()
+    }
+
+    /// Stops the server: `handle.graceful_shutdown(Some(timeout))`.
+    pub fn handle(&self) -> Handle<SocketAddr> {
+        self.handle.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let app = with_middleware(routes::router(self.state.clone()), self.state);
+        axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(self.tls.config))?
+            .handle(self.handle)
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+    }
+}
+
+fn with_middleware(router: Router, state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .layer(axum::middleware::from_fn_with_state(state, metrics::track))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn branding(settings: &BrandingSettings) -> Branding {
+    Branding {
+        organization_name: settings.organization_name.clone(),
+        footer: settings.footer.clone(),
+        legal_disclaimer: settings.legal_disclaimer.clone(),
+        secure_message_disclaimer: settings.secure_message_disclaimer.clone(),
+    }
+}
+
+/// How long in-flight requests may finish after a stop signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

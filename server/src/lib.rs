@@ -1,0 +1,31 @@
+//! The Sealpost server: accounts proven by email, silent device
+//! authentication with opaque tokens, secure message storage, signed
+//! notifications, and authorized retrieval over HTTPS.
+//!
+//! `main.rs` only wires: settings → [`app::Application::build`] → run.
+
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod clock;
+pub mod error;
+pub mod files;
+pub mod ids;
+pub mod mailer;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod settings;
+pub mod signing;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+pub use app::{Application, StartError};
+pub use settings::Settings;
+
+/// Installs the one rustls crypto provider (ring) for the whole process.
+/// Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

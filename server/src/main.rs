@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sealpost_server::app::SHUTDOWN_GRACE;
+use sealpost_server::settings::{LogFormat, Settings};
+use sealpost_server::{Application, install_crypto_provider, signing};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "sealpost-server", version, about = "Sealpost secure message server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTPS. With no configuration: https://127.0.0.1:8443, data in ./sealpost-data.
+    Serve {
+        /// TOML configuration file (template: server/sealpost.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Generate a new notification-signing key and make it the active one.
+    /// Older keys stay published so existing notifications still verify.
+    RotateKey {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.command {
+        Command::Serve { config } | Command::RotateKey { config } => config.clone(),
+    };
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("sealpost-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve { .. } => serve(settings),
+        Command::RotateKey { .. } => match signing::rotate(&settings.server.data_dir) {
+            Ok(key_id) => {
+                println!("new active signing key {key_id}; restart the server to use it");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sealpost-server: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    install_crypto_provider();
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sealpost-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let data_dir = settings.server.data_dir.clone();
+        let database = settings.database_url();
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("sealpost-server: cannot start: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let tls = app.tls();
+        println!("Sealpost server {}", env!("CARGO_PKG_VERSION"));
+        println!("  listening    https://{}", app.local_addr());
+        println!("  origin       {}", app.origin());
+        println!("  data         {}", data_dir.display());
+        println!("  database     {database}");
+        println!(
+            "  certificate  {}{}",
+            tls.cert_file.display(),
+            if tls.self_signed { " (self-signed)" } else { "" }
+        );
+        println!("  fingerprint  SHA-256 {}", tls.fingerprint);
+        println!("  signing key  {}", app.active_key_id());
+        println!("  mail         {}", app.mail_description());
+        let handle = app.handle();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing requests in flight");
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sealpost-server: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(settings: &Settings) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

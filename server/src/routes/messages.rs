@@ -1,0 +1,228 @@
+//! Storing secure messages and handing them to their sender and recipients only.
+
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sealpost_proto::MessageId;
+use sealpost_proto::api::{
+    ErrorBody, MessageInfo, Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
+};
+use sealpost_proto::notification::{Notification, Placeholder, issue};
+use tokio_util::io::ReaderStream;
+
+use crate::auth::Caller;
+use crate::blobs::StoredBlob;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::routes::input::email_address;
+use crate::state::AppState;
+use crate::store::MessageRecord;
+
+/// Stores a message (multipart: a JSON part `metadata` with the recipients and
+/// a part `content` with the raw MIME message) and returns one signed
+/// notification per recipient.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "messages", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "`metadata`: UploadMetadata JSON; `content`: message/rfc822"),
+    responses((status = 201, body = StoredMessage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, ApiJson<StoredMessage>)> {
+    // Taken as a Result so a wrong content type is a JSON error, not axum's plain text.
+    let mut multipart = multipart?;
+    let id = MessageId::generate();
+    let limit = state.settings.messages.max_size;
+    let mut metadata: Option<UploadMetadata> = None;
+    let mut stored: Option<StoredBlob> = None;
+    let outcome = async {
+        while let Some(field) = multipart.next_field().await? {
+            match field.name() {
+                Some("metadata") if metadata.is_none() => {
+                    let bytes = field.bytes().await?;
+                    metadata = Some(serde_json::from_slice(&bytes).map_err(|error| {
+                        ApiError::bad_request(format!("The `metadata` part is not valid JSON of the form {{\"recipients\": [..]}}: {error}"))
+                    })?);
+                }
+                Some("content") if stored.is_none() => {
+                    stored = Some(state.blobs.write(&id, field, limit).await?);
+                }
+                Some(name) => return Err(ApiError::bad_request(format!("Unexpected or repeated part {name:?}: send `metadata` and `content` once each."))),
+                None => return Err(ApiError::bad_request("Every part needs a name: `metadata` or `content`.")),
+            }
+        }
+        let metadata = metadata.ok_or_else(|| ApiError::bad_request("The `metadata` part is missing."))?;
+        let blob = stored.ok_or_else(|| ApiError::bad_request("The `content` part (the raw MIME message) is missing."))?;
+        if blob.size == 0 {
+            return Err(ApiError::bad_request("The `content` part is empty."));
+        }
+        let recipients = recipients(&metadata, state.settings.messages.max_recipients)?;
+        Ok((blob, recipients))
+    }
+    .await;
+    let (blob, recipients) = match outcome {
+        Ok(parts) => parts,
+        Err(error) => {
+            state.blobs.remove(&id).await;
+            return Err(error);
+        }
+    };
+
+    let record = MessageRecord {
+        id: id.clone(),
+        sender_account_id: caller.account.id.clone(),
+        sender_email: caller.account.email.clone(),
+        content_sha256: blob.digest,
+        size: blob.size,
+        created_at: state.clock.now(),
+        recipients,
+    };
+    if let Err(error) = state.store.insert_message(&record).await {
+        state.blobs.remove(&id).await;
+        return Err(error.into());
+    }
+    state.metrics.messages_stored.inc();
+    state.metrics.message_bytes_stored.inc_by(blob.size);
+    tracing::info!(message = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), "message stored");
+
+    let read_url = format!("{}/messages/{id}", state.center_url);
+    let signer = state.keys.active();
+    let notifications = record
+        .recipients
+        .iter()
+        .map(|recipient| {
+            let signed = signer.sign(Notification {
+                message_id: id.clone(),
+                origin: state.origin.clone(),
+                recipient: recipient.clone(),
+                content_sha256: blob.digest,
+            });
+            let placeholder = Placeholder {
+                sender_name: caller.account.display_name.as_deref(),
+                sender_address: &caller.account.email,
+                read_url: &read_url,
+                branding: &state.branding,
+            };
+            issue(&signed, &placeholder)
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(StoredMessage {
+            message_id: id.to_string(),
+            content_sha256: blob.digest.to_hex(),
+            size: blob.size,
+            created_at: record.created_at,
+            notifications,
+        }),
+    ))
+}
+
+fn recipients(metadata: &UploadMetadata, max: usize) -> ApiResult<Vec<String>> {
+    if metadata.recipients.is_empty() {
+        return Err(ApiError::bad_request("Name at least one recipient in `metadata.recipients`."));
+    }
+    if metadata.recipients.len() > max {
+        return Err(ApiError::bad_request(format!("A message may have at most {max} recipients.")));
+    }
+    let mut addresses = Vec::with_capacity(metadata.recipients.len());
+    for input in &metadata.recipients {
+        let address = email_address(input)?;
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    Ok(addresses)
+}
+
+/// The message if the caller is its sender or one of its recipients; otherwise
+/// 404, exactly as if it did not exist.
+async fn visible_message(state: &AppState, caller: &Caller, id: &str) -> ApiResult<MessageRecord> {
+    let id = MessageId::parse(id).map_err(|_| ApiError::not_found())?;
+    let message = state.store.message(&id).await?.ok_or_else(ApiError::not_found)?;
+    let allowed = message.sender_account_id == caller.account.id
+        || message.recipients.contains(&caller.account.email);
+    if allowed { Ok(message) } else { Err(ApiError::not_found()) }
+}
+
+#[utoipa::path(get, path = "/api/v1/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)),
+    responses((status = 200, body = MessageInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn info(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<MessageInfo>> {
+    let message = visible_message(&state, &caller, &id).await?;
+    Ok(ApiJson(MessageInfo {
+        message_id: message.id.to_string(),
+        sender: message.sender_email,
+        recipients: message.recipients,
+        content_sha256: message.content_sha256.to_hex(),
+        size: message.size,
+        created_at: message.created_at,
+    }))
+}
+
+/// The raw MIME message. Each call is recorded as a retrieval.
+#[utoipa::path(get, path = "/api/v1/messages/{message_id}/content", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)),
+    responses((status = 200, description = "The message as stored", content_type = "message/rfc822"),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn content(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let message = visible_message(&state, &caller, &id).await?;
+    let file = state.blobs.open(&message.id).await?;
+    state
+        .store
+        .record_retrieval(&message.id, &caller.account.id, &caller.device.id, state.clock.now())
+        .await?;
+    state.metrics.retrievals.inc();
+    tracing::info!(message = %message.id, account = %caller.account.id, device = %caller.device.id, "message retrieved");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
+            (header::CONTENT_LENGTH, message.size.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                header::HeaderName::from_static("x-sealpost-content-sha256"),
+                message.content_sha256.to_hex(),
+            ),
+        ],
+        Body::from_stream(ReaderStream::with_capacity(file, 64 * 1024)),
+    )
+        .into_response())
+}
+
+/// Who retrieved the message, when and from which device: for its sender only.
+#[utoipa::path(get, path = "/api/v1/messages/{message_id}/retrievals", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)),
+    responses((status = 200, body = RetrievalLog), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retrievals(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<RetrievalLog>> {
+    let message = visible_message(&state, &caller, &id).await?;
+    if message.sender_account_id != caller.account.id {
+        return Err(ApiError::not_found());
+    }
+    let retrievals = state.store.retrievals(&message.id).await?;
+    Ok(ApiJson(RetrievalLog {
+        message_id: message.id.to_string(),
+        retrievals: retrievals
+            .into_iter()
+            .map(|record| Retrieval {
+                account: record.account_email,
+                device_id: record.device_id.to_string(),
+                device_name: record.device_name,
+                retrieved_at: record.retrieved_at,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,416 @@
+//! The server's one typed settings struct.
+//!
+//! Layers, later ones winning: built-in defaults, the TOML file given with
+//! `--config`, then `SEALPOST_SECTION__KEY` environment variables. Every key is
+//! documented in `server/sealpost.example.toml`; a test keeps the two in step.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use sealpost_proto::notification::{normalize_address, normalize_origin};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SEALPOST_";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub database: DatabaseSettings,
+    pub messages: MessageSettings,
+    pub accounts: AccountSettings,
+    pub limits: RateLimitSettings,
+    pub smtp: SmtpSettings,
+    pub branding: BrandingSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The origin clients reach this server at (`https://host[:port]`); it is
+    /// written into every notification. Default: `https://localhost:<port>`.
+    pub public_url: Option<String>,
+    /// Where the database, certificate, signing keys and message content live.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: None,
+            data_dir: PathBuf::from("sealpost-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain. Unset: a self-signed certificate is generated in
+    /// `<data_dir>/tls/` on first start and its fingerprint printed.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key matching `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names for the self-signed certificate (localhost and the
+    /// loopback addresses are always included).
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH`. Default: `sqlite://<data_dir>/sealpost.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSettings {
+    /// Largest accepted upload (raw MIME with attachments), in bytes.
+    pub max_size: u64,
+    /// Most recipients one message may have.
+    pub max_recipients: usize,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        Self { max_size: 50 * 1024 * 1024, max_recipients: 500 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    pub min_password_length: usize,
+    pub code_ttl_seconds: u64,
+    /// Wrong guesses allowed per code before it is void.
+    pub code_max_attempts: u32,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_days: u64,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            min_password_length: 10,
+            code_ttl_seconds: 15 * 60,
+            code_max_attempts: 5,
+            access_token_ttl_seconds: 60 * 60,
+            refresh_token_ttl_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Verification emails per address per hour.
+    pub code_requests_per_address_per_hour: u32,
+    /// Verification emails per client IP per hour.
+    pub code_requests_per_ip_per_hour: u32,
+    /// Failed logins (password or code) per address per 15 minutes.
+    pub failed_logins_per_address_per_15_minutes: u32,
+    /// Failed logins per client IP per 15 minutes.
+    pub failed_logins_per_ip_per_15_minutes: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            code_requests_per_address_per_hour: 5,
+            code_requests_per_ip_per_hour: 30,
+            failed_logins_per_address_per_15_minutes: 10,
+            failed_logins_per_ip_per_15_minutes: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption: only for a relay on the same machine.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    /// Relay host. Unset: mail is not sent but written as `.eml` files to
+    /// `<data_dir>/mail-pickup/` (a warning says so at start).
+    pub host: Option<String>,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Envelope and header sender of automated mail.
+    pub from_address: String,
+    pub from_name: String,
+    pub timeout_seconds: u64,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            from_address: "sealpost@localhost".into(),
+            from_name: "Sealpost".into(),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrandingSettings {
+    pub organization_name: String,
+    /// Postal address line shown under every notification.
+    pub footer: String,
+    pub legal_disclaimer: String,
+    pub secure_message_disclaimer: String,
+    /// Base URL of the Secure Message Center. Default: this server's origin.
+    pub center_url: Option<String>,
+}
+
+impl Default for BrandingSettings {
+    fn default() -> Self {
+        Self {
+            organization_name: "Sealpost".into(),
+            footer: String::new(),
+            legal_disclaimer: String::new(),
+            secure_message_disclaimer: "This message was delivered securely: its content never \
+                                        travelled by email."
+                .into(),
+            center_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `sealpost_server=debug,info`;
+    /// the `RUST_LOG` environment variable wins when set.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+/// A value that must never reach a log: `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Defaults, then `file` (when given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError::Invalid {
+                    key: "--config",
+                    problem: format!("{} does not exist or is not a file", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only SEALPOST_SECTION__KEY variables are configuration; others with the
+        // prefix (such as SEALPOST_SERVER_BIN for tools) are not this server's.
+        figment = figment
+            .merge(Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__"));
+        let settings: Settings =
+            figment.extract().map_err(|error| SettingsError::Load(Box::new(error)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: relations between keys and value formats.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid =
+            |key, problem: &str| Err(SettingsError::Invalid { key, problem: problem.to_owned() });
+        if let Some(url) = &self.server.public_url
+            && normalize_origin(url).is_none()
+        {
+            return invalid(
+                "server.public_url",
+                "must be an https origin such as https://sealpost.example.org (no path)",
+            );
+        }
+        if let Some(url) = &self.branding.center_url
+            && !url.starts_with("https://")
+        {
+            return invalid("branding.center_url", "must start with https://");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls.cert_file", "set both tls.cert_file and tls.key_file, or neither");
+        }
+        if let Some(url) = &self.database.url
+            && !url.starts_with("sqlite:")
+        {
+            return invalid("database.url", "only sqlite://PATH is supported by this version");
+        }
+        if self.messages.max_size == 0 {
+            return invalid("messages.max_size", "must be at least 1 byte");
+        }
+        if self.messages.max_recipients == 0 {
+            return invalid("messages.max_recipients", "must be at least 1");
+        }
+        if self.accounts.min_password_length < 8 {
+            return invalid("accounts.min_password_length", "must be at least 8");
+        }
+        if self.accounts.code_max_attempts == 0 {
+            return invalid("accounts.code_max_attempts", "must be at least 1");
+        }
+        if self.accounts.access_token_ttl_seconds < 60 {
+            return invalid("accounts.access_token_ttl_seconds", "must be at least 60");
+        }
+        if normalize_address(&self.smtp.from_address).is_none() {
+            return invalid(
+                "smtp.from_address",
+                "must be an email address such as sealpost@example.org",
+            );
+        }
+        if self.smtp.password.is_some() && self.smtp.username.is_none() {
+            return invalid("smtp.password", "set smtp.username too");
+        }
+        if matches!(self.smtp.host.as_deref(), Some("")) {
+            return invalid("smtp.host", "must not be empty (leave it out to write mail to files)");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.server.data_dir.join("sealpost.db").display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../sealpost.example.toml");
+
+    /// The template with every commented-out `# key = value` line enabled.
+    fn template_with_all_keys() -> String {
+        TEMPLATE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')) => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_template_states_the_defaults() {
+        let from_template: Settings = toml::from_str(TEMPLATE).expect("template parses");
+        assert_eq!(from_template, Settings::default());
+    }
+
+    #[test]
+    fn the_template_documents_every_key() {
+        // Enabling the commented examples must still parse (no unknown keys)...
+        let full: Settings =
+            toml::from_str(&template_with_all_keys()).expect("template examples parse");
+        full.validate().expect("template examples are valid");
+        // ...and every key the struct serialises must appear in the template.
+        let defaults = toml::Value::try_from(Settings::default()).expect("serialise");
+        let full = toml::Value::try_from(full).expect("serialise");
+        for (section, table) in full.as_table().expect("table") {
+            let mentioned =
+                defaults.get(section).and_then(|t| t.as_table()).map(|t| t.len()).unwrap_or(0);
+            for key in table.as_table().expect("section").keys() {
+                assert!(
+                    template_with_all_keys().contains(&format!("\n{key} = ")),
+                    "key {section}.{key} is not documented in sealpost.example.toml"
+                );
+            }
+            assert!(table.as_table().expect("section").len() >= mentioned);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:8443\"\nlisen = 1\n").expect("write");
+        let error = Settings::load(Some(&file)).expect_err("typo refused").to_string();
+        assert!(error.contains("lisen"), "{error}");
+
+        std::fs::write(&file, "[messages]\nmax_size = \"big\"\n").expect("write");
+        let error = Settings::load(Some(&file)).expect_err("bad type refused").to_string();
+        assert!(error.contains("max_size"), "{error}");
+
+        std::fs::write(&file, "[server]\npublic_url = \"http://example.org/path\"\n")
+            .expect("write");
+        let error = Settings::load(Some(&file)).expect_err("bad origin refused").to_string();
+        assert!(error.contains("server.public_url"), "{error}");
+
+        let missing = dir.path().join("missing.toml");
+        assert!(
+            Settings::load(Some(&missing))
+                .expect_err("missing file")
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+}

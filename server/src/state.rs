@@ -1,0 +1,76 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blobs::BlobStore;
+use crate::clock::Clock;
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::settings::Settings;
+use crate::signing::SigningKeys;
+use crate::store::Store;
+use sealpost_proto::notification::Branding;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    /// The normalised origin written into notifications.
+    pub origin: String,
+    pub branding: Branding,
+    /// Base URL of the Secure Message Center, without a trailing slash.
+    pub center_url: String,
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub keys: SigningKeys,
+    pub mailer: Mailer,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    /// Verified against when an account does not exist, so a failed login
+    /// takes as long whether or not the address is registered.
+    pub dummy_password_hash: String,
+}
+
+pub struct Limits {
+    pub codes_per_address: RateLimiter,
+    pub codes_per_ip: RateLimiter,
+    pub failed_logins_per_address: RateLimiter,
+    pub failed_logins_per_ip: RateLimiter,
+}
+
+impl Limits {
+    pub fn new(settings: &Settings) -> Self {
+        let hour = Duration::from_secs(3600);
+        let quarter = Duration::from_secs(15 * 60);
+        let limits = &settings.limits;
+        Self {
+            codes_per_address: RateLimiter::new(limits.code_requests_per_address_per_hour, hour),
+            codes_per_ip: RateLimiter::new(limits.code_requests_per_ip_per_hour, hour),
+            failed_logins_per_address: RateLimiter::new(
+                limits.failed_logins_per_address_per_15_minutes,
+                quarter,
+            ),
+            failed_logins_per_ip: RateLimiter::new(
+                limits.failed_logins_per_ip_per_15_minutes,
+                quarter,
+            ),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

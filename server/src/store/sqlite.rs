@@ -1,0 +1,489 @@
+//! The embedded store: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+
+use super::{
+    AccountRecord, CodeCheck, DeviceRecord, MessageRecord, RetrievalRecord, Store, StoreError,
+    StoreResult, TokenHashes,
+};
+use crate::ids::{AccountId, DeviceId};
+use sealpost_proto::{ContentDigest, MessageId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed row (a stored message, a retrieval record)
+            // survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn unix(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+}
+
+fn from_unix(seconds: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<AccountRecord> {
+    Ok(AccountRecord {
+        id: AccountId::from_stored(row.try_get("id")?),
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: from_unix(row.try_get("created_at")?)?,
+    })
+}
+
+fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeviceRecord> {
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    Ok(DeviceRecord {
+        id: DeviceId::from_stored(row.try_get("id")?),
+        account_id: AccountId::from_stored(row.try_get("account_id")?),
+        name: row.try_get("name")?,
+        access_expires_at: from_unix(row.try_get("access_expires_at")?)?,
+        refresh_expires_at: from_unix(row.try_get("refresh_expires_at")?)?,
+        created_at: from_unix(row.try_get("created_at")?)?,
+        revoked_at: revoked_at.map(from_unix).transpose()?,
+    })
+}
+
+/// The columns [`device_from_row`] reads; a macro so queries stay static strings.
+macro_rules! device_columns {
+    () => {
+        "id, account_id, name, access_expires_at, refresh_expires_at, created_at, revoked_at"
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(
+        &self,
+        email: &str,
+        display_name: Option<&str>,
+        password_hash: Option<&str>,
+    ) -> StoreResult<AccountRecord> {
+        let record = AccountRecord {
+            id: AccountId::generate(),
+            email: email.to_owned(),
+            display_name: display_name.map(str::to_owned),
+            password_hash: password_hash.map(str::to_owned),
+            created_at: OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        };
+        sqlx::query(
+            "INSERT INTO accounts (id, email, display_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.as_str())
+        .bind(&record.email)
+        .bind(&record.display_name)
+        .bind(&record.password_hash)
+        .bind(unix(record.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
+        Ok(record)
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<AccountRecord>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn put_code(
+        &self,
+        email: &str,
+        code_hash: [u8; 32],
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verification_codes (email, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0)
+             ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash,
+                 expires_at = excluded.expires_at, attempts = 0",
+        )
+        .bind(email)
+        .bind(&code_hash[..])
+        .bind(unix(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn check_code(
+        &self,
+        email: &str,
+        code_hash: [u8; 32],
+        max_attempts: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeCheck> {
+        let mut tx = self.pool.begin().await?;
+        // Counting the attempt first, inside the transaction, makes the check
+        // and the count one step: concurrent guesses serialise on the row.
+        let counted = sqlx::query(
+            "UPDATE verification_codes SET attempts = attempts + 1
+             WHERE email = ? AND expires_at > ? AND attempts < ?
+             RETURNING code_hash",
+        )
+        .bind(email)
+        .bind(unix(now))
+        .bind(i64::from(max_attempts))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match counted {
+            None => CodeCheck::NoValidCode,
+            Some(row) => {
+                let stored: Vec<u8> = row.try_get("code_hash")?;
+                if constant_time_eq(&stored, &code_hash) {
+                    sqlx::query("DELETE FROM verification_codes WHERE email = ?")
+                        .bind(email)
+                        .execute(&mut *tx)
+                        .await?;
+                    CodeCheck::Accepted
+                } else {
+                    CodeCheck::Rejected
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn create_device(
+        &self,
+        account_id: &AccountId,
+        name: &str,
+        tokens: &TokenHashes,
+    ) -> StoreResult<DeviceRecord> {
+        let record = DeviceRecord {
+            id: DeviceId::generate(),
+            account_id: account_id.clone(),
+            name: name.to_owned(),
+            access_expires_at: tokens.access_expires_at,
+            refresh_expires_at: tokens.refresh_expires_at,
+            created_at: OffsetDateTime::now_utc(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO devices (id, account_id, name, access_hash, access_expires_at, refresh_hash,
+                                  refresh_expires_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.as_str())
+        .bind(account_id.as_str())
+        .bind(name)
+        .bind(&tokens.access_hash[..])
+        .bind(unix(tokens.access_expires_at))
+        .bind(&tokens.refresh_hash[..])
+        .bind(unix(tokens.refresh_expires_at))
+        .bind(unix(record.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    async fn device_by_access_hash(
+        &self,
+        access_hash: [u8; 32],
+    ) -> StoreResult<Option<(DeviceRecord, AccountRecord)>> {
+        let row = sqlx::query(
+            "SELECT d.id, d.account_id, d.name, d.access_expires_at, d.refresh_expires_at,
+                    d.created_at, d.revoked_at,
+                    a.email, a.display_name, a.password_hash, a.created_at AS account_created_at
+             FROM devices d JOIN accounts a ON a.id = d.account_id
+             WHERE d.access_hash = ?",
+        )
+        .bind(&access_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let device = device_from_row(&row)?;
+        let account = AccountRecord {
+            id: device.account_id.clone(),
+            email: row.try_get("email")?,
+            display_name: row.try_get("display_name")?,
+            password_hash: row.try_get("password_hash")?,
+            created_at: from_unix(row.try_get("account_created_at")?)?,
+        };
+        Ok(Some((device, account)))
+    }
+
+    async fn rotate_tokens(
+        &self,
+        refresh_hash: [u8; 32],
+        tokens: &TokenHashes,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query(concat!(
+            "UPDATE devices SET access_hash = ?, access_expires_at = ?, refresh_hash = ?, refresh_expires_at = ?
+             WHERE refresh_hash = ? AND refresh_expires_at > ? AND revoked_at IS NULL
+             RETURNING ",
+            device_columns!()
+        ))
+        .bind(&tokens.access_hash[..])
+        .bind(unix(tokens.access_expires_at))
+        .bind(&tokens.refresh_hash[..])
+        .bind(unix(tokens.refresh_expires_at))
+        .bind(&refresh_hash[..])
+        .bind(unix(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn devices_of(&self, account_id: &AccountId) -> StoreResult<Vec<DeviceRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE account_id = ? ORDER BY created_at, id"
+        ))
+        .bind(account_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn revoke_device(
+        &self,
+        account_id: &AccountId,
+        device_id: &DeviceId,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND account_id = ?",
+        )
+        .bind(unix(now))
+        .bind(device_id.as_str())
+        .bind(account_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_message(&self, message: &MessageRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(message.id.as_str())
+        .bind(message.sender_account_id.as_str())
+        .bind(message.content_sha256.to_hex())
+        .bind(i64::try_from(message.size).map_err(|_| StoreError::Corrupt("size overflows".into()))?)
+        .bind(unix(message.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
+        for recipient in &message.recipients {
+            sqlx::query(
+                "INSERT OR IGNORE INTO message_recipients (message_id, email) VALUES (?, ?)",
+            )
+            .bind(message.id.as_str())
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
+        let row = sqlx::query(
+            "SELECT m.id, m.sender_account_id, a.email AS sender_email, m.content_sha256, m.size, m.created_at
+             FROM messages m JOIN accounts a ON a.id = m.sender_account_id WHERE m.id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let recipients: Vec<String> = sqlx::query_scalar(
+            "SELECT email FROM message_recipients WHERE message_id = ? ORDER BY rowid",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let digest: String = row.try_get("content_sha256")?;
+        let size: i64 = row.try_get("size")?;
+        Ok(Some(MessageRecord {
+            id: id.clone(),
+            sender_account_id: AccountId::from_stored(row.try_get("sender_account_id")?),
+            sender_email: row.try_get("sender_email")?,
+            content_sha256: ContentDigest::parse_hex(&digest)
+                .map_err(|_| StoreError::Corrupt(format!("message {id} has digest {digest:?}")))?,
+            size: u64::try_from(size)
+                .map_err(|_| StoreError::Corrupt(format!("message {id} has size {size}")))?,
+            created_at: from_unix(row.try_get("created_at")?)?,
+            recipients,
+        }))
+    }
+
+    async fn record_retrieval(
+        &self,
+        message_id: &MessageId,
+        account_id: &AccountId,
+        device_id: &DeviceId,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO retrievals (message_id, account_id, device_id, retrieved_at) VALUES (?, ?, ?, ?)")
+            .bind(message_id.as_str())
+            .bind(account_id.as_str())
+            .bind(device_id.as_str())
+            .bind(unix(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retrievals(&self, message_id: &MessageId) -> StoreResult<Vec<RetrievalRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.email, d.id AS device_id, d.name AS device_name, r.retrieved_at
+             FROM retrievals r JOIN accounts a ON a.id = r.account_id JOIN devices d ON d.id = r.device_id
+             WHERE r.message_id = ? ORDER BY r.id",
+        )
+        .bind(message_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RetrievalRecord {
+                    account_email: row.try_get("email")?,
+                    device_id: DeviceId::from_stored(row.try_get("device_id")?),
+                    device_name: row.try_get("device_name")?,
+                    retrieved_at: from_unix(row.try_get("retrieved_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Comparison whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = SqliteStore::open(&url).await.expect("open store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_code_is_accepted_once_and_attempts_are_capped() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::now_utc();
+        let expires = now + time::Duration::minutes(15);
+        store.put_code("a@example.test", [1; 32], expires).await.expect("put");
+        assert_eq!(
+            store.check_code("a@example.test", [2; 32], 3, now).await.expect("check"),
+            CodeCheck::Rejected
+        );
+        assert_eq!(
+            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
+            CodeCheck::Accepted
+        );
+        assert_eq!(
+            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
+            CodeCheck::NoValidCode
+        );
+
+        store.put_code("a@example.test", [1; 32], expires).await.expect("put");
+        for _ in 0..3 {
+            assert_eq!(
+                store.check_code("a@example.test", [9; 32], 3, now).await.expect("check"),
+                CodeCheck::Rejected
+            );
+        }
+        // Out of attempts: even the right code no longer works.
+        assert_eq!(
+            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
+            CodeCheck::NoValidCode
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_code_is_refused() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::now_utc();
+        store
+            .put_code("a@example.test", [1; 32], now - time::Duration::seconds(1))
+            .await
+            .expect("put");
+        assert_eq!(
+            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
+            CodeCheck::NoValidCode
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicate_accounts_conflict() {
+        let (_dir, store) = store().await;
+        store.create_account("a@example.test", None, None).await.expect("first");
+        assert!(matches!(
+            store.create_account("a@example.test", None, None).await,
+            Err(StoreError::Conflict)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_rotates_once_and_not_after_revocation() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::now_utc();
+        let later = now + time::Duration::hours(1);
+        let account = store.create_account("a@example.test", None, None).await.expect("account");
+        let pair = |seed: u8| TokenHashes {
+            access_hash: [seed; 32],
+            access_expires_at: later,
+            refresh_hash: [seed + 100; 32],
+            refresh_expires_at: later,
+        };
+        let device = store.create_device(&account.id, "laptop", &pair(1)).await.expect("device");
+        assert!(store.rotate_tokens([101; 32], &pair(2), now).await.expect("rotate").is_some());
+        assert!(
+            store.rotate_tokens([101; 32], &pair(3), now).await.expect("rotate").is_none(),
+            "old refresh token reused"
+        );
+        assert!(store.revoke_device(&account.id, &device.id, now).await.expect("revoke"));
+        assert!(
+            store.rotate_tokens([102; 32], &pair(4), now).await.expect("rotate").is_none(),
+            "revoked device refreshed"
+        );
+    }
+}

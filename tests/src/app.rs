@@ -1,0 +1,160 @@
+//! [`TestApp`]: the real server in this process, on port 0, over TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sealpost_proto::api::{
+    CodeRequest, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage, WellKnown,
+};
+use sealpost_proto::verification::find_code;
+use sealpost_server::clock::Clock;
+use sealpost_server::settings::{Settings, SmtpSecurity};
+use sealpost_server::{Application, install_crypto_provider};
+use tempfile::TempDir;
+
+use crate::client::{ApiClient, ApiResponse};
+use crate::mail_capture::MailCapture;
+
+/// One server with its own data directory and database, and a mail capture
+/// that its automated mail goes to. Stops when dropped.
+pub struct TestApp {
+    pub api: ApiClient,
+    pub origin: String,
+    pub base_url: String,
+    pub mail: MailCapture,
+    pub clock: Clock,
+    pub data_dir: PathBuf,
+    pub cert_pem: Vec<u8>,
+    /// Stops the server; called on drop.
+    stop: Box<dyn Fn() + Send + Sync>,
+    _dir: TempDir,
+}
+
+/// A user with an enrolled device.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub email: String,
+    pub tokens: DeviceTokens,
+}
+
+impl TestUser {
+    pub fn token(&self) -> &str {
+        &self.tokens.access_token
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server whose settings `configure` may change first.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mail = MailCapture::start().await.expect("mail capture listener");
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("address");
+        settings.server.data_dir = dir.path().join("data");
+        settings.smtp.host = Some("127.0.0.1".into());
+        settings.smtp.port = mail.port();
+        settings.smtp.security = SmtpSecurity::None;
+        settings.smtp.from_address = "sealpost@example.test".into();
+        settings.branding.organization_name = "Example Clinic".into();
+        settings.branding.footer = "Sent by Example Clinic, 1 Test Street, Testville".into();
+        configure(&mut settings);
+        settings.validate().expect("test settings are valid");
+        let data_dir = settings.server.data_dir.clone();
+
+        let app = Application::build(settings).await.expect("server starts");
+        let base_url = format!("https://127.0.0.1:{}", app.local_addr().port());
+        let origin = app.origin().to_owned();
+        let clock = app.clock();
+        let cert_pem = std::fs::read(&app.tls().cert_file).expect("server certificate");
+        let server_handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let api = ApiClient::new(&base_url, &cert_pem).expect("HTTPS client");
+        Self {
+            api,
+            origin,
+            base_url,
+            mail,
+            clock,
+            data_dir,
+            cert_pem,
+            stop: Box::new(move || server_handle.shutdown()),
+            _dir: dir,
+        }
+    }
+
+    pub async fn well_known(&self) -> WellKnown {
+        self.api.get("/.well-known/sealpost", None).await.expect("request").json()
+    }
+
+    pub async fn request_code(&self, email: &str) -> ApiResponse {
+        self.api
+            .post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
+            .await
+            .expect("request")
+    }
+
+    /// Requests a code for `email` and reads it from the captured email.
+    pub async fn code_for(&self, email: &str) -> String {
+        let before = self.mail.messages().await.len();
+        let response = self.request_code(email).await;
+        assert_eq!(response.status, 202, "code request refused: {}", response.text());
+        let origin = self.origin.clone();
+        let mail = self
+            .mail
+            .wait_for(email, Duration::from_secs(10), |_| true)
+            .await
+            .unwrap_or_else(|| panic!("no verification email reached {email}"));
+        assert!(self.mail.messages().await.len() > before);
+        find_code(&mail.data, &origin).unwrap_or_else(|| {
+            panic!("no code in the verification email: {}", String::from_utf8_lossy(&mail.data))
+        })
+    }
+
+    pub async fn enroll(
+        &self,
+        email: &str,
+        device_name: &str,
+        credential: DeviceCredential,
+    ) -> ApiResponse {
+        let request =
+            EnrollDevice { email: email.into(), device_name: device_name.into(), credential };
+        self.api.post_json("/api/v1/devices", &request, None).await.expect("request")
+    }
+
+    /// Registers the way the desktop agent does: code by email, then a device.
+    pub async fn register_agent(&self, email: &str, device_name: &str) -> TestUser {
+        let code = self.code_for(email).await;
+        let response = self.enroll(email, device_name, DeviceCredential::Code(code)).await;
+        assert_eq!(response.status, 201, "enrollment refused: {}", response.text());
+        TestUser { email: email.to_owned(), tokens: response.json() }
+    }
+
+    pub async fn store_message(
+        &self,
+        sender: &TestUser,
+        recipients: &[&str],
+        mime: Vec<u8>,
+    ) -> StoredMessage {
+        let response = self.api.upload(sender.token(), recipients, mime).await.expect("request");
+        assert_eq!(response.status, 201, "upload refused: {}", response.text());
+        response.json()
+    }
+
+    pub async fn content(&self, token: Option<&str>, message_id: &str) -> ApiResponse {
+        self.api
+            .get(&format!("/api/v1/messages/{message_id}/content"), token)
+            .await
+            .expect("request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        (self.stop)();
+    }
+}

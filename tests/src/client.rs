@@ -1,0 +1,149 @@
+//! A small typed HTTPS client for the Sealpost API that trusts one certificate.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use reqwest::header::HeaderMap;
+use reqwest::multipart::{Form, Part};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use sealpost_proto::api::{ErrorBody, ErrorCode, UploadMetadata};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+/// A response read to the end, for assertions.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    /// The body as `T`; panics with the status and body when it is not.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "status {}: body is not the expected JSON ({error}): {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// The `code` of an error body, if this is one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        serde_json::from_slice::<ErrorBody>(&self.body).ok().map(|body| body.code)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Fails with the body's message unless the status is `expected`.
+    pub fn expect_status(self, expected: u16) -> anyhow::Result<Self> {
+        if self.status != expected {
+            bail!("expected HTTP {expected}, got {}: {}", self.status, self.text());
+        }
+        Ok(self)
+    }
+}
+
+impl ApiClient {
+    /// A client for `base_url` (`https://127.0.0.1:PORT`) that trusts only the
+    /// PEM certificate given: the server's self-signed one in tests.
+    pub fn new(base_url: &str, trusted_cert_pem: &[u8]) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(trusted_cert_pem) {
+            roots
+                .add(cert.context("reading the trusted certificate")?)
+                .context("trusting the certificate")?;
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<ApiResponse> {
+        self.send(self.authorized(self.http.get(self.url(path)), token)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> anyhow::Result<ApiResponse> {
+        self.send(self.authorized(self.http.delete(self.url(path)), token)).await
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        token: Option<&str>,
+    ) -> anyhow::Result<ApiResponse> {
+        self.send(self.authorized(self.http.post(self.url(path)).json(body), token)).await
+    }
+
+    /// `POST /api/v1/messages` with the raw MIME message and its recipients.
+    pub async fn upload(
+        &self,
+        token: &str,
+        recipients: &[&str],
+        mime: Vec<u8>,
+    ) -> anyhow::Result<ApiResponse> {
+        let metadata =
+            UploadMetadata { recipients: recipients.iter().map(|r| (*r).to_owned()).collect() };
+        let form = Form::new()
+            .part(
+                "metadata",
+                Part::text(serde_json::to_string(&metadata)?).mime_str("application/json")?,
+            )
+            .part("content", Part::bytes(mime).mime_str("message/rfc822")?);
+        self.send(
+            self.authorized(
+                self.http.post(self.url("/api/v1/messages")).multipart(form),
+                Some(token),
+            ),
+        )
+        .await
+    }
+
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<ApiResponse> {
+        let response = request.send().await.context("sending the request")?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.context("reading the response body")?.to_vec();
+        Ok(ApiResponse { status, headers, body })
+    }
+}

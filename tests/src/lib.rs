@@ -1,0 +1,47 @@
+//! Test harness: the real Sealpost server on loopback with fresh state.
+//!
+//! - [`TestApp`] runs the server in-process on port 0 over TLS, with its own
+//!   data directory and SQLite database, and typed helpers for the API.
+//! - [`ServerProcess`] runs the real `sealpost-server` binary the same way.
+//! - [`MailCapture`] is a minimal SMTP listener the server relays to, so tests
+//!   and the demo can read verification codes. (The real Postfix/Dovecot stack
+//!   replaces it where delivery itself is under test.)
+//!
+//! Used by the integration tests in `tests/tests/` and by `sealpost-demo`.
+
+mod app;
+mod client;
+mod mail_capture;
+mod process;
+
+pub use app::{TestApp, TestUser};
+pub use client::{ApiClient, ApiResponse};
+pub use mail_capture::{CapturedMail, MailCapture};
+pub use process::ServerProcess;
+
+/// A sample MIME message with a text body and one binary attachment.
+pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
+    let boundary = "sealpost-sample-boundary";
+    let encoded = mime_base64(attachment);
+    format!(
+        "From: Sender <sender@example.test>\r\nTo: Alice <alice@example.test>\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject_id}@example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
+         --{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"data.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--{boundary}--\r\n",
+        subject_id = subject.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+    )
+    .into_bytes()
+}
+
+/// Base64 in 76-character lines, as MIME wants it.
+fn mime_base64(bytes: &[u8]) -> String {
+    let encoded = data_encoding::BASE64.encode(bytes);
+    encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}

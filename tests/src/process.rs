@@ -1,0 +1,130 @@
+//! [`ServerProcess`]: the real `sealpost-server` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running `sealpost-server serve`, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// The banner lines it printed at start (listening, origin, fingerprint, …).
+    pub banner: Vec<String>,
+    pub base_url: String,
+    pub origin: String,
+    pub fingerprint: String,
+}
+
+impl ServerProcess {
+    /// The binary to run: `$SEALPOST_SERVER_BIN`, or the workspace's debug
+    /// build, brought up to date with `cargo build` first.
+    pub fn binary() -> anyhow::Result<PathBuf> {
+        if let Some(path) = std::env::var_os("SEALPOST_SERVER_BIN") {
+            return Ok(PathBuf::from(path));
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "sealpost-server",
+                "--bin",
+                "sealpost-server",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .status()
+            .context("running cargo build for sealpost-server")?;
+        if !status.success() {
+            bail!("cargo build -p sealpost-server failed");
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        Ok(target.join("debug").join("sealpost-server"))
+    }
+
+    /// Runs `binary serve` with `args` and `env`, and waits for its banner.
+    pub fn start(
+        binary: &Path,
+        working_dir: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(working_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut banner = Vec::new();
+        let field = |banner: &[String], name: &str| {
+            banner
+                .iter()
+                .find_map(|line| line.trim().strip_prefix(name).map(|rest| rest.trim().to_owned()))
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => banner.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("the server did not finish starting; it printed: {banner:#?}");
+                }
+            }
+            // `mail` is the banner's last line.
+            if field(&banner, "mail").is_some() {
+                let base_url = field(&banner, "listening").context("no `listening` line")?;
+                let origin = field(&banner, "origin").context("no `origin` line")?;
+                let fingerprint = field(&banner, "fingerprint").context("no `fingerprint` line")?;
+                return Ok(Self { child, banner, base_url, origin, fingerprint });
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits for its exit status.
+    pub fn terminate(mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("sending SIGTERM")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not stop within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
