@@ -12,7 +12,7 @@ use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
-use mail_parser::MessageParser;
+use mail_parser::{HeaderName, MessageParser};
 
 use crate::api::{HeaderField, IssuedNotification, WellKnown};
 use crate::{ContentDigest, KeyId, MessageId};
@@ -387,17 +387,11 @@ fn malformed(field: &'static str, reason: String) -> ParseError {
 /// with the same value is accepted (some relays duplicate headers); repeated
 /// with different values it is an error.
 pub fn parse(raw: &[u8]) -> Result<SignedNotification, ParseError> {
-    let message = MessageParser::new()
-        .default_header_text()
-        .parse_headers(raw)
-        .ok_or(ParseError::NotANotification)?;
     let mut values: [Option<String>; HEADERS.len()] = Default::default();
-    for header in message.headers() {
-        let name = header.name.as_str();
-        let Some(index) = HEADERS.iter().position(|known| known.eq_ignore_ascii_case(name)) else {
+    for (name, value) in top_level_header_text(raw) {
+        let Some(index) = HEADERS.iter().position(|known| known.eq_ignore_ascii_case(&name)) else {
             continue;
         };
-        let value = header.value.as_text().unwrap_or_default().trim().to_owned();
         match &values[index] {
             Some(previous) if *previous != value => {
                 return Err(ParseError::DuplicateField(HEADERS[index]));
@@ -408,33 +402,27 @@ pub fn parse(raw: &[u8]) -> Result<SignedNotification, ParseError> {
     if values.iter().all(Option::is_none) {
         return Err(ParseError::NotANotification);
     }
+    if let Some(index) = values.iter().position(|value| value.as_deref().is_none_or(str::is_empty))
+    {
+        return Err(ParseError::MissingField(HEADERS[index]));
+    }
     let [version, message_id, origin, recipient, content_sha256, key_id, signature] =
-        values.map(|value| value.unwrap_or_default());
-    let required = |value: &str, field: &'static str| {
-        if value.is_empty() { Err(ParseError::MissingField(field)) } else { Ok(()) }
-    };
+        values.map(Option::unwrap_or_default);
 
-    required(&version, HEADER_VERSION)?;
     if version != FORMAT_VERSION.to_string() {
         return Err(ParseError::UnsupportedVersion(version));
     }
-    required(&message_id, HEADER_MESSAGE_ID)?;
     let message_id = MessageId::parse(&without_whitespace(&message_id).to_ascii_lowercase())
         .map_err(|error| malformed(HEADER_MESSAGE_ID, error.to_string()))?;
-    required(&origin, HEADER_ORIGIN)?;
     let origin = normalize_origin(&without_whitespace(&origin))
         .ok_or_else(|| malformed(HEADER_ORIGIN, format!("{origin:?} is not an https origin")))?;
-    required(&recipient, HEADER_RECIPIENT)?;
     let recipient = normalize_address(&recipient).ok_or_else(|| {
         malformed(HEADER_RECIPIENT, format!("{recipient:?} is not an email address"))
     })?;
-    required(&content_sha256, HEADER_CONTENT_SHA256)?;
     let content_sha256 = ContentDigest::parse_hex(&without_whitespace(&content_sha256))
         .map_err(|error| malformed(HEADER_CONTENT_SHA256, error.to_string()))?;
-    required(&key_id, HEADER_KEY_ID)?;
     let key_id = KeyId::parse(&without_whitespace(&key_id).to_ascii_lowercase())
         .map_err(|error| malformed(HEADER_KEY_ID, error.to_string()))?;
-    required(&signature, HEADER_SIGNATURE)?;
     let signature: [u8; 64] = decode_base64_lenient(&signature)
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| malformed(HEADER_SIGNATURE, "expected 64 bytes of base64url".to_owned()))?;
@@ -445,6 +433,28 @@ pub fn parse(raw: &[u8]) -> Result<SignedNotification, ParseError> {
         key_id,
         signature,
     })
+}
+
+/// The top-level header fields of a raw email as (name, text) pairs: values
+/// unfolded, RFC 2047 encoded words decoded, surrounding whitespace trimmed.
+pub(crate) fn top_level_header_text(raw: &[u8]) -> Vec<(String, String)> {
+    // mail-parser applies the default (text) parser to unregistered fields
+    // only once at least one field is registered; registering Subject as text
+    // (its usual parser anyway) switches that on.
+    let parser = MessageParser::new().header_text(HeaderName::Subject).default_header_text();
+    let Some(message) = parser.parse_headers(raw) else {
+        return Vec::new();
+    };
+    message
+        .headers()
+        .iter()
+        .map(|header| {
+            (
+                header.name.as_str().to_owned(),
+                header.value.as_text().unwrap_or_default().trim().to_owned(),
+            )
+        })
+        .collect()
 }
 
 fn without_whitespace(text: &str) -> String {

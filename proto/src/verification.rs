@@ -4,10 +4,8 @@
 //! that email in the inbox itself, so the person never types the code. The
 //! code travels both in the text (for people) and in a header (for the agent).
 
-use mail_parser::MessageParser;
-
 use crate::api::HeaderField;
-use crate::notification::{Branding, HEADER_ORIGIN, normalize_origin};
+use crate::notification::{Branding, HEADER_ORIGIN, normalize_origin, top_level_header_text};
 
 pub const HEADER_VERIFICATION_CODE: &str = "X-Sealpost-Verification-Code";
 
@@ -57,14 +55,12 @@ pub fn code_email(code: &str, origin: &str, branding: &Branding) -> CodeEmail {
 /// or its code is not six digits.
 pub fn find_code(raw: &[u8], origin: &str) -> Option<String> {
     let expected_origin = normalize_origin(origin)?;
-    let message = MessageParser::new().default_header_text().parse_headers(raw)?;
+    let headers = top_level_header_text(raw);
     let header_text = |name: &str| {
-        message
-            .headers()
+        headers
             .iter()
-            .find(|header| header.name.as_str().eq_ignore_ascii_case(name))
-            .and_then(|header| header.value.as_text())
-            .map(str::trim)
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     };
     if normalize_origin(header_text(HEADER_ORIGIN)?)? != expected_origin {
         return None;
