@@ -504,14 +504,13 @@ pub fn normalize_address(address: &str) -> Option<String> {
 /// TLS identity, and an origin reached over plain HTTP would undo that.
 pub fn normalize_origin(origin: &str) -> Option<String> {
     let origin = origin.trim();
-    let scheme_end = "https://".len();
-    if origin.len() <= scheme_end || !origin[..scheme_end].eq_ignore_ascii_case("https://") {
+    const SCHEME: &str = "https://";
+    // `get` and `split_at_checked` refuse to cut inside a multi-byte character.
+    let (scheme, rest) = origin.split_at_checked(SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) || rest.is_empty() {
         return None;
     }
-    let authority = origin[scheme_end..]
-        .strip_suffix('/')
-        .unwrap_or(&origin[scheme_end..])
-        .to_ascii_lowercase();
+    let authority = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
     let (host, port) = split_host_port(&authority)?;
     let host_valid = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         inner.parse::<std::net::Ipv6Addr>().is_ok()
@@ -768,6 +767,7 @@ mod tests {
             "https://x:0",
             "https://u@x",
             "example.org",
+            "https:/\u{fffd}host",
         ] {
             assert_eq!(normalize_origin(bad), None, "{bad:?}");
         }

@@ -204,7 +204,16 @@ async fn main() -> anyhow::Result<()> {
             let lines = log
                 .retrievals
                 .iter()
-                .map(|r| format!("{} on \"{}\" at {}", r.account, r.device_name, r.retrieved_at))
+                .map(|r| {
+                    format!(
+                        "{} on \"{}\" at {}",
+                        r.account,
+                        r.device_name,
+                        r.retrieved_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             Ok(((), lines))
