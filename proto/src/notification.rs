@@ -28,8 +28,8 @@ pub const HEADER_CONTENT_SHA256: &str = "X-Sealpost-Content-SHA256";
 pub const HEADER_KEY_ID: &str = "X-Sealpost-Key-Id";
 pub const HEADER_SIGNATURE: &str = "X-Sealpost-Signature";
 
-/// Every notification header, in the order they are written.
-const HEADERS: [&str; 7] = [
+/// Every notification header field name, in the order they are written.
+pub const HEADERS: [&str; 7] = [
     HEADER_VERSION,
     HEADER_MESSAGE_ID,
     HEADER_ORIGIN,

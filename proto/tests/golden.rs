@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use sealpost_proto::api::{IssuedNotification, PublicSigningKey, WellKnown};
 use sealpost_proto::notification::{
-    Branding, EmailEnvelope, Notification, NotificationSigner, Placeholder, TrustedServer,
+    Branding, EmailEnvelope, HEADERS, Notification, NotificationSigner, Placeholder, TrustedServer,
     compose_email, encode_public_key, issue, parse,
 };
 use sealpost_proto::{ContentDigest, MessageId};
@@ -264,15 +264,7 @@ fn corpus() -> Vec<(&'static str, String)> {
     cases.push(("valid-folded-headers", folded));
 
     let mut lowercase = valid.clone();
-    for name in [
-        "X-Sealpost-Version",
-        "X-Sealpost-Message-Id",
-        "X-Sealpost-Origin",
-        "X-Sealpost-Recipient",
-        "X-Sealpost-Content-SHA256",
-        "X-Sealpost-Key-Id",
-        "X-Sealpost-Signature",
-    ] {
+    for name in HEADERS {
         lowercase = lowercase.replace(&format!("{name}: "), &format!("{}: ", name.to_lowercase()));
     }
     cases.push(("valid-lowercase-names", lowercase));
@@ -385,15 +377,7 @@ fn corpus() -> Vec<(&'static str, String)> {
     cases.push(("missing-recipient", drop_header(&valid, "X-Sealpost-Recipient")));
     cases.push(("missing-version", drop_header(&valid, "X-Sealpost-Version")));
     let mut no_headers = valid.clone();
-    for name in [
-        "X-Sealpost-Version",
-        "X-Sealpost-Message-Id",
-        "X-Sealpost-Origin",
-        "X-Sealpost-Recipient",
-        "X-Sealpost-Content-SHA256",
-        "X-Sealpost-Key-Id",
-        "X-Sealpost-Signature",
-    ] {
+    for name in HEADERS {
         no_headers = drop_header(&no_headers, name);
     }
     cases.push(("plain-email", no_headers.clone()));
