@@ -186,6 +186,11 @@ pub struct Device {
 pub struct UploadMetadata {
     /// Everyone who may retrieve the message (To, Cc and Bcc alike).
     pub recipients: Vec<String>,
+    /// Whether the server mails each recipient its notification itself
+    /// (webmail and API senders). The desktop agent leaves this off and sends
+    /// the returned notifications through the organization's own relay.
+    #[serde(default)]
+    pub send_notifications: bool,
 }
 
 /// The answer to an upload: the stored message and one signed notification per recipient.
@@ -252,6 +257,55 @@ pub struct Retrieval {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub retrieved_at: OffsetDateTime,
+}
+
+/// `GET /api/v1/messages/{id}/deliveries` (sender only): where each
+/// recipient's notification is and whether the message was picked up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryReport {
+    pub message_id: String,
+    pub recipients: Vec<RecipientDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecipientDelivery {
+    pub recipient: String,
+    pub state: DeliveryState,
+    /// Sending attempts so far (0 when the server does not send this notification).
+    pub attempts: u32,
+    /// The relay's answer when it accepted the notification; it names the relay's queue id.
+    pub relay_answer: Option<String>,
+    /// Why the last attempt failed, why sending stopped, or the bounce report.
+    pub error: Option<String>,
+    /// When a queued notification is tried next.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// First retrieval of the content by this recipient.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub retrieved_at: Option<OffsetDateTime>,
+}
+
+/// The furthest a recipient's copy has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// The sender delivers the notification itself; the server has no news yet.
+    NotSentByServer,
+    /// Waiting to be sent, or to be retried after a temporary failure.
+    Queued,
+    /// The relay accepted the notification.
+    Sent,
+    /// The relay refused it permanently, or temporary failures lasted too long.
+    Failed,
+    /// The recipient's mail server reported it undeliverable.
+    Bounced,
+    /// The recipient fetched the secure content.
+    Retrieved,
 }
 
 /// `GET /healthz`.

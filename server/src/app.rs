@@ -12,14 +12,17 @@ use axum::extract::Request;
 use axum::http::HeaderName;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
+use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::hash_password;
 use crate::blobs::BlobStore;
+use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::mailer::{MailError, Mailer};
 use crate::metrics::{self, Metrics};
+use crate::outbox::Outbox;
 use crate::settings::Settings;
 use crate::signing::{SigningKeyError, SigningKeys};
 use crate::state::{AppState, Inner, Limits};
@@ -80,6 +83,19 @@ impl Application {
         let keys = SigningKeys::load_or_generate(&data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_url()).await?);
         let mailer = Mailer::new(&settings.smtp, &data_dir)?;
+        let bounces = BounceMatcher::load_or_generate(&data_dir, settings.bounce_address())
+            .map_err(|error| StartError::Other(error.to_string()))?;
+        let clock = Clock::default();
+        let metrics = Metrics::default();
+        let outbox = Outbox::new(
+            store.clone(),
+            mailer.clone(),
+            bounces,
+            clock.clone(),
+            metrics.clone(),
+            settings.outbox.clone(),
+            Duration::from_secs(settings.smtp.timeout_seconds),
+        );
         let center_url = settings
             .branding
             .center_url
@@ -100,8 +116,9 @@ impl Application {
             store,
             keys,
             mailer,
-            metrics: Metrics::default(),
-            clock: Clock::default(),
+            outbox,
+            metrics,
+            clock,
             dummy_password_hash,
         });
         Ok(Self { listener, local_addr, state, tls, handle: Handle::new() })
@@ -141,12 +158,36 @@ impl Application {
         self.handle.clone()
     }
 
+    /// The notification outbox, for tests that step it by hand (with
+    /// `outbox.worker = false`).
+    pub fn outbox(&self) -> Outbox {
+        self.state.outbox.clone()
+    }
+
+    /// Serves until the handle shuts the server down; the outbox worker (when
+    /// enabled) runs alongside and stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop_worker = CancellationToken::new();
+        let worker = self
+            .state
+            .settings
+            .outbox
+            .worker
+            .then(|| tokio::spawn(self.state.outbox.clone().run(stop_worker.clone())));
         let app = with_middleware(routes::router(self.state.clone()), self.state);
-        axum_server::from_tcp_rustls(self.listener, RustlsConfig::from_config(self.tls.config))?
-            .handle(self.handle)
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
+        let served = axum_server::from_tcp_rustls(
+            self.listener,
+            RustlsConfig::from_config(self.tls.config),
+        )?
+        .handle(self.handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await;
+        stop_worker.cancel();
+        if let Some(worker) = worker {
+            // An attempt in progress finishes or is abandoned; its lease makes it due again.
+            let _ = worker.await;
+        }
+        served
     }
 }
 

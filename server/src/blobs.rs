@@ -46,6 +46,22 @@ impl BlobStore {
         self.root.join(&id.as_str()[..2]).join(format!("{id}.eml"))
     }
 
+    /// The first `max` bytes of a stored message (all of it when shorter):
+    /// enough for its header section.
+    pub async fn read_head(&self, id: &MessageId, max: usize) -> Result<Vec<u8>, BlobError> {
+        use tokio::io::AsyncReadExt;
+        let path = self.path_of(id);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| BlobError::Io { path: path.clone(), source })?;
+        let mut head = Vec::with_capacity(max.min(64 * 1024));
+        file.take(max as u64)
+            .read_to_end(&mut head)
+            .await
+            .map_err(|source| BlobError::Io { path: path.clone(), source })?;
+        Ok(head)
+    }
+
     pub async fn write<S, E>(
         &self,
         id: &MessageId,

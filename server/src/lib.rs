@@ -7,12 +7,15 @@
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod bounces;
 pub mod clock;
 pub mod error;
 pub mod files;
 pub mod ids;
 pub mod mailer;
 pub mod metrics;
+pub mod notify;
+pub mod outbox;
 pub mod rate_limit;
 pub mod routes;
 pub mod settings;

@@ -1,4 +1,5 @@
-//! Outgoing automated mail (verification codes) through the configured relay.
+//! Outgoing mail through the configured relay: automated mail (verification
+//! codes) and the notifications the outbox sends.
 //!
 //! With no relay configured, messages are written as `.eml` files to
 //! `<data_dir>/mail-pickup/` instead, so a server on embedded defaults works
@@ -7,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -38,6 +40,28 @@ pub enum MailError {
     Relay(#[from] lettre::transport::smtp::Error),
     #[error("cannot write the email to the pickup directory: {0}")]
     Pickup(#[from] lettre::transport::file::Error),
+}
+
+/// Why a notification was not handed to the relay, split by whether trying
+/// again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Connection refused, timeout, a 4xx answer: try again later.
+    #[error("{0}")]
+    Temporary(String),
+    /// A 5xx answer or an address the relay can never accept.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    fn from_relay(error: &lettre::transport::smtp::Error) -> Self {
+        if error.is_permanent() {
+            Self::Permanent(error.to_string())
+        } else {
+            Self::Temporary(error.to_string())
+        }
+    }
 }
 
 /// A plain-text automated email.
@@ -99,6 +123,43 @@ impl Mailer {
             Transport::Relay(_) => "SMTP relay".to_owned(),
             Transport::Pickup { dir, .. } => {
                 format!("no SMTP relay configured: mail is written to {}", dir.display())
+            }
+        }
+    }
+
+    /// Hands a complete email to the relay for one recipient, with its own
+    /// envelope sender. Returns the relay's answer (Postfix names its queue id
+    /// there), or the pickup file's name when no relay is configured.
+    pub async fn send_raw(
+        &self,
+        envelope_from: &str,
+        to: &str,
+        email: &[u8],
+    ) -> Result<String, SendError> {
+        let address = |text: &str| {
+            text.parse::<lettre::Address>()
+                .map_err(|error| SendError::Permanent(format!("address {text:?}: {error}")))
+        };
+        let envelope = Envelope::new(Some(address(envelope_from)?), vec![address(to)?])
+            .map_err(|error| SendError::Permanent(error.to_string()))?;
+        match &self.transport {
+            Transport::Relay(transport) => {
+                let response = transport
+                    .send_raw(&envelope, email)
+                    .await
+                    .map_err(|error| SendError::from_relay(&error))?;
+                Ok(format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                ))
+            }
+            Transport::Pickup { transport, dir } => {
+                let id = transport
+                    .send_raw(&envelope, email)
+                    .await
+                    .map_err(|error| SendError::Temporary(error.to_string()))?;
+                Ok(format!("written to {}", dir.join(format!("{id}.eml")).display()))
             }
         }
     }

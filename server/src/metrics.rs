@@ -36,6 +36,13 @@ pub struct Metrics {
     pub message_bytes_stored: Counter,
     pub retrievals: Counter,
     pub verification_emails: Counter,
+    /// Notification sending attempts by outcome: sent, retry, failed.
+    pub notifications: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -48,6 +55,7 @@ impl Default for Metrics {
         let message_bytes_stored = Counter::default();
         let retrievals = Counter::default();
         let verification_emails = Counter::default();
+        let notifications = Family::<OutcomeLabels, Counter>::default();
         let mut registry = Registry::with_prefix("sealpost");
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register(
@@ -71,6 +79,11 @@ impl Default for Metrics {
             "Verification code emails sent",
             verification_emails.clone(),
         );
+        registry.register(
+            "notification_attempts",
+            "Notification sending attempts by outcome (sent, retry, failed)",
+            notifications.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -79,6 +92,7 @@ impl Default for Metrics {
             message_bytes_stored,
             retrievals,
             verification_emails,
+            notifications,
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Settings {
     pub accounts: AccountSettings,
     pub limits: RateLimitSettings,
     pub smtp: SmtpSettings,
+    pub outbox: OutboxSettings,
     pub branding: BrandingSettings,
     pub log: LogSettings,
 }
@@ -158,6 +159,10 @@ pub struct SmtpSettings {
     pub password: Option<Secret>,
     /// Envelope and header sender of automated mail.
     pub from_address: String,
+    /// Where bounces of notifications return; each notification's envelope
+    /// sender is this address with a signed tag added (`local+b…@domain`).
+    /// Default: `smtp.from_address`.
+    pub bounce_address: Option<String>,
     pub from_name: String,
     pub timeout_seconds: u64,
 }
@@ -171,8 +176,36 @@ impl Default for SmtpSettings {
             username: None,
             password: None,
             from_address: "sealpost@localhost".into(),
+            bounce_address: None,
             from_name: "Sealpost".into(),
             timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// Send queued notifications from this process.
+    pub worker: bool,
+    /// Notifications handed to the relay at the same time.
+    pub concurrency: u32,
+    /// Wait after the first temporary failure; it doubles with each attempt.
+    pub retry_initial_seconds: u64,
+    /// Longest wait between two attempts.
+    pub retry_max_seconds: u64,
+    /// A notification still failing temporarily after this long is marked failed.
+    pub give_up_after_hours: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            concurrency: 8,
+            retry_initial_seconds: 60,
+            retry_max_seconds: 3600,
+            give_up_after_hours: 120,
         }
     }
 }
@@ -324,6 +357,29 @@ impl Settings {
                 "must be an email address such as sealpost@example.org",
             );
         }
+        if let Some(address) = &self.smtp.bounce_address
+            && normalize_address(address).is_none()
+        {
+            return invalid(
+                "smtp.bounce_address",
+                "must be an email address such as bounces@example.org",
+            );
+        }
+        if self.outbox.concurrency == 0 {
+            return invalid("outbox.concurrency", "must be at least 1");
+        }
+        if self.outbox.retry_initial_seconds == 0 {
+            return invalid("outbox.retry_initial_seconds", "must be at least 1");
+        }
+        if self.outbox.retry_max_seconds < self.outbox.retry_initial_seconds {
+            return invalid(
+                "outbox.retry_max_seconds",
+                "must be at least outbox.retry_initial_seconds",
+            );
+        }
+        if self.outbox.give_up_after_hours == 0 {
+            return invalid("outbox.give_up_after_hours", "must be at least 1");
+        }
         if self.smtp.password.is_some() && self.smtp.username.is_none() {
             return invalid("smtp.password", "set smtp.username too");
         }
@@ -331,6 +387,11 @@ impl Settings {
             return invalid("smtp.host", "must not be empty (leave it out to write mail to files)");
         }
         Ok(())
+    }
+
+    /// Where bounces of notifications return.
+    pub fn bounce_address(&self) -> &str {
+        self.smtp.bounce_address.as_deref().unwrap_or(&self.smtp.from_address)
     }
 
     pub fn database_url(&self) -> String {

@@ -7,6 +7,7 @@ use crate::blobs::BlobStore;
 use crate::clock::Clock;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::rate_limit::RateLimiter;
 use crate::settings::Settings;
 use crate::signing::SigningKeys;
@@ -27,6 +28,7 @@ pub struct Inner {
     pub blobs: BlobStore,
     pub keys: SigningKeys,
     pub mailer: Mailer,
+    pub outbox: Outbox,
     pub limits: Limits,
     pub metrics: Metrics,
     pub clock: Clock,

@@ -8,6 +8,7 @@ use sealpost_proto::api::{
 };
 use sealpost_proto::verification::find_code;
 use sealpost_server::clock::Clock;
+use sealpost_server::outbox::Outbox;
 use sealpost_server::settings::{Settings, SmtpSecurity};
 use sealpost_server::{Application, install_crypto_provider};
 use tempfile::TempDir;
@@ -23,6 +24,8 @@ pub struct TestApp {
     pub base_url: String,
     pub mail: MailCapture,
     pub clock: Clock,
+    /// The notification outbox; with `outbox.worker = false` tests step it.
+    pub outbox: Outbox,
     pub data_dir: PathBuf,
     pub cert_pem: Vec<u8>,
     /// Stops the server; called on drop.
@@ -70,6 +73,7 @@ impl TestApp {
         let base_url = format!("https://127.0.0.1:{}", app.local_addr().port());
         let origin = app.origin().to_owned();
         let clock = app.clock();
+        let outbox = app.outbox();
         let cert_pem = std::fs::read(&app.tls().cert_file).expect("server certificate");
         let server_handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -80,6 +84,7 @@ impl TestApp {
             base_url,
             mail,
             clock,
+            outbox,
             data_dir,
             cert_pem,
             stop: Box::new(move || server_handle.shutdown()),

@@ -104,15 +104,30 @@ impl ApiClient {
         self.send(self.authorized(self.http.post(self.url(path)).json(body), token)).await
     }
 
-    /// `POST /api/v1/messages` with the raw MIME message and its recipients.
+    /// `POST /api/v1/messages` with the raw MIME message and its recipients;
+    /// the caller sends the returned notifications itself.
     pub async fn upload(
         &self,
         token: &str,
         recipients: &[&str],
         mime: Vec<u8>,
     ) -> anyhow::Result<ApiResponse> {
-        let metadata =
-            UploadMetadata { recipients: recipients.iter().map(|r| (*r).to_owned()).collect() };
+        self.upload_with(token, recipients, mime, false).await
+    }
+
+    /// `POST /api/v1/messages`, asking the server to mail the notifications
+    /// when `send_notifications` is set.
+    pub async fn upload_with(
+        &self,
+        token: &str,
+        recipients: &[&str],
+        mime: Vec<u8>,
+        send_notifications: bool,
+    ) -> anyhow::Result<ApiResponse> {
+        let metadata = UploadMetadata {
+            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            send_notifications,
+        };
         let form = Form::new()
             .part(
                 "metadata",

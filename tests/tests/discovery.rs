@@ -75,6 +75,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/messages/{message_id}", "get"),
         ("/api/v1/messages/{message_id}/content", "get"),
         ("/api/v1/messages/{message_id}/retrievals", "get"),
+        ("/api/v1/messages/{message_id}/deliveries", "get"),
     ];
     for (path, method) in routes {
         assert!(

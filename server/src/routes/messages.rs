@@ -7,17 +7,20 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealpost_proto::MessageId;
 use sealpost_proto::api::{
-    ErrorBody, MessageInfo, Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
+    DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, MessageInfo, RecipientDelivery,
+    Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
 };
 use sealpost_proto::notification::{Notification, Placeholder, issue};
+use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
 use crate::auth::Caller;
 use crate::blobs::StoredBlob;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::notify;
 use crate::routes::input::email_address;
 use crate::state::AppState;
-use crate::store::MessageRecord;
+use crate::store::{MessageRecord, NewNotification, OutboxState};
 
 /// Stores a message (multipart: a JSON part `metadata` with the recipients and
 /// a part `content` with the raw MIME message) and returns one signed
@@ -59,10 +62,10 @@ pub async fn upload(
             return Err(ApiError::bad_request("The `content` part is empty."));
         }
         let recipients = recipients(&metadata, state.settings.messages.max_recipients)?;
-        Ok((blob, recipients))
+        Ok((blob, recipients, metadata.send_notifications))
     }
     .await;
-    let (blob, recipients) = match outcome {
+    let (blob, recipients, send_notifications) = match outcome {
         Ok(parts) => parts,
         Err(error) => {
             state.blobs.remove(&id).await;
@@ -70,27 +73,10 @@ pub async fn upload(
         }
     };
 
-    let record = MessageRecord {
-        id: id.clone(),
-        sender_account_id: caller.account.id.clone(),
-        sender_email: caller.account.email.clone(),
-        content_sha256: blob.digest,
-        size: blob.size,
-        created_at: state.clock.now(),
-        recipients,
-    };
-    if let Err(error) = state.store.insert_message(&record).await {
-        state.blobs.remove(&id).await;
-        return Err(error.into());
-    }
-    state.metrics.messages_stored.inc();
-    state.metrics.message_bytes_stored.inc_by(blob.size);
-    tracing::info!(message = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), "message stored");
-
+    let now = state.clock.now();
     let read_url = format!("{}/messages/{id}", state.center_url);
     let signer = state.keys.active();
-    let notifications = record
-        .recipients
+    let notifications: Vec<IssuedNotification> = recipients
         .iter()
         .map(|recipient| {
             let signed = signer.sign(Notification {
@@ -108,6 +94,36 @@ pub async fn upload(
             issue(&signed, &placeholder)
         })
         .collect();
+    let outgoing = if send_notifications {
+        match notification_emails(&state, &caller, &id, &recipients, &notifications, now).await {
+            Ok(outgoing) => outgoing,
+            Err(error) => {
+                state.blobs.remove(&id).await;
+                return Err(error);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let record = MessageRecord {
+        id: id.clone(),
+        sender_account_id: caller.account.id.clone(),
+        sender_email: caller.account.email.clone(),
+        content_sha256: blob.digest,
+        size: blob.size,
+        created_at: now,
+        recipients,
+    };
+    if let Err(error) = state.store.insert_message(&record, &outgoing).await {
+        state.blobs.remove(&id).await;
+        return Err(error.into());
+    }
+    if !outgoing.is_empty() {
+        state.outbox.wake();
+    }
+    state.metrics.messages_stored.inc();
+    state.metrics.message_bytes_stored.inc_by(blob.size);
+    tracing::info!(message = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
     Ok((
         StatusCode::CREATED,
         ApiJson(StoredMessage {
@@ -118,6 +134,29 @@ pub async fn upload(
             notifications,
         }),
     ))
+}
+
+/// One complete email per recipient, with the sender's own headers.
+async fn notification_emails(
+    state: &AppState,
+    caller: &Caller,
+    id: &MessageId,
+    recipients: &[String],
+    notifications: &[IssuedNotification],
+    now: OffsetDateTime,
+) -> ApiResult<Vec<NewNotification>> {
+    let head = state.blobs.read_head(id, notify::HEAD_BYTES).await?;
+    let headers = notify::SenderHeaders::parse(&head, &caller.account.email);
+    let origin_host = state.origin.trim_start_matches("https://");
+    let envelope =
+        notify::envelope(&headers, &caller.account, recipients, now, origin_host, id.as_str());
+    Ok(notifications
+        .iter()
+        .map(|issued| NewNotification {
+            recipient: issued.recipient.clone(),
+            email: notify::compose(&envelope, issued),
+        })
+        .collect())
 }
 
 fn recipients(metadata: &UploadMetadata, max: usize) -> ApiResult<Vec<String>> {
@@ -145,6 +184,16 @@ async fn visible_message(state: &AppState, caller: &Caller, id: &str) -> ApiResu
     let allowed = message.sender_account_id == caller.account.id
         || message.recipients.contains(&caller.account.email);
     if allowed { Ok(message) } else { Err(ApiError::not_found()) }
+}
+
+/// The message if the caller sent it; recipients get the same 404 as strangers.
+async fn sent_message(state: &AppState, caller: &Caller, id: &str) -> ApiResult<MessageRecord> {
+    let message = visible_message(state, caller, id).await?;
+    if message.sender_account_id == caller.account.id {
+        Ok(message)
+    } else {
+        Err(ApiError::not_found())
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/messages/{message_id}", tag = "messages", security(("bearer" = [])),
@@ -208,10 +257,7 @@ pub async fn retrievals(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<RetrievalLog>> {
-    let message = visible_message(&state, &caller, &id).await?;
-    if message.sender_account_id != caller.account.id {
-        return Err(ApiError::not_found());
-    }
+    let message = sent_message(&state, &caller, &id).await?;
     let retrievals = state.store.retrievals(&message.id).await?;
     Ok(ApiJson(RetrievalLog {
         message_id: message.id.to_string(),
@@ -225,4 +271,51 @@ pub async fn retrievals(
             })
             .collect(),
     }))
+}
+
+/// Each recipient's state: queued, sent (with the relay's answer), failed or
+/// bounced (with the reason), retrieved. For the sender only.
+#[utoipa::path(get, path = "/api/v1/messages/{message_id}/deliveries", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)),
+    responses((status = 200, body = DeliveryReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<DeliveryReport>> {
+    let message = sent_message(&state, &caller, &id).await?;
+    let notifications = state.store.notifications_of(&message.id).await?;
+    let retrievals = state.store.retrievals(&message.id).await?;
+    let recipients = message
+        .recipients
+        .iter()
+        .map(|recipient| {
+            let notification = notifications.iter().find(|n| &n.recipient == recipient);
+            let retrieved_at = retrievals
+                .iter()
+                .filter(|r| &r.account_email == recipient)
+                .map(|r| r.retrieved_at)
+                .min();
+            let state = match (retrieved_at, notification.map(|n| n.state)) {
+                (Some(_), _) => DeliveryState::Retrieved,
+                (None, None) => DeliveryState::NotSentByServer,
+                (None, Some(OutboxState::Queued)) => DeliveryState::Queued,
+                (None, Some(OutboxState::Sent)) => DeliveryState::Sent,
+                (None, Some(OutboxState::Failed)) => DeliveryState::Failed,
+                (None, Some(OutboxState::Bounced)) => DeliveryState::Bounced,
+            };
+            RecipientDelivery {
+                recipient: recipient.clone(),
+                state,
+                attempts: notification.map_or(0, |n| n.attempts),
+                relay_answer: notification.and_then(|n| n.relay_answer.clone()),
+                error: notification.and_then(|n| n.last_error.clone()),
+                next_attempt_at: notification
+                    .filter(|n| n.state == OutboxState::Queued)
+                    .map(|n| n.next_attempt_at),
+                retrieved_at,
+            }
+        })
+        .collect();
+    Ok(ApiJson(DeliveryReport { message_id: message.id.to_string(), recipients }))
 }

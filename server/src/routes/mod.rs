@@ -23,7 +23,7 @@ use crate::state::AppState;
         health::healthz, health::well_known, health::metrics,
         accounts::request_code, accounts::create_account,
         devices::enroll, devices::refresh, devices::list, devices::revoke,
-        messages::upload, messages::info, messages::content, messages::retrievals,
+        messages::upload, messages::info, messages::content, messages::retrievals, messages::deliveries,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/messages/{message_id}", get(messages::info))
         .route("/api/v1/messages/{message_id}/content", get(messages::content))
         .route("/api/v1/messages/{message_id}/retrievals", get(messages::retrievals))
+        .route("/api/v1/messages/{message_id}/deliveries", get(messages::deliveries))
         .fallback(health::not_found)
         .with_state(state)
 }

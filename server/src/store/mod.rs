@@ -86,6 +86,67 @@ pub struct RetrievalRecord {
     pub retrieved_at: OffsetDateTime,
 }
 
+/// A notification to queue with its message: the complete email for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub recipient: String,
+    pub email: Vec<u8>,
+}
+
+/// A queued notification claimed for one sending attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub email: Vec<u8>,
+    /// Attempts started so far, this one included.
+    pub attempts: u32,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Queued,
+    Sent,
+    Failed,
+    Bounced,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Bounced => "bounced",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        Ok(match text {
+            "queued" => Self::Queued,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "bounced" => Self::Bounced,
+            other => return Err(StoreError::Corrupt(format!("unknown outbox state {other:?}"))),
+        })
+    }
+}
+
+/// What the outbox knows about one recipient's notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRecord {
+    pub outbox_id: i64,
+    pub recipient: String,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub next_attempt_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub relay_answer: Option<String>,
+    pub last_error: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn create_account(
@@ -147,7 +208,13 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<bool>;
 
-    async fn insert_message(&self, message: &MessageRecord) -> StoreResult<()>;
+    /// Stores a message and queues its notifications in one transaction, so
+    /// a stored message never lacks the notifications it was stored with.
+    async fn insert_message(
+        &self,
+        message: &MessageRecord,
+        notifications: &[NewNotification],
+    ) -> StoreResult<()>;
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>>;
 
@@ -160,6 +227,59 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     async fn retrievals(&self, message_id: &MessageId) -> StoreResult<Vec<RetrievalRecord>>;
+
+    /// Claims up to `limit` queued notifications due at `now` for one attempt
+    /// each: their attempt count goes up and they are not due again before
+    /// `lease_until`, so an attempt cut short by a crash is retried then.
+    async fn claim_due_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// When the next queued notification falls due, if any is queued.
+    async fn next_notification_due(&self) -> StoreResult<Option<OffsetDateTime>>;
+
+    async fn mark_notification_sent(
+        &self,
+        id: i64,
+        relay_answer: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Keeps the notification queued until `retry_at`, recording why this attempt failed.
+    async fn mark_notification_retry(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    async fn mark_notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Records a bounce report for a sent (or still queued) notification;
+    /// false when there is no such notification.
+    async fn mark_notification_bounced(
+        &self,
+        id: i64,
+        report: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+
+    async fn notifications_of(
+        &self,
+        message_id: &MessageId,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// Counts by state, for metrics.
+    async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, u64)>>;
 
     /// Cheap round trip for the health check.
     async fn ping(&self) -> StoreResult<()>;

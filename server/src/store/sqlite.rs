@@ -9,8 +9,8 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
 use super::{
-    AccountRecord, CodeCheck, DeviceRecord, MessageRecord, RetrievalRecord, Store, StoreError,
-    StoreResult, TokenHashes,
+    AccountRecord, CodeCheck, DeviceRecord, MessageRecord, NewNotification, NotificationRecord,
+    OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
 };
 use crate::ids::{AccountId, DeviceId};
 use sealpost_proto::{ContentDigest, MessageId};
@@ -289,7 +289,11 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn insert_message(&self, message: &MessageRecord) -> StoreResult<()> {
+    async fn insert_message(
+        &self,
+        message: &MessageRecord,
+        notifications: &[NewNotification],
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -308,6 +312,21 @@ impl Store for SqliteStore {
             )
             .bind(message.id.as_str())
             .bind(recipient)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = unix(message.created_at);
+        for notification in notifications {
+            sqlx::query(
+                "INSERT INTO outbox (message_id, recipient, email, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            )
+            .bind(message.id.as_str())
+            .bind(&notification.recipient)
+            .bind(&notification.email)
+            .bind(now)
+            .bind(now)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         }
@@ -379,6 +398,164 @@ impl Store for SqliteStore {
                     device_name: row.try_get("device_name")?,
                     retrieved_at: from_unix(row.try_get("retrieved_at")?)?,
                 })
+            })
+            .collect()
+    }
+
+    async fn claim_due_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        // One statement: selecting and leasing cannot interleave with another claimer.
+        let rows = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ?
+             WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?
+                          ORDER BY next_attempt_at, id LIMIT ?)
+             RETURNING id, message_id, recipient, email, attempts, created_at",
+        )
+        .bind(unix(lease_until))
+        .bind(unix(now))
+        .bind(unix(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                let message_id: String = row.try_get("message_id")?;
+                Ok(OutboxEntry {
+                    id: row.try_get("id")?,
+                    message_id: MessageId::parse(&message_id)
+                        .map_err(|_| StoreError::Corrupt(format!("message id {message_id:?}")))?,
+                    recipient: row.try_get("recipient")?,
+                    email: row.try_get("email")?,
+                    attempts: row.try_get::<i64, _>("attempts")?.try_into().unwrap_or(u32::MAX),
+                    created_at: from_unix(row.try_get("created_at")?)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        entries.sort_by_key(|entry| entry.id);
+        Ok(entries)
+    }
+
+    async fn next_notification_due(&self) -> StoreResult<Option<OffsetDateTime>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?;
+        next.map(from_unix).transpose()
+    }
+
+    async fn mark_notification_sent(
+        &self,
+        id: i64,
+        relay_answer: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'sent', relay_answer = ?, last_error = NULL, updated_at = ?
+             WHERE id = ? AND state = 'queued'",
+        )
+        .bind(relay_answer)
+        .bind(unix(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_notification_retry(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, updated_at = ?
+             WHERE id = ? AND state = 'queued'",
+        )
+        .bind(unix(retry_at))
+        .bind(error)
+        .bind(unix(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ?
+             WHERE id = ? AND state = 'queued'",
+        )
+        .bind(error)
+        .bind(unix(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_notification_bounced(
+        &self,
+        id: i64,
+        report: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE outbox SET state = 'bounced', last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(report)
+        .bind(unix(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn notifications_of(
+        &self,
+        message_id: &MessageId,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, recipient, state, attempts, next_attempt_at, updated_at, relay_answer, last_error
+             FROM outbox WHERE message_id = ? ORDER BY id",
+        )
+        .bind(message_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NotificationRecord {
+                    outbox_id: row.try_get("id")?,
+                    recipient: row.try_get("recipient")?,
+                    state: OutboxState::parse(row.try_get("state")?)?,
+                    attempts: row.try_get::<i64, _>("attempts")?.try_into().unwrap_or(u32::MAX),
+                    next_attempt_at: from_unix(row.try_get("next_attempt_at")?)?,
+                    updated_at: from_unix(row.try_get("updated_at")?)?,
+                    relay_answer: row.try_get("relay_answer")?,
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, u64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS count FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let count: i64 = row.try_get("count")?;
+                Ok((OutboxState::parse(row.try_get("state")?)?, count.try_into().unwrap_or(0)))
             })
             .collect()
     }
@@ -485,5 +662,66 @@ mod tests {
             store.rotate_tokens([102; 32], &pair(4), now).await.expect("rotate").is_none(),
             "revoked device refreshed"
         );
+    }
+
+    #[tokio::test]
+    async fn queued_notifications_are_leased_retried_and_settled() {
+        let (_dir, store) = store().await;
+        let sender = store.create_account("s@example.test", None, None).await.expect("account");
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let message = MessageRecord {
+            id: MessageId::generate(),
+            sender_account_id: sender.id.clone(),
+            sender_email: sender.email.clone(),
+            content_sha256: ContentDigest::of(b"x"),
+            size: 1,
+            created_at: now,
+            recipients: vec!["a@example.test".into(), "b@example.test".into()],
+        };
+        let outgoing: Vec<NewNotification> = message
+            .recipients
+            .iter()
+            .map(|r| NewNotification { recipient: r.clone(), email: r.as_bytes().to_vec() })
+            .collect();
+        store.insert_message(&message, &outgoing).await.expect("insert");
+        assert_eq!(store.next_notification_due().await.expect("due"), Some(now));
+
+        let lease = now + time::Duration::minutes(5);
+        let claimed = store.claim_due_notifications(now, lease, 10).await.expect("claim");
+        assert_eq!(claimed.len(), 2);
+        assert_eq!((claimed[0].attempts, claimed[0].email.as_slice()), (1, &b"a@example.test"[..]));
+        // Leased: not claimable again until the lease ends.
+        assert!(store.claim_due_notifications(now, lease, 10).await.expect("claim").is_empty());
+        let after_lease = store.claim_due_notifications(lease, lease, 10).await.expect("claim");
+        assert_eq!(after_lease.len(), 2, "an attempt cut short is retried after its lease");
+
+        let (a, b) = (after_lease[0].id, after_lease[1].id);
+        store.mark_notification_sent(a, "250 2.0.0 Ok: queued as ABC", lease).await.expect("sent");
+        let retry_at = lease + time::Duration::minutes(1);
+        store
+            .mark_notification_retry(b, "connection refused", retry_at, lease)
+            .await
+            .expect("retry");
+        assert_eq!(store.next_notification_due().await.expect("due"), Some(retry_at));
+        let third = store.claim_due_notifications(retry_at, retry_at, 10).await.expect("claim");
+        assert_eq!(third.iter().map(|e| (e.id, e.attempts)).collect::<Vec<_>>(), [(b, 3)]);
+        store.mark_notification_failed(b, "550 no such user", retry_at).await.expect("failed");
+        // Settled rows never change back to sent.
+        store.mark_notification_sent(b, "late", retry_at).await.expect("no-op");
+
+        let records = store.notifications_of(&message.id).await.expect("records");
+        assert_eq!(records[0].state, OutboxState::Sent);
+        assert_eq!(records[0].relay_answer.as_deref(), Some("250 2.0.0 Ok: queued as ABC"));
+        assert_eq!(records[1].state, OutboxState::Failed);
+        assert_eq!(records[1].last_error.as_deref(), Some("550 no such user"));
+        assert_eq!(store.next_notification_due().await.expect("due"), None);
+
+        assert!(
+            store.mark_notification_bounced(a, "bounced (5.1.1)", retry_at).await.expect("bounce")
+        );
+        assert!(!store.mark_notification_bounced(9999, "x", retry_at).await.expect("bounce"));
+        let mut counts = store.outbox_counts().await.expect("counts");
+        counts.sort_by_key(|(state, _)| state.as_str());
+        assert_eq!(counts, [(OutboxState::Bounced, 1), (OutboxState::Failed, 1)]);
     }
 }
