@@ -20,6 +20,7 @@ use crate::auth::hash_password;
 use crate::blobs::BlobStore;
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
+use crate::dkim::DkimSigner;
 use crate::mailer::{MailError, Mailer};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
@@ -85,6 +86,9 @@ impl Application {
         let mailer = Mailer::new(&settings.smtp, &data_dir)?;
         let bounces = BounceMatcher::load_or_generate(&data_dir, settings.bounce_address())
             .map_err(|error| StartError::Other(error.to_string()))?;
+        let dkim = DkimSigner::from_settings(&settings.dkim)
+            .map_err(|error| StartError::Other(error.to_string()))?
+            .map(Arc::new);
         let clock = Clock::default();
         let metrics = Metrics::default();
         let outbox = Outbox::new(
@@ -117,6 +121,7 @@ impl Application {
             keys,
             mailer,
             outbox,
+            dkim,
             metrics,
             clock,
             dummy_password_hash,
@@ -147,6 +152,11 @@ impl Application {
 
     pub fn mail_description(&self) -> String {
         self.state.mailer.describe()
+    }
+
+    /// The DKIM TXT record to publish, `(name, value)`, when DKIM is configured.
+    pub fn dkim_record(&self) -> Option<(String, String)> {
+        self.state.dkim.as_ref().map(|signer| signer.dns_record())
     }
 
     pub fn active_key_id(&self) -> String {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod bounces;
 pub mod clock;
+pub mod dkim;
 pub mod error;
 pub mod files;
 pub mod ids;

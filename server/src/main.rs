@@ -90,6 +90,10 @@ fn serve(settings: Settings) -> ExitCode {
         );
         println!("  fingerprint  SHA-256 {}", tls.fingerprint);
         println!("  signing key  {}", app.active_key_id());
+        match app.dkim_record() {
+            Some((name, value)) => println!("  dkim         publish TXT {name} \"{value}\""),
+            None => println!("  dkim         off (notifications are not DKIM-signed; see [dkim])"),
+        }
         println!("  mail         {}", app.mail_description());
         let handle = app.handle();
         tokio::spawn(async move {

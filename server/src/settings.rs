@@ -28,6 +28,7 @@ pub struct Settings {
     pub limits: RateLimitSettings,
     pub smtp: SmtpSettings,
     pub outbox: OutboxSettings,
+    pub dkim: DkimSettings,
     pub branding: BrandingSettings,
     pub log: LogSettings,
 }
@@ -181,6 +182,18 @@ impl Default for SmtpSettings {
             timeout_seconds: 30,
         }
     }
+}
+
+/// DKIM signing of notifications: all three keys, or none (no signature).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimSettings {
+    /// The signing domain (`d=`), normally the domain of the senders' addresses.
+    pub domain: Option<String>,
+    /// The selector (`s=`): the key is published at `<selector>._domainkey.<domain>`.
+    pub selector: Option<String>,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8, 2048 bits recommended) or Ed25519 (PKCS#8).
+    pub private_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,6 +376,29 @@ impl Settings {
             return invalid(
                 "smtp.bounce_address",
                 "must be an email address such as bounces@example.org",
+            );
+        }
+        let dkim = &self.dkim;
+        let dkim_keys =
+            [dkim.domain.is_some(), dkim.selector.is_some(), dkim.private_key_file.is_some()];
+        if dkim_keys.contains(&true) && dkim_keys.contains(&false) {
+            return invalid(
+                "dkim.domain",
+                "set dkim.domain, dkim.selector and dkim.private_key_file together, or none of them",
+            );
+        }
+        if let Some(domain) = &dkim.domain
+            && (domain.is_empty() || domain.contains(['@', ' ', '/']))
+        {
+            return invalid("dkim.domain", "must be a domain name such as example.org");
+        }
+        if let Some(selector) = &dkim.selector
+            && (selector.is_empty()
+                || !selector.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            return invalid(
+                "dkim.selector",
+                "must be letters, digits, '-' or '.', such as sealpost2026",
             );
         }
         if self.outbox.concurrency == 0 {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::blobs::BlobStore;
 use crate::clock::Clock;
+use crate::dkim::DkimSigner;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -29,6 +30,8 @@ pub struct Inner {
     pub keys: SigningKeys,
     pub mailer: Mailer,
     pub outbox: Outbox,
+    /// Signs notifications when DKIM is configured.
+    pub dkim: Option<Arc<DkimSigner>>,
     pub limits: Limits,
     pub metrics: Metrics,
     pub clock: Clock,

@@ -26,6 +26,8 @@ pub struct TestApp {
     pub clock: Clock,
     /// The notification outbox; with `outbox.worker = false` tests step it.
     pub outbox: Outbox,
+    /// The DKIM TXT record `(name, value)` when DKIM is configured.
+    pub dkim_record: Option<(String, String)>,
     pub data_dir: PathBuf,
     pub cert_pem: Vec<u8>,
     /// Stops the server; called on drop.
@@ -74,6 +76,7 @@ impl TestApp {
         let origin = app.origin().to_owned();
         let clock = app.clock();
         let outbox = app.outbox();
+        let dkim_record = app.dkim_record();
         let cert_pem = std::fs::read(&app.tls().cert_file).expect("server certificate");
         let server_handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -85,6 +88,7 @@ impl TestApp {
             mail,
             clock,
             outbox,
+            dkim_record,
             data_dir,
             cert_pem,
             stop: Box::new(move || server_handle.shutdown()),

@@ -16,8 +16,17 @@ use clap::{Parser, Subcommand};
 
 /// Debian packages the build and the tests need. Later parts of the system
 /// (mail stack, PostgreSQL, desktop app, browser tests) add theirs here.
-const DEBIAN_PACKAGES: &[&str] =
-    &["build-essential", "pkg-config", "ca-certificates", "git", "curl"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "ca-certificates",
+    "git",
+    "curl",
+    "openssl",
+    // Independent checks of what the server sends: DKIM verification and spam scoring.
+    "python3-dkim",
+    "spamassassin",
+];
 
 /// Answers for packages that would otherwise ask questions during install.
 const DEBCONF_SELECTIONS: &[&str] = &["postfix postfix/main_mailer_type select No configuration"];

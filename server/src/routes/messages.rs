@@ -152,9 +152,13 @@ async fn notification_emails(
         notify::envelope(&headers, &caller.account, recipients, now, origin_host, id.as_str());
     Ok(notifications
         .iter()
-        .map(|issued| NewNotification {
-            recipient: issued.recipient.clone(),
-            email: notify::compose(&envelope, issued),
+        .map(|issued| {
+            let email = notify::compose(&envelope, issued);
+            let email = match &state.dkim {
+                Some(signer) => signer.sign(&email, now.unix_timestamp()),
+                None => email,
+            };
+            NewNotification { recipient: issued.recipient.clone(), email }
         })
         .collect())
 }
