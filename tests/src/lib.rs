@@ -12,11 +12,13 @@
 mod app;
 mod client;
 mod mail_capture;
+mod mailstack;
 mod process;
 
 pub use app::{TestApp, TestUser};
 pub use client::{ApiClient, ApiResponse};
 pub use mail_capture::{CapturedMail, MailCapture};
+pub use mailstack::{MailStack, MailUser, MailboxMessage};
 pub use process::ServerProcess;
 
 /// A sample MIME message with a text body and one binary attachment.

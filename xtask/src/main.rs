@@ -23,6 +23,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "git",
     "curl",
     "openssl",
+    // The real mail stack the tests and the demo run: Postfix in front of Dovecot.
+    "dovecot-core",
+    "dovecot-imapd",
+    "dovecot-lmtpd",
+    "postfix",
     // Independent checks of what the server sends: DKIM verification and spam scoring.
     "python3-dkim",
     "spamassassin",

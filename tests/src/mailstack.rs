@@ -1,0 +1,627 @@
+//! [`MailStack`]: a real Dovecot (IMAP, IMAPS, LMTP) and Postfix (SMTP,
+//! delivering into Dovecot over LMTP) as child processes on random loopback
+//! ports, with a fresh directory, fresh users and a certificate rustls accepts.
+//!
+//! Postfix accepts mail only for the stack's own users: an unknown recipient
+//! is refused at RCPT time and every other domain is refused as relaying, and
+//! even its default transport discards, so nothing can leave the machine.
+//! Both servers run in their own process groups and are killed when the stack
+//! is dropped, also when a test panics.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use futures_util::TryStreamExt;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+
+const DOMAIN: &str = "example.test";
+/// Longest wait for a server to open its ports.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest any single IMAP command may take.
+const IMAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Special-use folders every mailbox gets, as desktop clients create them.
+const SPECIAL_USE: &[(&str, &str)] = &[
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailUser {
+    pub address: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxMessage {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    smtp: u16,
+    imap: u16,
+    imaps: u16,
+    lmtp: u16,
+}
+
+pub struct MailStack {
+    users: Vec<MailUser>,
+    ports: Ports,
+    ca_pem: String,
+    postfix_config: PathBuf,
+    postfix_log: PathBuf,
+    dovecot: Mutex<Option<Child>>,
+    postfix: Mutex<Option<Child>>,
+    // Dropped last: the children are gone before their files are.
+    dir: TempDir,
+}
+
+impl MailStack {
+    /// Starts a stack with one mailbox per local part, on fresh ports.
+    /// Ports picked at random may be taken by another test before the servers
+    /// bind them; then the start is retried on new ports.
+    pub async fn start(local_parts: &[&str]) -> Result<MailStack> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_once(local_parts).await {
+                Ok(stack) => return Ok(stack),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the mail stack did not start")))
+    }
+
+    async fn start_once(local_parts: &[&str]) -> Result<MailStack> {
+        let dir = tempfile::Builder::new().prefix("sealpost-mailstack-").tempdir()?;
+        // Dovecot's and Postfix's unprivileged processes must reach their files.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let ports = free_ports()?;
+        let users: Vec<MailUser> = local_parts
+            .iter()
+            .map(|local| MailUser {
+                address: format!("{}@{DOMAIN}", local.to_lowercase()),
+                password: format!("pw-{:016x}", rand::random::<u64>()),
+            })
+            .collect();
+        let ca_pem = write_certificates(dir.path())?;
+        write_dovecot_config(dir.path(), ports, &users)?;
+        let (postfix_config, postfix_log) = write_postfix_config(dir.path(), ports, &users)?;
+
+        let dovecot = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.path().join("dovecot/dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("dovecot/stderr.log"))?))
+            .process_group(0)
+            .spawn()
+            .context(
+                "cannot start dovecot (is dovecot-imapd installed? cargo xtask test installs it)",
+            )?;
+        let stack = MailStack {
+            users,
+            ports,
+            ca_pem,
+            postfix_config,
+            postfix_log,
+            dovecot: Mutex::new(Some(dovecot)),
+            postfix: Mutex::new(None),
+            dir,
+        };
+        stack.start_postfix()?;
+        let dovecot_ports = [ports.imap, ports.imaps, ports.lmtp];
+        stack
+            .wait_until_listening(&dovecot_ports, &stack.dovecot, "dovecot")
+            .await
+            .with_context(|| stack.dovecot_log())?;
+        stack
+            .wait_until_listening(&[ports.smtp], &stack.postfix, "postfix")
+            .await
+            .with_context(|| stack.postfix_log())?;
+        Ok(stack)
+    }
+
+    pub fn domain(&self) -> &str {
+        DOMAIN
+    }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        loopback(self.ports.smtp)
+    }
+
+    pub fn imap_addr(&self) -> SocketAddr {
+        loopback(self.ports.imap)
+    }
+
+    pub fn imaps_addr(&self) -> SocketAddr {
+        loopback(self.ports.imaps)
+    }
+
+    pub fn lmtp_addr(&self) -> SocketAddr {
+        loopback(self.ports.lmtp)
+    }
+
+    /// The CA that signed the IMAPS certificate (for `localhost` and 127.0.0.1).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn users(&self) -> &[MailUser] {
+        &self.users
+    }
+
+    /// A user by local part or full address.
+    pub fn user(&self, local_part_or_address: &str) -> &MailUser {
+        let wanted = local_part_or_address.to_lowercase();
+        self.users
+            .iter()
+            .find(|user| {
+                user.address == wanted || user.address.split('@').next() == Some(wanted.as_str())
+            })
+            .unwrap_or_else(|| panic!("the mail stack has no user {local_part_or_address}"))
+    }
+
+    /// Every message in `mailbox`, oldest first, read over IMAP.
+    pub async fn messages(&self, address: &str, mailbox: &str) -> Result<Vec<MailboxMessage>> {
+        let mut session = self.imap_session(address).await?;
+        let selected =
+            timed(session.select(mailbox)).await?.with_context(|| format!("SELECT {mailbox}"))?;
+        let mut messages = Vec::new();
+        if selected.exists > 0 {
+            let fetches: Vec<_> = timed(async {
+                session.fetch("1:*", "(UID FLAGS BODY.PEEK[])").await?.try_collect().await
+            })
+            .await?
+            .context("FETCH")?;
+            for fetch in &fetches {
+                messages.push(MailboxMessage {
+                    uid: fetch.uid.context("FETCH answered without a UID")?,
+                    flags: fetch.flags().map(|flag| flag_name(&flag)).collect(),
+                    raw: fetch.body().unwrap_or_default().to_vec(),
+                });
+            }
+        }
+        let _ = timed(session.logout()).await;
+        messages.sort_by_key(|message| message.uid);
+        Ok(messages)
+    }
+
+    /// Waits until `mailbox` holds at least `count` messages and returns them all.
+    pub async fn wait_for_messages(
+        &self,
+        address: &str,
+        mailbox: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<MailboxMessage>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = self.messages(address, mailbox).await?;
+            if messages.len() >= count {
+                return Ok(messages);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{address}'s {mailbox} holds {} messages after {timeout:?}, expected {count}\nPostfix log:\n{}",
+                    messages.len(),
+                    self.postfix_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// APPENDs a raw message with flags such as `\Seen`.
+    pub async fn append(
+        &self,
+        address: &str,
+        mailbox: &str,
+        raw: &[u8],
+        flags: &[&str],
+    ) -> Result<()> {
+        let mut session = self.imap_session(address).await?;
+        let flags = format!("({})", flags.join(" "));
+        timed(session.append(mailbox, Some(&flags), None, raw))
+            .await?
+            .with_context(|| format!("APPEND to {mailbox}"))?;
+        let _ = timed(session.logout()).await;
+        Ok(())
+    }
+
+    /// Kills Postfix so connections to [`Self::smtp_addr`] are refused; Dovecot keeps running.
+    pub async fn suspend_smtp(&self) -> Result<()> {
+        kill_group(&self.postfix);
+        // The port closes with the process; wait until it really refuses.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(self.smtp_addr()).await.is_ok() {
+            if Instant::now() >= deadline {
+                bail!("Postfix still accepts connections after being killed");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts Postfix again on the same port, with the queue it had.
+    pub async fn resume_smtp(&self) -> Result<()> {
+        self.start_postfix()?;
+        self.wait_until_listening(&[self.ports.smtp], &self.postfix, "postfix")
+            .await
+            .with_context(|| self.postfix_log())
+    }
+
+    /// Postfix's log and anything it wrote to stderr, for failure messages.
+    pub fn postfix_log(&self) -> String {
+        let stderr = self.dir.path().join("postfix/stderr.log");
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.postfix_log).unwrap_or_default(),
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        )
+    }
+
+    fn dovecot_log(&self) -> String {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.path().join("dovecot").join(name)).unwrap_or_default()
+        };
+        format!("{}{}", read("dovecot.log"), read("stderr.log"))
+    }
+
+    fn start_postfix(&self) -> Result<()> {
+        // -d: stay in the foreground, so the child is the master itself.
+        let child = Command::new("/usr/lib/postfix/sbin/master")
+            .arg("-d")
+            .arg("-c")
+            .arg(&self.postfix_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("postfix/stderr.log"))?))
+            .process_group(0)
+            .spawn()
+            .context("cannot start Postfix (is postfix installed? cargo xtask test installs it)")?;
+        *self.postfix.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(child);
+        Ok(())
+    }
+
+    /// Polls until every port accepts connections, failing early if the
+    /// child exits (a port held by someone else would otherwise look ready).
+    async fn wait_until_listening(
+        &self,
+        ports: &[u16],
+        child: &Mutex<Option<Child>>,
+        name: &str,
+    ) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for &port in ports {
+            loop {
+                if let Some(status) = child
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten())
+                {
+                    bail!("{name} exited during start-up ({status})");
+                }
+                if TcpStream::connect(loopback(port)).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("{name} did not open port {port} within {START_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn imap_session(&self, address: &str) -> Result<async_imap::Session<TcpStream>> {
+        let user = self.user(address);
+        let stream =
+            timed(TcpStream::connect(self.imap_addr())).await?.context("connect to IMAP")?;
+        let mut client = async_imap::Client::new(stream);
+        timed(client.read_response())
+            .await?
+            .context("IMAP greeting")?
+            .context("IMAP closed before its greeting")?;
+        timed(client.login(&user.address, &user.password))
+            .await?
+            .map_err(|(error, _)| error)
+            .with_context(|| format!("IMAP login as {}", user.address))
+    }
+}
+
+impl Drop for MailStack {
+    fn drop(&mut self) {
+        kill_group(&self.postfix);
+        kill_group(&self.dovecot);
+        if std::env::var_os("SEALPOST_KEEP_MAILSTACK").is_some() {
+            eprintln!("mail stack kept in {}", self.dir.path().display());
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
+
+/// SIGKILL to the child's whole process group (Dovecot and Postfix both
+/// fork workers), then reaps the child. State is throwaway, so no grace.
+fn kill_group(child: &Mutex<Option<Child>>) {
+    let taken = child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    if let Some(mut child) = taken {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+async fn timed<F: std::future::Future>(future: F) -> Result<F::Output> {
+    tokio::time::timeout(IMAP_TIMEOUT, future).await.context("IMAP command timed out")
+}
+
+fn flag_name(flag: &async_imap::types::Flag<'_>) -> String {
+    use async_imap::types::Flag;
+    match flag {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Recent => "\\Recent".into(),
+        Flag::MayCreate => "\\*".into(),
+        Flag::Custom(name) => name.to_string(),
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Four distinct free ports, all held at once while being picked.
+fn free_ports() -> Result<Ports> {
+    let listeners: Vec<TcpListener> = (0..4)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<_>>()?;
+    let port = |index: usize| -> Result<u16> { Ok(listeners[index].local_addr()?.port()) };
+    Ok(Ports { smtp: port(0)?, imap: port(1)?, imaps: port(2)?, lmtp: port(3)? })
+}
+
+/// A CA and a leaf for localhost/127.0.0.1 signed by it (a self-signed CA
+/// certificate used as the server's own is refused by rustls). Returns the CA.
+fn write_certificates(root: &Path) -> Result<String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Sealpost test mail CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    leaf_params.is_ca = IsCa::ExplicitNoCa;
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+
+    let dir = root.join("dovecot");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem()))?;
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem())?;
+    Ok(ca.pem())
+}
+
+fn system_id(file: &str, name: &str) -> Result<u32> {
+    let text = std::fs::read_to_string(file)?;
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name)).then(|| fields.nth(1)?.parse().ok()).flatten()
+        })
+        .with_context(|| format!("no {name} in {file}: is the Debian package installed?"))
+}
+
+fn write_dovecot_config(root: &Path, ports: Ports, users: &[MailUser]) -> Result<()> {
+    let dir = root.join("dovecot");
+    let homes = root.join("mail");
+    std::fs::create_dir_all(&homes)?;
+    std::fs::set_permissions(&homes, std::fs::Permissions::from_mode(0o755))?;
+    let uid = system_id("/etc/passwd", "dovecot")?;
+    let gid = system_id("/etc/group", "dovecot")?;
+    for user in users {
+        let home = homes.join(&user.address);
+        std::fs::create_dir_all(&home)?;
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
+    }
+    let passwd: String = users
+        .iter()
+        .map(|user| format!("{}:{{PLAIN}}{}::::::\n", user.address, user.password))
+        .collect();
+    std::fs::write(dir.join("passwd"), passwd)?;
+    let mailboxes: String = SPECIAL_USE
+        .iter()
+        .map(|(name, use_)| {
+            format!("  mailbox {name} {{\n    special_use = {use_}\n    auto = subscribe\n  }}\n")
+        })
+        .collect();
+    let dir_text = dir.display();
+    let config = format!(
+        r#"# Generated for one test mail stack.
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = {dir_text}/run
+state_dir = {dir_text}/state
+log_path = {dir_text}/dovecot.log
+info_log_path = {dir_text}/dovecot.log
+ssl = yes
+ssl_cert = <{dir_text}/cert.pem
+ssl_key = <{dir_text}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+mail_fsync = never
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir_text}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%u
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@{DOMAIN}
+}}
+"#,
+        homes = homes.display(),
+        imap = ports.imap,
+        imaps = ports.imaps,
+        lmtp = ports.lmtp,
+    );
+    std::fs::write(dir.join("dovecot.conf"), config)?;
+    Ok(())
+}
+
+/// Writes main.cf, master.cf and the mailbox map; returns the config
+/// directory and the log file.
+fn write_postfix_config(
+    root: &Path,
+    ports: Ports,
+    users: &[MailUser],
+) -> Result<(PathBuf, PathBuf)> {
+    let config = root.join("postfix");
+    let queue = root.join("postfix-queue");
+    let data = root.join("postfix-data");
+    let log = config.join("postfix.log");
+    std::fs::create_dir_all(&config)?;
+    let postfix_uid = system_id("/etc/passwd", "postfix")?;
+    let postdrop_gid = system_id("/etc/group", "postdrop")?;
+    let make_dir = |path: &Path, uid: u32, gid: u32, mode: u32| -> Result<()> {
+        std::fs::create_dir_all(path)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    make_dir(&queue, 0, 0, 0o755)?;
+    make_dir(&queue.join("pid"), 0, 0, 0o755)?;
+    for private in [
+        "incoming", "active", "deferred", "bounce", "defer", "trace", "flush", "hold", "corrupt",
+        "saved", "private",
+    ] {
+        make_dir(&queue.join(private), postfix_uid, 0, 0o700)?;
+    }
+    make_dir(&queue.join("maildrop"), postfix_uid, postdrop_gid, 0o730)?;
+    make_dir(&queue.join("public"), postfix_uid, postdrop_gid, 0o710)?;
+    make_dir(&data, postfix_uid, 0, 0o700)?;
+
+    let mailboxes: String =
+        users.iter().map(|user| format!("{} {}/\n", user.address, user.address)).collect();
+    std::fs::write(config.join("vmailbox"), mailboxes)?;
+    let main_cf = format!(
+        "# Generated for one test mail stack: local delivery only, nothing relayed.
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.{DOMAIN}
+mydomain = {DOMAIN}
+myorigin = {DOMAIN}
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = {DOMAIN}
+virtual_mailbox_maps = texthash:{config}/vmailbox
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
+default_transport = discard:tests never relay
+relay_transport = discard:tests never relay
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = reject_unauth_destination
+smtp_dns_support_level = disabled
+lmtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+smtpd_banner = $myhostname ESMTP
+biff = no
+maillog_file = {log}
+maillog_file_prefixes = {root}
+",
+        queue = queue.display(),
+        data = data.display(),
+        config = config.display(),
+        lmtp = ports.lmtp,
+        log = log.display(),
+        root = root.display(),
+    );
+    std::fs::write(config.join("main.cf"), main_cf)?;
+    let master_cf = format!(
+        "# service type private unpriv chroot wakeup maxproc command
+127.0.0.1:{smtp} inet n - n - - smtpd
+pickup     fifo  n - n 60   1 pickup
+cleanup    unix  n - n -    0 cleanup
+qmgr       fifo  n - n 300  1 qmgr
+rewrite    unix  - - n -    - trivial-rewrite
+bounce     unix  - - n -    0 bounce
+defer      unix  - - n -    0 bounce
+trace      unix  - - n -    0 bounce
+verify     unix  - - n -    1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -    - proxymap
+proxywrite unix  - - n -    1 proxymap
+smtp       unix  - - n -    - smtp
+relay      unix  - - n -    - smtp
+showq      unix  n - n -    - showq
+error      unix  - - n -    - error
+retry      unix  - - n -    - error
+discard    unix  - - n -    - discard
+lmtp       unix  - - n -    - lmtp
+anvil      unix  - - n -    1 anvil
+scache     unix  - - n -    1 scache
+postlog    unix-dgram n - n - 1 postlogd
+",
+        smtp = ports.smtp,
+    );
+    std::fs::write(config.join("master.cf"), master_cf)?;
+    // Postfix waits about two seconds for files changed within the last second.
+    let a_minute_ago = SystemTime::now() - Duration::from_secs(60);
+    for file in ["main.cf", "master.cf", "vmailbox"] {
+        std::fs::File::options().write(true).open(config.join(file))?.set_modified(a_minute_ago)?;
+    }
+    Ok((config, log))
+}
