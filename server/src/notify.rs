@@ -25,7 +25,6 @@ pub struct SenderHeaders {
     pub to: Vec<(Option<String>, String)>,
     pub cc: Vec<(Option<String>, String)>,
     pub subject: Option<String>,
-    pub date: Option<i64>,
     pub message_id: Option<String>,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
@@ -55,7 +54,6 @@ impl SenderHeaders {
             to: addresses(message.to()),
             cc: addresses(message.cc()),
             subject: message.subject().map(str::to_owned),
-            date: message.date().map(|date| date.to_timestamp()),
             message_id: message.message_id().map(str::to_owned),
             in_reply_to: ids(message.in_reply_to()).pop(),
             references: ids(message.references()),
@@ -97,7 +95,10 @@ pub fn envelope(
         to,
         cc: headers.cc.clone(),
         subject: headers.subject.clone().unwrap_or_default(),
-        date: headers.date.unwrap_or_else(|| now.unix_timestamp()),
+        // When the notification is written, not the draft's own Date: a
+        // sender's skewed clock must not make the notification look forged
+        // (spam filters score Dates far from the Received time).
+        date: now.unix_timestamp(),
         message_id: headers
             .message_id
             .clone()
@@ -145,7 +146,7 @@ References: <root@patients.example> <parent@patients.example>\r\n\r\nbody";
         );
         assert_eq!(envelope.cc, [(None, "cc@patients.example".into())]);
         assert_eq!(envelope.subject, "Résultats");
-        assert_eq!(envelope.date, 1_795_428_000);
+        assert_eq!(envelope.date, 0, "the Date is when the notification is written");
         assert_eq!(envelope.message_id, "orig.1@clinic.example");
         assert_eq!(envelope.in_reply_to.as_deref(), Some("parent@patients.example"));
         assert_eq!(envelope.references, ["root@patients.example", "parent@patients.example"]);

@@ -1,6 +1,7 @@
 //! [`TestApp`]: the real server in this process, on port 0, over TLS.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_proto::api::{
@@ -15,6 +16,7 @@ use tempfile::TempDir;
 
 use crate::client::{ApiClient, ApiResponse};
 use crate::mail_capture::MailCapture;
+use crate::mailstack::MailStack;
 
 /// One server with its own data directory and database, and a mail capture
 /// that its automated mail goes to. Stops when dropped.
@@ -23,6 +25,8 @@ pub struct TestApp {
     pub origin: String,
     pub base_url: String,
     pub mail: MailCapture,
+    /// The real mail stack, when the server relays through it.
+    pub mailstack: Option<Arc<MailStack>>,
     pub clock: Clock,
     /// The notification outbox; with `outbox.worker = false` tests step it.
     pub outbox: Outbox,
@@ -53,8 +57,22 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
-    /// Starts a server whose settings `configure` may change first.
+    /// Starts a server whose settings `configure` may change first. Its mail
+    /// goes to a [`MailCapture`].
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(None, configure).await
+    }
+
+    /// Starts a server whose mail goes through the real stack's Postfix into
+    /// Dovecot: every address it mails must be one of the stack's users.
+    pub async fn spawn_on(stack: Arc<MailStack>, configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(Some(stack), configure).await
+    }
+
+    async fn start(
+        mailstack: Option<Arc<MailStack>>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
         install_crypto_provider();
         let dir = tempfile::tempdir().expect("temporary data directory");
         let mail = MailCapture::start().await.expect("mail capture listener");
@@ -62,7 +80,10 @@ impl TestApp {
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.server.data_dir = dir.path().join("data");
         settings.smtp.host = Some("127.0.0.1".into());
-        settings.smtp.port = mail.port();
+        settings.smtp.port = match &mailstack {
+            Some(stack) => stack.smtp_addr().port(),
+            None => mail.port(),
+        };
         settings.smtp.security = SmtpSecurity::None;
         settings.smtp.from_address = "sealpost@example.test".into();
         settings.branding.organization_name = "Example Clinic".into();
@@ -86,6 +107,7 @@ impl TestApp {
             origin,
             base_url,
             mail,
+            mailstack,
             clock,
             outbox,
             dkim_record,
@@ -107,8 +129,21 @@ impl TestApp {
             .expect("request")
     }
 
-    /// Requests a code for `email` and reads it from the captured email.
+    /// Requests a code for `email` and reads it from the email: in the
+    /// recipient's Dovecot INBOX on the real stack, else from the capture.
     pub async fn code_for(&self, email: &str) -> String {
+        if let Some(stack) = &self.mailstack {
+            let inbox =
+                |count| stack.wait_for_messages(email, "INBOX", count, Duration::from_secs(10));
+            let before = inbox(0).await.expect("read the INBOX").len();
+            let response = self.request_code(email).await;
+            assert_eq!(response.status, 202, "code request refused: {}", response.text());
+            let messages = inbox(before + 1).await.expect("the verification email arrives");
+            let newest = &messages.last().expect("at least one message").raw;
+            return find_code(newest, &self.origin).unwrap_or_else(|| {
+                panic!("no code in the verification email: {}", String::from_utf8_lossy(newest))
+            });
+        }
         let before = self.mail.messages().await.len();
         let response = self.request_code(email).await;
         assert_eq!(response.status, 202, "code request refused: {}", response.text());

@@ -10,6 +10,7 @@
 //! Used by the integration tests in `tests/tests/` and by `sealpost-demo`.
 
 mod app;
+pub mod checks;
 mod client;
 mod mail_capture;
 mod mailstack;
@@ -27,7 +28,7 @@ pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
     let encoded = mime_base64(attachment);
     format!(
         "From: Sender <sender@example.test>\r\nTo: Alice <alice@example.test>\r\nSubject: {subject}\r\n\
-         Message-ID: <{subject_id}@example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <{subject_id}@example.test>\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\n\
          MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
          --{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"data.bin\"\r\n\
