@@ -169,6 +169,25 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Records a bounce delivered to `envelope_recipient` (one of the VERP
+    /// addresses notifications leave with). Returns whether it matched a
+    /// notification; delay warnings, auto-replies and forged addresses don't.
+    pub async fn record_bounce(&self, envelope_recipient: &str, raw: &[u8]) -> StoreResult<bool> {
+        let Some(bounce) = self.0.bounces.match_bounce(envelope_recipient, raw) else {
+            return Ok(false);
+        };
+        let recorded = self
+            .0
+            .store
+            .mark_notification_bounced(bounce.outbox_id, &bounce.describe(), self.0.clock.now())
+            .await?;
+        if recorded {
+            tracing::warn!(outbox = bounce.outbox_id, report = %bounce.describe(), "notification bounced");
+            self.0.metrics.notifications.get_or_create(&OutcomeLabels { outcome: "bounced" }).inc();
+        }
+        Ok(recorded)
+    }
+
     /// Sends until `shutdown` is cancelled: a step whenever rows are queued
     /// or fall due. A database error is logged and retried after a pause.
     pub async fn run(self, shutdown: CancellationToken) {

@@ -115,3 +115,47 @@ async fn the_running_worker_sends_without_being_stepped() {
         .await;
     assert!(mail.is_some(), "the worker sent the notification on its own");
 }
+
+#[tokio::test]
+async fn a_bounce_to_the_verp_address_marks_that_recipient_bounced() {
+    let app = TestApp::spawn_with(|s| s.outbox.worker = false).await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    let stored: StoredMessage = app
+        .api
+        .upload_with(
+            sender.token(),
+            &["alice@example.test", "nobody@patients.example"],
+            sample_mime("s", "b", b""),
+            true,
+        )
+        .await
+        .expect("upload")
+        .expect_status(201)
+        .expect("stored")
+        .json();
+    assert_eq!(app.outbox.step().await.expect("step").sent, 2);
+    let mail = app
+        .mail
+        .wait_for("nobody@patients.example", Duration::from_secs(5), |m| parse(&m.data).is_ok())
+        .await
+        .expect("sent to the relay");
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/tests/fixtures/bounces/postfix-user-unknown.eml"
+    ))
+    .expect("bounce fixture");
+    let bounce = fixture.replace("VERP_ADDRESS", &mail.mail_from);
+
+    let forged = mail.mail_from.replacen("+b", "+b9", 1);
+    assert!(!app.outbox.record_bounce(&forged, bounce.as_bytes()).await.expect("store"));
+    assert!(app.outbox.record_bounce(&mail.mail_from, bounce.as_bytes()).await.expect("store"));
+
+    let report = deliveries(&app, sender.token(), &stored.message_id).await;
+    let bounced =
+        report.recipients.iter().find(|r| r.recipient == "nobody@patients.example").expect("row");
+    assert_eq!(bounced.state, DeliveryState::Bounced);
+    assert!(bounced.error.as_deref().unwrap_or_default().contains("5.1.1"), "{bounced:?}");
+    let other =
+        report.recipients.iter().find(|r| r.recipient == "alice@example.test").expect("row");
+    assert_eq!(other.state, DeliveryState::Sent, "only the bounced recipient changes");
+}
