@@ -1,22 +1,22 @@
-//! `cargo xtask demo`: the Sealpost flow on loopback, on embedded defaults,
-//! printing each step with its time.
+//! `cargo xtask demo`: the Sealpost flow on loopback, printing each step with
+//! its time.
 //!
-//! It runs the real `sealpost-server` binary in a fresh directory with no
-//! configuration (only a free port instead of 8443). With no SMTP relay set,
-//! the server writes its email to `<data>/mail-pickup/`, where the demo reads
-//! the verification codes, as a desktop agent would read them from its inbox.
+//! It starts a real mail stack (Postfix delivering into Dovecot) and the real
+//! `sealpost-server` binary in a fresh directory on embedded defaults; the
+//! only settings are a free port and the stack's SMTP port as relay. Codes
+//! and notifications are read from the users' inboxes over IMAP, as the
+//! desktop agent reads them.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sealpost_harness::{ApiClient, ServerProcess, sample_mime};
+use sealpost_harness::{ApiClient, MailStack, ServerProcess, sample_mime};
 use sealpost_proto::ContentDigest;
 use sealpost_proto::api::{
-    CodeRequest, DeviceCredential, DeviceTokens, EnrollDevice, RetrievalLog, StoredMessage,
+    CodeRequest, DeliveryReport, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage,
     WellKnown,
 };
-use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
+use sealpost_proto::notification::{TrustedServer, parse};
 use sealpost_proto::verification::find_code;
 
 struct Steps {
@@ -31,7 +31,7 @@ impl Steps {
         match outcome {
             Ok((value, detail)) => {
                 println!(
-                    "{:>2}. {title:<46} {:>7.1} ms",
+                    "{:>2}. {title:<52} {:>7.1} ms",
                     self.step,
                     elapsed.as_secs_f64() * 1000.0
                 );
@@ -50,15 +50,33 @@ impl Steps {
 async fn main() -> anyhow::Result<()> {
     sealpost_server::install_crypto_provider();
     println!(
-        "Sealpost demo: server on embedded defaults, one secure message stored and retrieved\n"
+        "Sealpost demo: a secure message stored, its notification delivered to a real inbox, the message retrieved\n"
     );
     let binary = ServerProcess::binary()?;
     let dir = tempfile::Builder::new().prefix("sealpost-demo-").tempdir()?;
     let mut steps = Steps { started: Instant::now(), step: 0 };
 
-    let env =
-        [("SEALPOST_SERVER__LISTEN", "127.0.0.1:0".to_owned()), ("RUST_LOG", "warn".to_owned())];
-    let server = steps.run("start sealpost-server (no configuration)", {
+    let stack = steps.run(
+        "start the mail stack (Postfix -> Dovecot)",
+        MailStack::start(&["sender", "alice", "mallory"]).await.map(|stack| {
+            let detail = format!(
+                "SMTP {}, IMAP {}, mailboxes {}",
+                stack.smtp_addr(),
+                stack.imap_addr(),
+                stack.users().iter().map(|u| u.address.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            (stack, detail)
+        }),
+    )?;
+
+    let env = [
+        ("SEALPOST_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("SEALPOST_SMTP__HOST", "127.0.0.1".to_owned()),
+        ("SEALPOST_SMTP__PORT", stack.smtp_addr().port().to_string()),
+        ("SEALPOST_SMTP__SECURITY", "none".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let server = steps.run("start sealpost-server (embedded defaults)", {
         ServerProcess::start(&binary, dir.path(), &[], &env).map(|server| {
             let banner = server.banner.join("\n");
             (server, banner)
@@ -82,12 +100,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     let sender = steps.run(
-        "register sender@demo.test (code by email)",
-        register(&api, &data, &server.origin, "sender@demo.test", "demo sender").await,
+        "register sender@example.test (code read over IMAP)",
+        register(&api, &stack, &server.origin, "sender@example.test", "demo sender").await,
     )?;
     let alice = steps.run(
-        "register alice@demo.test (code by email)",
-        register(&api, &data, &server.origin, "alice@demo.test", "demo recipient").await,
+        "register alice@example.test (code read over IMAP)",
+        register(&api, &stack, &server.origin, "alice@example.test", "demo recipient").await,
     )?;
 
     let attachment: Vec<u8> = (0..48_000u32).map(|i| (i % 251) as u8).collect();
@@ -100,18 +118,12 @@ async fn main() -> anyhow::Result<()> {
         "store a secure message for alice",
         async {
             let stored: StoredMessage = api
-                .upload(&sender.access_token, &["alice@demo.test"], mime.clone())
+                .upload_with(&sender.access_token, &["alice@example.test"], mime.clone(), true)
                 .await?
                 .expect_status(201)?
                 .json();
-            let headers = stored.notifications[0]
-                .headers
-                .iter()
-                .map(|h| format!("{}: {}", h.name, h.value))
-                .collect::<Vec<_>>()
-                .join("\n");
             let detail = format!(
-                "message {} ({} bytes, sha256 {}…)\nsigned notification for alice:\n{headers}",
+                "message {} ({} bytes, sha256 {}…); the server queues alice's notification",
                 stored.message_id,
                 stored.size,
                 &stored.content_sha256[..16]
@@ -121,27 +133,45 @@ async fn main() -> anyhow::Result<()> {
         .await,
     )?;
 
-    let notification = &stored.notifications[0];
-    steps.run("verify alice's notification as an agent would", (|| {
-        let email = compose_email(
-            &EmailEnvelope {
-                from: (Some("Dr. Sender".into()), "sender@demo.test".into()),
-                to: vec![(Some("Alice".into()), "alice@demo.test".into())],
-                cc: vec![],
-                subject: "Your lab results".into(),
-                date: time_now(),
-                message_id: "<demo@demo.test>".into(),
-                in_reply_to: None,
-                references: vec![],
-            },
-            notification,
-        );
-        let trusted = TrustedServer::from_well_known(&well_known)?;
-        let parsed = parse(&email)?;
-        parsed.verify(&trusted, "alice@demo.test")?;
-        let placeholder = notification.text_body.lines().take(3).collect::<Vec<_>>().join("\n");
-        Ok(((), format!("signature valid, issued for alice@demo.test\nplaceholder body begins:\n{placeholder}")))
-    })())?;
+    let delivered = steps.run(
+        "the notification arrives in alice's INBOX",
+        async {
+            let raw =
+                wait_for_email(&stack, "alice@example.test", |raw| parse(raw).is_ok()).await?;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let shown: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    ["Subject:", "From:", "To:", "X-Sealpost-", "DKIM-Signature:"]
+                        .iter()
+                        .any(|prefix| line.starts_with(prefix))
+                        || line.starts_with("Received: from")
+                })
+                .collect();
+            Ok((
+                raw,
+                format!("delivered by Postfix into Dovecot; its headers:\n{}", shown.join("\n")),
+            ))
+        }
+        .await,
+    )?;
+
+    steps.run(
+        "verify it as alice's agent would",
+        (|| {
+            let trusted = TrustedServer::from_well_known(&well_known)?;
+            let parsed = parse(&delivered)?;
+            parsed.verify(&trusted, "alice@example.test")?;
+            let placeholder =
+                stored.notifications[0].text_body.lines().take(4).collect::<Vec<_>>().join("\n");
+            Ok((
+                (),
+                format!(
+                    "signature valid, issued for alice@example.test\nplaceholder body begins:\n{placeholder}"
+                ),
+            ))
+        })(),
+    )?;
 
     steps.run(
         "retrieve the message as alice over HTTPS",
@@ -175,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
         "a stranger asks for it",
         async {
             let mallory =
-                register(&api, &data, &server.origin, "mallory@demo.test", "stranger").await?.0;
+                register(&api, &stack, &server.origin, "mallory@example.test", "stranger").await?.0;
             let response = api
                 .get(
                     &format!("/api/v1/messages/{}/content", stored.message_id),
@@ -191,27 +221,30 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     steps.run(
-        "sender checks who picked it up",
+        "sender checks each recipient's state",
         async {
-            let log: RetrievalLog = api
+            let report: DeliveryReport = api
                 .get(
-                    &format!("/api/v1/messages/{}/retrievals", stored.message_id),
+                    &format!("/api/v1/messages/{}/deliveries", stored.message_id),
                     Some(&sender.access_token),
                 )
                 .await?
                 .expect_status(200)?
                 .json();
-            let lines = log
-                .retrievals
+            let lines = report
+                .recipients
                 .iter()
                 .map(|r| {
                     format!(
-                        "{} on \"{}\" at {}",
-                        r.account,
-                        r.device_name,
+                        "{}: {:?}; relay said {:?}; retrieved at {}",
+                        r.recipient,
+                        r.state,
+                        r.relay_answer.as_deref().unwrap_or("-"),
                         r.retrieved_at
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default()
+                            .and_then(|at| at
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .ok())
+                            .unwrap_or_else(|| "-".into())
                     )
                 })
                 .collect::<Vec<_>>()
@@ -230,24 +263,27 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?,
     )?;
-    println!("\nDone. Everything ran on 127.0.0.1; the demo's data directory has been removed.");
+    drop(stack);
+    println!(
+        "\nDone. Everything ran on 127.0.0.1; the mail stack is stopped and the demo's directories removed."
+    );
     Ok(())
 }
 
 /// Registers like the desktop agent: request a code, read it from the
-/// server's mail pickup directory, enroll a device with it.
+/// inbox over IMAP, enroll a device with it.
 async fn register(
     api: &ApiClient,
-    data: &Path,
+    stack: &MailStack,
     origin: &str,
     email: &str,
     device: &str,
 ) -> anyhow::Result<(DeviceTokens, String)> {
-    let pickup = data.join("mail-pickup");
     api.post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
         .await?
         .expect_status(202)?;
-    let code = wait_for_code(&pickup, origin, email).await?;
+    let raw = wait_for_email(stack, email, |raw| find_code(raw, origin).is_some()).await?;
+    let code = find_code(&raw, origin).context("the code vanished")?;
     let request = EnrollDevice {
         email: email.into(),
         device_name: device.into(),
@@ -257,31 +293,25 @@ async fn register(
         api.post_json("/api/v1/devices", &request, None).await?.expect_status(201)?.json();
     Ok((
         tokens.clone(),
-        format!("code {code} read from the emailed message; device {} enrolled", tokens.device_id),
+        format!("code {code} read from the inbox; device {} enrolled", tokens.device_id),
     ))
 }
 
-/// Registrations run one after another and each email is removed once read,
-/// so the one email in the directory is the one just requested.
-async fn wait_for_code(pickup: &Path, origin: &str, email: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// The newest email in `address`'s INBOX that `wanted` accepts, waiting for it.
+async fn wait_for_email(
+    stack: &MailStack,
+    address: &str,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        for entry in std::fs::read_dir(pickup)?.flatten() {
-            let raw = std::fs::read(entry.path())?;
-            if let Some(code) = find_code(&raw, origin) {
-                std::fs::remove_file(entry.path())?;
-                return Ok(code);
-            }
+        let messages = stack.messages(address, "INBOX").await?;
+        if let Some(message) = messages.into_iter().rev().find(|m| wanted(&m.raw)) {
+            return Ok(message.raw);
         }
         if Instant::now() > deadline {
-            bail!("no verification email for {email} appeared in {}", pickup.display());
+            bail!("nothing arrived in {address}'s INBOX\nPostfix log:\n{}", stack.postfix_log());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn time_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
