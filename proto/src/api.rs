@@ -75,6 +75,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The server could not send an email (verification code); retry later.
     MailUnavailable,
+    /// Authenticated, but not allowed here (administration is for the organization's admins).
+    Forbidden,
     /// Something failed on the server; the request id is in the logs.
     Internal,
 }
@@ -306,6 +308,78 @@ pub enum DeliveryState {
     Bounced,
     /// The recipient fetched the secure content.
     Retrieved,
+}
+
+/// `GET /api/v1/admin/organization`: the organization's identity as every
+/// notification and automated email uses it now (configuration with the
+/// changes made through this API on top).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrganizationSettings {
+    pub organization_name: String,
+    /// Postal address line under every notification.
+    pub footer: String,
+    pub legal_disclaimer: String,
+    pub secure_message_disclaimer: String,
+    /// Display name and address automated mail (verification codes) comes from.
+    pub sender_name: String,
+    pub sender_address: String,
+    /// Base URL of the Secure Message Center that notifications link to.
+    pub center_url: String,
+    /// The notification's plain-text body template; `null`: the built-in one.
+    pub text_template: Option<String>,
+    /// The notification's HTML body template (values are HTML-escaped); `null`: the built-in one.
+    pub html_template: Option<String>,
+    pub smtp: SmtpRelay,
+}
+
+/// The relay notifications and automated mail leave through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SmtpRelay {
+    /// `null`: no relay; mail is written to the server's pickup directory.
+    pub host: Option<String>,
+    pub port: u16,
+    /// `starttls`, `tls` or `none`.
+    pub security: String,
+    pub username: Option<String>,
+    /// Whether a password is set; the password itself is never returned.
+    pub password_set: bool,
+}
+
+/// `PUT /api/v1/admin/organization`: fields left out keep their value.
+/// An empty template reverts to the built-in one. Applies to the next
+/// notification and automated email.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationUpdate {
+    pub organization_name: Option<String>,
+    pub footer: Option<String>,
+    pub legal_disclaimer: Option<String>,
+    pub secure_message_disclaimer: Option<String>,
+    pub sender_name: Option<String>,
+    pub sender_address: Option<String>,
+    pub center_url: Option<String>,
+    pub text_template: Option<String>,
+    pub html_template: Option<String>,
+    pub smtp: Option<SmtpRelayUpdate>,
+    /// Go back to the relay in the server's configuration.
+    #[serde(default)]
+    pub use_configured_smtp: bool,
+}
+
+/// A new relay, replacing the configured one (the organization's own relay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SmtpRelayUpdate {
+    pub host: String,
+    pub port: u16,
+    /// `starttls`, `tls` or `none`.
+    pub security: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// `GET /healthz`.

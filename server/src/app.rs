@@ -21,17 +21,18 @@ use crate::blobs::BlobStore;
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
-use crate::mailer::{MailError, Mailer};
+use crate::mailer::MailError;
 use crate::metrics::{self, Metrics};
+use crate::organization::Organization;
 use crate::outbox::Outbox;
+use crate::routes;
 use crate::settings::Settings;
 use crate::signing::{SigningKeyError, SigningKeys};
 use crate::state::{AppState, Inner, Limits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, TlsIdentity, load_or_generate};
-use crate::{routes, settings::BrandingSettings};
-use sealpost_proto::notification::{Branding, normalize_origin};
+use sealpost_proto::notification::normalize_origin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,7 +84,11 @@ impl Application {
         let tls = load_or_generate(&settings.tls, &data_dir, origin_host.as_deref())?;
         let keys = SigningKeys::load_or_generate(&data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_url()).await?);
-        let mailer = Mailer::new(&settings.smtp, &data_dir)?;
+        let organization = Arc::new(
+            Organization::load(settings.clone(), origin.clone(), store.clone())
+                .await
+                .map_err(|error| StartError::Other(format!("organization settings: {error}")))?,
+        );
         let bounces = BounceMatcher::load_or_generate(&data_dir, settings.bounce_address())
             .map_err(|error| StartError::Other(error.to_string()))?;
         let dkim = DkimSigner::from_settings(&settings.dkim)
@@ -93,33 +98,24 @@ impl Application {
         let metrics = Metrics::default();
         let outbox = Outbox::new(
             store.clone(),
-            mailer.clone(),
+            organization.clone(),
             bounces,
             clock.clone(),
             metrics.clone(),
             settings.outbox.clone(),
             Duration::from_secs(settings.smtp.timeout_seconds),
         );
-        let center_url = settings
-            .branding
-            .center_url
-            .clone()
-            .unwrap_or_else(|| origin.clone())
-            .trim_end_matches('/')
-            .to_owned();
         let dummy_password_hash = hash_password("sealpost-dummy-password".into())
             .await
             .map_err(|error| StartError::Other(error.message))?;
         let state = AppState::new(Inner {
-            branding: branding(&settings.branding),
             limits: Limits::new(&settings),
             blobs: BlobStore::new(&data_dir),
             settings,
             origin,
-            center_url,
             store,
             keys,
-            mailer,
+            organization,
             outbox,
             dkim,
             metrics,
@@ -151,7 +147,7 @@ impl Application {
     }
 
     pub fn mail_description(&self) -> String {
-        self.state.mailer.describe()
+        self.state.organization.current().mailer.describe()
     }
 
     /// The DKIM TXT record to publish, `(name, value)`, when DKIM is configured.
@@ -213,15 +209,6 @@ fn with_middleware(router: Router, state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-fn branding(settings: &BrandingSettings) -> Branding {
-    Branding {
-        organization_name: settings.organization_name.clone(),
-        footer: settings.footer.clone(),
-        legal_disclaimer: settings.legal_disclaimer.clone(),
-        secure_message_disclaimer: settings.secure_message_disclaimer.clone(),
-    }
 }
 
 /// How long in-flight requests may finish after a stop signal.

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod mailer;
 pub mod metrics;
 pub mod notify;
+pub mod organization;
 pub mod outbox;
 pub mod rate_limit;
 pub mod routes;

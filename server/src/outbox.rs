@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
-use crate::mailer::{Mailer, SendError};
+use crate::mailer::SendError;
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::organization::Organization;
 use crate::settings::OutboxSettings;
 use crate::store::{OutboxEntry, Store, StoreResult};
 
@@ -40,7 +41,8 @@ pub struct Outbox(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn Store>,
-    mailer: Mailer,
+    /// The relay in use now: admins may change it while notifications wait.
+    organization: Arc<Organization>,
     bounces: BounceMatcher,
     clock: Clock,
     metrics: Metrics,
@@ -74,7 +76,7 @@ enum Outcome {
 impl Outbox {
     pub fn new(
         store: Arc<dyn Store>,
-        mailer: Mailer,
+        organization: Arc<Organization>,
         bounces: BounceMatcher,
         clock: Clock,
         metrics: Metrics,
@@ -83,7 +85,7 @@ impl Outbox {
     ) -> Self {
         Self(Arc::new(Inner {
             store,
-            mailer,
+            organization,
             bounces,
             clock,
             metrics,
@@ -127,7 +129,8 @@ impl Outbox {
     async fn attempt(&self, entry: OutboxEntry) -> StoreResult<Outcome> {
         let inner = &self.0;
         let envelope_from = inner.bounces.envelope_sender(entry.id);
-        let result = inner.mailer.send_raw(&envelope_from, &entry.recipient, &entry.email).await;
+        let mailer = inner.organization.current().mailer.clone();
+        let result = mailer.send_raw(&envelope_from, &entry.recipient, &entry.email).await;
         let now = inner.clock.now();
         let outcome = match result {
             Ok(answer) => {

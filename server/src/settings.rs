@@ -29,6 +29,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub outbox: OutboxSettings,
     pub dkim: DkimSettings,
+    pub admin: AdminSettings,
     pub branding: BrandingSettings,
     pub log: LogSettings,
 }
@@ -182,6 +183,14 @@ impl Default for SmtpSettings {
             timeout_seconds: 30,
         }
     }
+}
+
+/// Who may change the organization's settings through the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Accounts (by email address) allowed to use `/api/v1/admin/*`.
+    pub emails: Vec<String>,
 }
 
 /// DKIM signing of notifications: all three keys, or none (no signature).
@@ -377,6 +386,9 @@ impl Settings {
                 "smtp.bounce_address",
                 "must be an email address such as bounces@example.org",
             );
+        }
+        if self.admin.emails.iter().any(|email| normalize_address(email).is_none()) {
+            return invalid("admin.emails", "every entry must be an email address");
         }
         let dkim = &self.dkim;
         let dkim_keys =

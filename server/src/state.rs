@@ -6,14 +6,13 @@ use std::time::Duration;
 use crate::blobs::BlobStore;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
-use crate::mailer::Mailer;
 use crate::metrics::Metrics;
+use crate::organization::Organization;
 use crate::outbox::Outbox;
 use crate::rate_limit::RateLimiter;
 use crate::settings::Settings;
 use crate::signing::SigningKeys;
 use crate::store::Store;
-use sealpost_proto::notification::Branding;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -22,13 +21,12 @@ pub struct Inner {
     pub settings: Settings,
     /// The normalised origin written into notifications.
     pub origin: String,
-    pub branding: Branding,
-    /// Base URL of the Secure Message Center, without a trailing slash.
-    pub center_url: String,
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     pub keys: SigningKeys,
-    pub mailer: Mailer,
+    /// Branding, sender, Secure Message Center URL, templates and relay, as
+    /// configured and changed by admins.
+    pub organization: Arc<Organization>,
     pub outbox: Outbox,
     /// Signs notifications when DKIM is configured.
     pub dkim: Option<Arc<DkimSigner>>,

@@ -76,6 +76,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/messages/{message_id}/content", "get"),
         ("/api/v1/messages/{message_id}/retrievals", "get"),
         ("/api/v1/messages/{message_id}/deliveries", "get"),
+        ("/api/v1/admin/organization", "get"),
+        ("/api/v1/admin/organization", "put"),
     ];
     for (path, method) in routes {
         assert!(

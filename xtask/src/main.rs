@@ -3,19 +3,22 @@
 //! - `test`: what CI runs. Installs the Debian packages the tests need, then
 //!   rustfmt check, clippy with warnings denied, every test, and the fuzz
 //!   target build.
-//! - `demo`: the server on embedded defaults, one secure message stored and
-//!   retrieved, each step printed.
+//! - `demo`: the server on embedded defaults, one secure message stored,
+//!   delivered and retrieved, each step printed.
 //! - `fuzz`: runs the notification parser's fuzz target for a while.
+//!
+//! Every child command runs from the repository root with inherited stdio.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-/// Debian packages the build and the tests need. Later parts of the system
-/// (mail stack, PostgreSQL, desktop app, browser tests) add theirs here.
+/// Debian packages the build, the tests and the demo need. Later parts of the
+/// system (PostgreSQL, desktop app, browser tests) append theirs here.
 const DEBIAN_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -33,7 +36,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "spamassassin",
 ];
 
-/// Answers for packages that would otherwise ask questions during install.
+/// `debconf-set-selections` lines applied before installing, so that no
+/// package stops to ask a question.
 const DEBCONF_SELECTIONS: &[&str] = &["postfix postfix/main_mailer_type select No configuration"];
 
 #[derive(Parser)]
@@ -54,8 +58,11 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Start the server on embedded defaults, store a secure message and retrieve it, printing each step.
+    /// Start a mail stack and the server on embedded defaults, store a secure message, deliver its notification and retrieve it, printing each step.
     Demo {
+        /// Do not check or install Debian packages.
+        #[arg(long)]
+        no_install: bool,
         /// Passed to the demo program.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -69,19 +76,15 @@ enum Task {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let outcome = match cli.command {
-        Task::Test { no_install, quick } => test(no_install, quick),
-        Task::Demo { args } => demo(&args),
-        Task::Fuzz { seconds } => fuzz(seconds),
+    let outcome = match Cli::parse().command {
+        Task::Test { no_install, quick } => test(no_install, quick).map(|()| ExitCode::SUCCESS),
+        Task::Demo { no_install, args } => demo(no_install, &args),
+        Task::Fuzz { seconds } => fuzz(seconds).map(|()| ExitCode::SUCCESS),
     };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("\nxtask: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    outcome.unwrap_or_else(|error| {
+        eprintln!("\nxtask: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn repo_root() -> PathBuf {
@@ -91,20 +94,37 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// The cargo that runs this task, so toolchain overrides carry through.
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+/// A command that runs from the repository root.
+fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
     command.current_dir(repo_root());
     command
 }
 
-fn run(mut command: Command) -> Result<()> {
+/// The cargo that runs this task, so toolchain overrides carry through.
+fn cargo() -> Command {
+    command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command to completion and returns its exit status.
+fn status(command: &mut Command) -> Result<(String, ExitStatus)> {
     let description = format!("{command:?}");
     let status = command.status().with_context(|| format!("could not start {description}"))?;
+    Ok((description, status))
+}
+
+/// Runs a command and fails unless it succeeds.
+fn run(command: &mut Command) -> Result<()> {
+    let (description, status) = status(command)?;
     if !status.success() {
         bail!("{description} failed ({status})");
     }
     Ok(())
+}
+
+/// Whether a command that only reports (`--version`, `dpkg-query`) succeeds.
+fn succeeds(command: &mut Command) -> bool {
+    command.output().is_ok_and(|output| output.status.success())
 }
 
 /// Runs the named steps in order, timing each, and stops at the first failure
@@ -115,10 +135,6 @@ struct Steps {
 }
 
 impl Steps {
-    fn new() -> Self {
-        Self { started: Instant::now(), timings: Vec::new() }
-    }
-
     fn run(
         &mut self,
         name: &'static str,
@@ -144,158 +160,151 @@ impl Steps {
 
 fn test(no_install: bool, quick: bool) -> Result<()> {
     let root = repo_root();
+    // The fuzz crate is its own workspace (excluded from the main one).
     let fuzz_manifest = root.join("proto/fuzz/Cargo.toml");
-    let mut steps = Steps::new();
+    let has_fuzz = fuzz_manifest.exists();
+    let mut steps = Steps { started: Instant::now(), timings: Vec::new() };
 
     if !no_install {
         steps.run("system packages", "cargo xtask test", install_debian_packages)?;
     }
     steps.run("rustfmt", "cargo fmt --all -- --check", || {
-        let mut workspace = cargo();
-        workspace.args(["fmt", "--all", "--", "--check"]);
-        run(workspace)?;
-        let mut fuzz = cargo();
-        fuzz.arg("fmt").arg("--manifest-path").arg(&fuzz_manifest).args(["--", "--check"]);
-        run(fuzz)
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        if has_fuzz {
+            run(cargo()
+                .arg("fmt")
+                .arg("--manifest-path")
+                .arg(&fuzz_manifest)
+                .args(["--", "--check"]))?;
+        }
+        Ok(())
     })?;
     if !quick {
+        let clippy = ["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"];
         steps.run(
             "clippy",
-            "cargo clippy --workspace --all-targets --locked -- -D warnings",
-            || {
-                let mut clippy = cargo();
-                clippy.args([
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--locked",
-                    "--",
-                    "-D",
-                    "warnings",
-                ]);
-                run(clippy)
-            },
+            &format!("cargo {}", clippy.join(" ")),
+            || run(cargo().args(clippy)),
         )?;
     }
-    steps.run("tests", "cargo nextest run --workspace --locked", || {
-        let mut tests = cargo();
-        if nextest_available() {
-            tests.args(["nextest", "run", "--workspace", "--locked"]);
-        } else {
-            println!("cargo-nextest is not installed; using cargo test (install it with `cargo install cargo-nextest`)");
-            tests.args(["test", "--workspace", "--locked"]);
-        }
-        run(tests)
-    })?;
+    let tests: &[&str] = if succeeds(cargo().args(["nextest", "--version"])) {
+        &["nextest", "run", "--workspace", "--locked"]
+    } else {
+        println!(
+            "\ncargo-nextest is not installed; using cargo test (`cargo install cargo-nextest`)"
+        );
+        &["test", "--workspace", "--locked"]
+    };
+    steps.run("tests", &format!("cargo {}", tests.join(" ")), || run(cargo().args(tests)))?;
+    // nextest does not run doc tests.
     steps.run("doc tests", "cargo test --workspace --doc --locked", || {
-        let mut doc_tests = cargo();
-        doc_tests.args(["test", "--workspace", "--doc", "--locked"]);
-        run(doc_tests)
+        run(cargo().args(["test", "--workspace", "--doc", "--locked"]))
     })?;
-    if !quick {
-        steps.run(
-            "fuzz target build",
-            "cargo build --manifest-path proto/fuzz/Cargo.toml --locked",
-            || {
-                // Its own target directory: the fuzz crate is a separate
-                // workspace and would otherwise rebuild the main one's
-                // dependencies with different features on every switch.
-                let mut build = cargo();
-                build.arg("build").arg("--manifest-path").arg(&fuzz_manifest).arg("--locked");
-                build.env("CARGO_TARGET_DIR", root.join("target/fuzz"));
-                run(build)
-            },
-        )?;
+    if !quick && has_fuzz {
+        // Its committed Cargo.lock pins the fuzz workspace when present.
+        let locked = root.join("proto/fuzz/Cargo.lock").exists();
+        let rerun = format!(
+            "CARGO_TARGET_DIR=target/fuzz cargo build --manifest-path proto/fuzz/Cargo.toml{}",
+            if locked { " --locked" } else { "" }
+        );
+        steps.run("fuzz target build", &rerun, || {
+            let mut build = cargo();
+            build.arg("build").arg("--manifest-path").arg(&fuzz_manifest);
+            if locked {
+                build.arg("--locked");
+            }
+            // Its own target directory: a separate workspace would otherwise
+            // rebuild the main one's dependencies with other features each switch.
+            build.env("CARGO_TARGET_DIR", root.join("target/fuzz"));
+            run(&mut build)
+        })?;
     }
     steps.summary();
     Ok(())
 }
 
-fn nextest_available() -> bool {
-    cargo().args(["nextest", "--version"]).output().is_ok_and(|output| output.status.success())
-}
-
 fn package_installed(package: &str) -> bool {
-    Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().is_ok_and(|output| {
+    command("dpkg-query").args(["-W", "-f=${Status}", package]).output().is_ok_and(|output| {
         String::from_utf8_lossy(&output.stdout).contains("install ok installed")
     })
 }
 
 fn running_as_root() -> bool {
-    Command::new("id")
+    command("id")
         .arg("-u")
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
+/// Installs whichever of `DEBIAN_PACKAGES` are missing (as root), or fails
+/// with the exact command to run (as anyone else).
 fn install_debian_packages() -> Result<()> {
-    if Command::new("dpkg-query").arg("--version").output().is_err() {
-        println!(
-            "not a Debian system (no dpkg-query): make sure these are installed: {}",
-            DEBIAN_PACKAGES.join(" ")
-        );
+    if !succeeds(command("dpkg-query").arg("--version")) {
+        println!("not a Debian system (no dpkg-query); make sure these are installed:");
+        println!("  {}", DEBIAN_PACKAGES.join(" "));
         return Ok(());
     }
     let missing: Vec<&str> =
         DEBIAN_PACKAGES.iter().copied().filter(|package| !package_installed(package)).collect();
     if missing.is_empty() {
-        println!("all {} packages present", DEBIAN_PACKAGES.len());
+        println!("all {} Debian packages present", DEBIAN_PACKAGES.len());
         return Ok(());
     }
-    let install_command =
-        format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
     if !running_as_root() {
         bail!(
-            "missing Debian packages: {}. Install them with:\n  sudo apt-get update && sudo {install_command}",
-            missing.join(" ")
+            "missing Debian packages: {missing}. Install them with:\n  \
+             sudo apt-get update && sudo apt-get install -y --no-install-recommends {missing}\n\
+             (or skip this check with --no-install)",
+            missing = missing.join(" ")
         );
     }
     println!("installing {}", missing.join(" "));
-    let mut preseed = Command::new("debconf-set-selections");
-    preseed.stdin(std::process::Stdio::piped());
-    let mut child = preseed.spawn().context("could not start debconf-set-selections")?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("debconf-set-selections has no stdin")?;
-        stdin.write_all(format!("{}\n", DEBCONF_SELECTIONS.join("\n")).as_bytes())?;
+    if !DEBCONF_SELECTIONS.is_empty() {
+        let mut preseed = command("debconf-set-selections")
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("could not start debconf-set-selections")?;
+        let lines = format!("{}\n", DEBCONF_SELECTIONS.join("\n"));
+        preseed
+            .stdin
+            .take()
+            .context("debconf-set-selections has no stdin")?
+            .write_all(lines.as_bytes())
+            .context("could not write to debconf-set-selections")?;
+        if !preseed.wait()?.success() {
+            bail!("debconf-set-selections refused: {}", DEBCONF_SELECTIONS.join("; "));
+        }
     }
-    if !child.wait()?.success() {
-        bail!("debconf-set-selections failed");
-    }
-    let mut update = Command::new("apt-get");
-    update.arg("update").env("DEBIAN_FRONTEND", "noninteractive");
-    run(update)?;
-    let mut install = Command::new("apt-get");
-    install
+    run(command("apt-get").arg("update"))?;
+    run(command("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(install)
+        .args(&missing))
 }
 
-fn demo(args: &[String]) -> Result<()> {
+/// Runs the demo program, passing its arguments and exit status through.
+fn demo(no_install: bool, args: &[String]) -> Result<ExitCode> {
+    // The demo runs a real Postfix and Dovecot.
+    if !no_install {
+        install_debian_packages()?;
+    }
     let mut demo = cargo();
-    demo.args([
-        "run",
-        "--quiet",
-        "--locked",
-        "-p",
-        "sealpost-harness",
-        "--bin",
-        "sealpost-demo",
-        "--",
-    ])
-    .args(args);
-    run(demo)
+    demo.args(["run", "--quiet", "--locked", "-p", "sealpost-harness", "--bin", "sealpost-demo"])
+        .arg("--")
+        .args(args);
+    let (description, status) = status(&mut demo)?;
+    match status.code() {
+        Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        None => bail!("{description} was stopped ({status})"),
+    }
 }
 
 fn fuzz(seconds: u64) -> Result<()> {
-    let has_cargo_fuzz =
-        cargo().args(["fuzz", "--version"]).output().is_ok_and(|output| output.status.success());
-    if !has_cargo_fuzz {
+    if !succeeds(cargo().args(["fuzz", "--version"])) {
         bail!(
-            "cargo-fuzz is not installed. Install it with `cargo install cargo-fuzz`; \
-             it needs nightly features, which this task enables on the stable toolchain with RUSTC_BOOTSTRAP=1"
+            "cargo-fuzz is not installed. Install it with:\n  cargo install cargo-fuzz\n\
+             It needs a nightly toolchain; this task sets RUSTC_BOOTSTRAP=1 so the \
+             installed stable toolchain accepts the nightly flags."
         );
     }
     let proto = repo_root().join("proto");
@@ -306,14 +315,8 @@ fn fuzz(seconds: u64) -> Result<()> {
     fuzz.current_dir(&proto)
         .env("RUSTC_BOOTSTRAP", "1")
         // New inputs go to the first directory; the golden corpus only seeds.
-        .args([
-            "fuzz",
-            "run",
-            "parse_notification",
-            "fuzz/corpus/parse_notification",
-            "tests/corpus",
-            "--",
-        ])
+        .args(["fuzz", "run", "parse_notification", "fuzz/corpus/parse_notification"])
+        .args(["tests/corpus", "--"])
         .arg(format!("-max_total_time={seconds}"));
-    run(fuzz)
+    run(&mut fuzz)
 }

@@ -33,8 +33,9 @@ pub async fn request_code(
     );
     let expires_at = now + ttl;
     state.store.put_code(&email, code_hash(&email, &code), expires_at).await?;
-    let content = code_email(&code, &state.origin, &state.branding);
-    state
+    let organization = state.organization.current();
+    let content = code_email(&code, &state.origin, &organization.branding);
+    organization
         .mailer
         .send(OutgoingMail {
             to: &email,

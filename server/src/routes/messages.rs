@@ -10,7 +10,7 @@ use sealpost_proto::api::{
     DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, MessageInfo, RecipientDelivery,
     Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
 };
-use sealpost_proto::notification::{Notification, Placeholder, issue};
+use sealpost_proto::notification::Notification;
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
@@ -74,7 +74,8 @@ pub async fn upload(
     };
 
     let now = state.clock.now();
-    let read_url = format!("{}/messages/{id}", state.center_url);
+    let organization = state.organization.current();
+    let read_url = format!("{}/messages/{id}", organization.center_url);
     let signer = state.keys.active();
     let notifications: Vec<IssuedNotification> = recipients
         .iter()
@@ -85,13 +86,12 @@ pub async fn upload(
                 recipient: recipient.clone(),
                 content_sha256: blob.digest,
             });
-            let placeholder = Placeholder {
-                sender_name: caller.account.display_name.as_deref(),
-                sender_address: &caller.account.email,
-                read_url: &read_url,
-                branding: &state.branding,
-            };
-            issue(&signed, &placeholder)
+            organization.issue(
+                &signed,
+                caller.account.display_name.as_deref(),
+                &caller.account.email,
+                &read_url,
+            )
         })
         .collect();
     let outgoing = if send_notifications {

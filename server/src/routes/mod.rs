@@ -2,6 +2,7 @@
 //! document that describes it.
 
 pub mod accounts;
+pub mod admin;
 pub mod devices;
 pub mod health;
 pub mod input;
@@ -24,6 +25,7 @@ use crate::state::AppState;
         accounts::request_code, accounts::create_account,
         devices::enroll, devices::refresh, devices::list, devices::revoke,
         messages::upload, messages::info, messages::content, messages::retrievals, messages::deliveries,
+        admin::organization, admin::update_organization,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -69,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/messages/{message_id}/content", get(messages::content))
         .route("/api/v1/messages/{message_id}/retrievals", get(messages::retrievals))
         .route("/api/v1/messages/{message_id}/deliveries", get(messages::deliveries))
+        .route(
+            "/api/v1/admin/organization",
+            get(admin::organization).put(admin::update_organization),
+        )
         .fallback(health::not_found)
         .with_state(state)
 }

@@ -281,6 +281,11 @@ pub trait Store: Send + Sync + 'static {
     /// Counts by state, for metrics.
     async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, u64)>>;
 
+    /// The organization settings changed through the admin API (a JSON document).
+    async fn organization_overrides(&self) -> StoreResult<Option<String>>;
+
+    async fn save_organization_overrides(&self, json: &str, at: OffsetDateTime) -> StoreResult<()>;
+
     /// Cheap round trip for the health check.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -560,6 +560,24 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn organization_overrides(&self) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT overrides FROM organization WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn save_organization_overrides(&self, json: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO organization (id, overrides, updated_at) VALUES (1, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET overrides = excluded.overrides, updated_at = excluded.updated_at",
+        )
+        .bind(json)
+        .bind(unix(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
