@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod blocklist;
 pub mod bounces;
 pub mod clock;
 pub mod dkim;

@@ -41,7 +41,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const DEBCONF_SELECTIONS: &[&str] = &["postfix postfix/main_mailer_type select No configuration"];
 
 #[derive(Parser)]
-#[command(about = "Sealpost project tasks", disable_help_subcommand = true)]
+#[command(
+    bin_name = "cargo xtask",
+    about = "Sealpost project tasks",
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -143,7 +147,10 @@ impl Steps {
     ) -> Result<()> {
         println!("\n==> {name}");
         let started = Instant::now();
-        step().with_context(|| format!("step `{name}` failed; rerun it alone with: {rerun}"))?;
+        // The cause first, then which step failed and how to run only it.
+        step().map_err(|error| {
+            anyhow::anyhow!("{error:#}\n\nstep `{name}` failed; rerun it alone with: {rerun}")
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         println!("==> {name}: ok in {seconds:.1} s");
         self.timings.push((name, seconds));
@@ -166,7 +173,8 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     let mut steps = Steps { started: Instant::now(), timings: Vec::new() };
 
     if !no_install {
-        steps.run("system packages", "cargo xtask test", install_debian_packages)?;
+        let rerun = "cargo xtask test (this step runs first; --no-install skips it)";
+        steps.run("system packages", rerun, install_debian_packages)?;
     }
     steps.run("rustfmt", "cargo fmt --all -- --check", || {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
