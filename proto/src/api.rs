@@ -382,6 +382,53 @@ pub struct SmtpRelayUpdate {
     pub password: Option<String>,
 }
 
+/// `GET /api/v1/admin/blocklists`: the latest check of the relay's sending
+/// addresses against DNS blocklists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlocklistStatus {
+    /// Whether periodic checks are configured (`[blocklists]`).
+    pub enabled: bool,
+    /// `null` until the first check has finished.
+    pub report: Option<BlocklistReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlocklistReport {
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub checked_at: OffsetDateTime,
+    pub listings: Vec<BlocklistListing>,
+}
+
+impl BlocklistReport {
+    pub fn listed_count(&self) -> usize {
+        self.listings.iter().filter(|listing| listing.listed).count()
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.listings.iter().filter(|listing| listing.error.is_some()).count()
+    }
+}
+
+/// One sending address against one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlocklistListing {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub ip: std::net::IpAddr,
+    pub zone: String,
+    pub listed: bool,
+    /// The zone's 127.0.0.x answers, which say why (see the zone's documentation).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub return_codes: Vec<std::net::Ipv4Addr>,
+    /// The zone's TXT explanation, when it gives one.
+    pub reason: Option<String>,
+    /// The lookup failed: unknown, which is not the same as "not listed".
+    pub error: Option<String>,
+}
+
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

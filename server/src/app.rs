@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::hash_password;
 use crate::blobs::BlobStore;
+use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
@@ -60,6 +61,8 @@ pub struct Application {
     state: AppState,
     tls: TlsIdentity,
     handle: Handle<SocketAddr>,
+    /// Started with the server when `[blocklists]` is enabled.
+    blocklist_checker: Option<BlocklistChecker>,
 }
 
 impl Application {
@@ -94,6 +97,12 @@ impl Application {
         let dkim = DkimSigner::from_settings(&settings.dkim)
             .map_err(|error| StartError::Other(error.to_string()))?
             .map(Arc::new);
+        let blocklist_checker = settings
+            .blocklists
+            .enabled
+            .then(|| BlocklistChecker::new(&settings.blocklists))
+            .transpose()
+            .map_err(|error| StartError::Other(format!("blocklists: {error}")))?;
         let clock = Clock::default();
         let metrics = Metrics::default();
         let outbox = Outbox::new(
@@ -117,12 +126,13 @@ impl Application {
             keys,
             organization,
             outbox,
+            blocklists: BlocklistStatus::default(),
             dkim,
             metrics,
             clock,
             dummy_password_hash,
         });
-        Ok(Self { listener, local_addr, state, tls, handle: Handle::new() })
+        Ok(Self { listener, local_addr, state, tls, handle: Handle::new(), blocklist_checker })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -180,6 +190,17 @@ impl Application {
             .outbox
             .worker
             .then(|| tokio::spawn(self.state.outbox.clone().run(stop_worker.clone())));
+        let monitor = self.blocklist_checker.map(|checker| {
+            let interval = Duration::from_secs(self.state.settings.blocklists.interval_seconds);
+            tokio::spawn(blocklist::run_monitor(
+                checker,
+                self.state.blocklists.clone(),
+                self.state.metrics.clone(),
+                interval,
+                self.state.clock.clone(),
+                stop_worker.clone(),
+            ))
+        });
         let app = with_middleware(routes::router(self.state.clone()), self.state);
         let served = axum_server::from_tcp_rustls(
             self.listener,
@@ -189,6 +210,9 @@ impl Application {
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await;
         stop_worker.cancel();
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
         if let Some(worker) = worker {
             // An attempt in progress finishes or is abandoned; its lease makes it due again.
             let _ = worker.await;

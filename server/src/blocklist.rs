@@ -7,7 +7,7 @@
 //! metrics and the admin API. The resolver is configurable, so tests and
 //! air-gapped sites point it at their own DNS server.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
+pub use sealpost_proto::api::{BlocklistListing as Listing, BlocklistReport};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,10 @@ impl BlocklistSettings {
     /// `(key, problem)` for the first invalid value.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.enabled && self.sending_ips.is_empty() {
-            return Err(("blocklists.sending_ips", "list the relay's sending addresses to check".into()));
+            return Err((
+                "blocklists.sending_ips",
+                "list the relay's sending addresses to check".into(),
+            ));
         }
         if let Some(zone) = self.zones.iter().find(|zone| !is_domain(zone)) {
             return Err(("blocklists.zones", format!("{zone:?} is not a DNS zone name")));
@@ -77,37 +81,6 @@ fn is_domain(zone: &str) -> bool {
         && zone.split('.').all(|label| {
             !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-}
-
-/// One address against one zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listing {
-    pub ip: IpAddr,
-    pub zone: String,
-    pub listed: bool,
-    /// The 127.0.0.x answers, which say why (per the zone's documentation).
-    pub return_codes: Vec<Ipv4Addr>,
-    /// The zone's TXT explanation, when it gives one.
-    pub reason: Option<String>,
-    /// The lookup failed: unknown, which is not the same as "not listed".
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlocklistReport {
-    #[serde(with = "time::serde::rfc3339")]
-    pub checked_at: OffsetDateTime,
-    pub listings: Vec<Listing>,
-}
-
-impl BlocklistReport {
-    pub fn listed_count(&self) -> usize {
-        self.listings.iter().filter(|listing| listing.listed).count()
-    }
-
-    pub fn error_count(&self) -> usize {
-        self.listings.iter().filter(|listing| listing.error.is_some()).count()
-    }
 }
 
 /// The latest report, shared with the admin API and metrics.
@@ -159,15 +132,24 @@ impl BlocklistChecker {
 
     /// Every address against every zone, all at once.
     pub async fn check(&self, now: OffsetDateTime) -> BlocklistReport {
-        let lookups = self.ips.iter().flat_map(|ip| self.zones.iter().map(move |zone| self.lookup(*ip, zone)));
+        let lookups = self
+            .ips
+            .iter()
+            .flat_map(|ip| self.zones.iter().map(move |zone| self.lookup(*ip, zone)));
         let listings = futures_util::future::join_all(lookups).await;
         BlocklistReport { checked_at: now, listings }
     }
 
     async fn lookup(&self, ip: IpAddr, zone: &str) -> Listing {
         let name = query_name(ip, zone);
-        let mut listing =
-            Listing { ip, zone: zone.to_owned(), listed: false, return_codes: Vec::new(), reason: None, error: None };
+        let mut listing = Listing {
+            ip,
+            zone: zone.to_owned(),
+            listed: false,
+            return_codes: Vec::new(),
+            reason: None,
+            error: None,
+        };
         match self.resolver.ipv4_lookup(name.as_str()).await {
             Ok(answers) => {
                 listing.return_codes = answers.iter().map(|a| a.0).collect();
@@ -179,16 +161,20 @@ impl BlocklistChecker {
                         listing.return_codes
                     ));
                 } else {
-                    listing.listed = listing.return_codes.iter().any(|code| code.octets()[0] == 127);
+                    listing.listed =
+                        listing.return_codes.iter().any(|code| code.octets()[0] == 127);
                 }
             }
             Err(error) if is_absent(&error) => {}
             Err(error) => listing.error = Some(format!("lookup of {name} failed: {error}")),
         }
         if listing.listed {
-            listing.reason = self.resolver.txt_lookup(name.as_str()).await.ok().and_then(|txt| {
-                txt.iter().next().map(|record| record.to_string())
-            });
+            listing.reason = self
+                .resolver
+                .txt_lookup(name.as_str())
+                .await
+                .ok()
+                .and_then(|txt| txt.iter().next().map(|record| record.to_string()));
         }
         listing
     }
@@ -228,6 +214,7 @@ pub fn query_name(ip: IpAddr, zone: &str) -> String {
 pub async fn run_monitor(
     checker: BlocklistChecker,
     status: BlocklistStatus,
+    metrics: crate::metrics::Metrics,
     interval: Duration,
     clock: crate::clock::Clock,
     shutdown: CancellationToken,
@@ -241,6 +228,7 @@ pub async fn run_monitor(
                 tracing::warn!(ip = %listing.ip, zone = %listing.zone, %error, "blocklist check failed");
             }
         }
+        metrics.record_blocklists(&report);
         status.set(report);
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -255,6 +243,7 @@ mod tests {
     use hickory_proto::op::{Message, MessageType};
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::{RData, Record};
+    use std::net::Ipv4Addr;
     use tokio::net::UdpSocket;
 
     /// A DNS server on loopback answering like a blocklist:
@@ -351,7 +340,10 @@ mod tests {
 
     #[test]
     fn query_names_follow_rfc_5782() {
-        assert_eq!(query_name("192.0.2.99".parse().expect("ip"), "bl.example"), "99.2.0.192.bl.example.");
+        assert_eq!(
+            query_name("192.0.2.99".parse().expect("ip"), "bl.example"),
+            "99.2.0.192.bl.example."
+        );
         assert_eq!(
             query_name("2001:db8:1:2:3:4:567:89ab".parse().expect("ip"), "bl.example."),
             "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.bl.example."
@@ -361,12 +353,14 @@ mod tests {
     #[tokio::test]
     async fn the_monitor_keeps_the_latest_report() {
         let dns = stub_dns().await;
-        let checker = BlocklistChecker::new(&settings(dns, &["127.0.0.2"], &["bl.test"])).expect("checker");
+        let checker =
+            BlocklistChecker::new(&settings(dns, &["127.0.0.2"], &["bl.test"])).expect("checker");
         let status = BlocklistStatus::default();
         let shutdown = CancellationToken::new();
         let monitor = tokio::spawn(run_monitor(
             checker,
             status.clone(),
+            crate::metrics::Metrics::default(),
             Duration::from_millis(20),
             crate::clock::Clock::default(),
             shutdown.clone(),

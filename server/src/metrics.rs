@@ -9,6 +9,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -38,6 +39,14 @@ pub struct Metrics {
     pub verification_emails: Counter,
     /// Notification sending attempts by outcome: sent, retry, failed.
     pub notifications: Family<OutcomeLabels, Counter>,
+    /// 1 when a sending address is on a blocklist zone, 0 when not, -1 when unknown.
+    pub blocklisted: Family<BlocklistLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlocklistLabels {
+    pub ip: String,
+    pub zone: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +65,7 @@ impl Default for Metrics {
         let retrievals = Counter::default();
         let verification_emails = Counter::default();
         let notifications = Family::<OutcomeLabels, Counter>::default();
+        let blocklisted = Family::<BlocklistLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("sealpost");
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register(
@@ -84,6 +94,11 @@ impl Default for Metrics {
             "Notification sending attempts by outcome (sent, retry, failed)",
             notifications.clone(),
         );
+        registry.register(
+            "sending_ip_blocklisted",
+            "Whether a relay sending address is listed by a DNS blocklist (1), not (0), or unknown (-1)",
+            blocklisted.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -93,11 +108,29 @@ impl Default for Metrics {
             retrievals,
             verification_emails,
             notifications,
+            blocklisted,
         }
     }
 }
 
 impl Metrics {
+    /// Mirrors the latest blocklist report into the gauges.
+    pub fn record_blocklists(&self, report: &crate::blocklist::BlocklistReport) {
+        for listing in &report.listings {
+            let value = match (&listing.error, listing.listed) {
+                (Some(_), _) => -1,
+                (None, true) => 1,
+                (None, false) => 0,
+            };
+            self.blocklisted
+                .get_or_create(&BlocklistLabels {
+                    ip: listing.ip.to_string(),
+                    zone: listing.zone.clone(),
+                })
+                .set(value);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Encoding into a String cannot fail.

@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::blocklist::BlocklistSettings;
 use sealpost_proto::notification::{normalize_address, normalize_origin};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -30,6 +31,7 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     pub dkim: DkimSettings,
     pub admin: AdminSettings,
+    pub blocklists: BlocklistSettings,
     pub branding: BrandingSettings,
     pub log: LogSettings,
 }
@@ -390,6 +392,9 @@ impl Settings {
         if self.admin.emails.iter().any(|email| normalize_address(email).is_none()) {
             return invalid("admin.emails", "every entry must be an email address");
         }
+        self.blocklists
+            .validate()
+            .map_err(|(key, problem)| SettingsError::Invalid { key, problem })?;
         let dkim = &self.dkim;
         let dkim_keys =
             [dkim.domain.is_some(), dkim.selector.is_some(), dkim.private_key_file.is_some()];

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blobs::BlobStore;
+use crate::blocklist::BlocklistStatus;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct Inner {
     /// configured and changed by admins.
     pub organization: Arc<Organization>,
     pub outbox: Outbox,
+    /// The latest DNS blocklist check of the relay's sending addresses.
+    pub blocklists: BlocklistStatus,
     /// Signs notifications when DKIM is configured.
     pub dkim: Option<Arc<DkimSigner>>,
     pub limits: Limits,

@@ -174,3 +174,45 @@ async fn the_relay_can_be_switched_to_the_organizations_own() {
         .json();
     assert_eq!(settings.smtp.port, app.mail.port());
 }
+
+#[tokio::test]
+async fn blocklist_results_reach_the_admin_api_and_metrics() {
+    // A resolver that never answers: every lookup fails, which must show as
+    // unknown (-1), never as "not listed".
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let resolver = silent.local_addr().expect("address");
+    let app = TestApp::spawn_with(|s| {
+        s.admin.emails = vec!["it@example.test".into()];
+        s.blocklists.enabled = true;
+        s.blocklists.sending_ips = vec!["192.0.2.25".parse().expect("ip")];
+        s.blocklists.zones = vec!["zen.spamhaus.org".into()];
+        s.blocklists.resolver = Some(resolver);
+        s.blocklists.timeout_seconds = 1;
+    })
+    .await;
+    let admin = app.register_agent("it@example.test", "it laptop").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status: sealpost_proto::api::BlocklistStatus = app
+            .api
+            .get("/api/v1/admin/blocklists", Some(admin.token()))
+            .await
+            .expect("request")
+            .json();
+        if status.report.is_some() || tokio::time::Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.enabled);
+    let report = status.report.expect("a check finished");
+    assert_eq!(report.listings.len(), 1);
+    assert!(!report.listings[0].listed && report.listings[0].error.is_some(), "{report:?}");
+    let metrics = app.api.get("/metrics", None).await.expect("request").text();
+    assert!(
+        metrics.contains(
+            "sealpost_sending_ip_blocklisted{ip=\"192.0.2.25\",zone=\"zen.spamhaus.org\"} -1"
+        ),
+        "{metrics}"
+    );
+}

@@ -78,6 +78,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/messages/{message_id}/deliveries", "get"),
         ("/api/v1/admin/organization", "get"),
         ("/api/v1/admin/organization", "put"),
+        ("/api/v1/admin/blocklists", "get"),
     ];
     for (path, method) in routes {
         assert!(

@@ -3,7 +3,7 @@
 //! SMTP relay. Changes apply to the next notification.
 
 use axum::extract::State;
-use sealpost_proto::api::{ErrorBody, OrganizationSettings, OrganizationUpdate};
+use sealpost_proto::api::{BlocklistStatus, ErrorBody, OrganizationSettings, OrganizationUpdate};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -54,4 +54,18 @@ pub async fn update_organization(
     })?;
     tracing::info!(admin = %caller.account.email, "organization settings changed");
     Ok(ApiJson(current.describe()))
+}
+
+/// The latest check of the relay's sending addresses against DNS blocklists.
+#[utoipa::path(get, path = "/api/v1/admin/blocklists", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = BlocklistStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn blocklists(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<ApiJson<BlocklistStatus>> {
+    require_admin(&state, &caller)?;
+    Ok(ApiJson(BlocklistStatus {
+        enabled: state.settings.blocklists.enabled,
+        report: state.blocklists.get(),
+    }))
 }

@@ -25,7 +25,7 @@ use crate::state::AppState;
         accounts::request_code, accounts::create_account,
         devices::enroll, devices::refresh, devices::list, devices::revoke,
         messages::upload, messages::info, messages::content, messages::retrievals, messages::deliveries,
-        admin::organization, admin::update_organization,
+        admin::organization, admin::update_organization, admin::blocklists,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/organization",
             get(admin::organization).put(admin::update_organization),
         )
+        .route("/api/v1/admin/blocklists", get(admin::blocklists))
         .fallback(health::not_found)
         .with_state(state)
 }
