@@ -1,14 +1,20 @@
 //! A small typed HTTPS client for the Sealpost API that trusts one certificate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
-use sealpost_proto::api::{ErrorBody, ErrorCode, UploadMetadata};
+use sealpost_proto::api::{
+    CodeRequest, DeviceCredential, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, UploadMetadata,
+};
+use sealpost_proto::verification::find_code;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::mailstack::MailStack;
 
 #[derive(Clone)]
 pub struct ApiClient {
@@ -102,6 +108,31 @@ impl ApiClient {
         token: Option<&str>,
     ) -> anyhow::Result<ApiResponse> {
         self.send(self.authorized(self.http.post(self.url(path)).json(body), token)).await
+    }
+
+    /// Registers the way the desktop agent does: asks for a code, reads it
+    /// from the user's INBOX on the mail stack, enrolls a device with it.
+    pub async fn register_via_inbox(
+        &self,
+        stack: &MailStack,
+        origin: &str,
+        email: &str,
+        device_name: &str,
+    ) -> anyhow::Result<(DeviceTokens, String)> {
+        self.post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
+            .await?
+            .expect_status(202)?;
+        let has_code = |raw: &[u8]| find_code(raw, origin).is_some();
+        let raw = stack.wait_for_email(email, "INBOX", has_code, Duration::from_secs(15)).await?;
+        let code = find_code(&raw, origin).context("the verification email lost its code")?;
+        let request = EnrollDevice {
+            email: email.into(),
+            device_name: device_name.into(),
+            credential: DeviceCredential::Code(code.clone()),
+        };
+        let tokens: DeviceTokens =
+            self.post_json("/api/v1/devices", &request, None).await?.expect_status(201)?.json();
+        Ok((tokens, code))
     }
 
     /// `POST /api/v1/messages` with the raw MIME message and its recipients;

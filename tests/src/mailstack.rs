@@ -13,19 +13,25 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures_util::TryStreamExt;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tempfile::TempDir;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 const DOMAIN: &str = "example.test";
 /// Longest wait for a server to open its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest any single IMAP command may take.
 const IMAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a killed server's ports to close.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Special-use folders every mailbox gets, as desktop clients create them.
 const SPECIAL_USE: &[(&str, &str)] = &[
     ("Sent", "\\Sent"),
@@ -60,6 +66,11 @@ pub struct MailStack {
     users: Vec<MailUser>,
     ports: Ports,
     ca_pem: String,
+    /// Trusts only `ca_pem`, so every IMAP read also checks the certificate.
+    tls: TlsConnector,
+    /// Unique to this stack and part of both servers' greetings: proves that
+    /// a port answering is ours, not a leftover or parallel instance's.
+    banner: String,
     postfix_config: PathBuf,
     postfix_log: PathBuf,
     dovecot: Mutex<Option<Child>>,
@@ -95,9 +106,12 @@ impl MailStack {
                 password: format!("pw-{:016x}", rand::random::<u64>()),
             })
             .collect();
+        let banner = format!("sealpost-{:016x}", rand::random::<u64>());
         let ca_pem = write_certificates(dir.path())?;
-        write_dovecot_config(dir.path(), ports, &users)?;
-        let (postfix_config, postfix_log) = write_postfix_config(dir.path(), ports, &users)?;
+        let tls = tls_connector(&ca_pem)?;
+        write_dovecot_config(dir.path(), ports, &users, &banner)?;
+        let (postfix_config, postfix_log) =
+            write_postfix_config(dir.path(), ports, &users, &banner)?;
 
         let dovecot = Command::new("dovecot")
             .arg("-F")
@@ -115,6 +129,8 @@ impl MailStack {
             users,
             ports,
             ca_pem,
+            tls,
+            banner,
             postfix_config,
             postfix_log,
             dovecot: Mutex::new(Some(dovecot)),
@@ -122,15 +138,16 @@ impl MailStack {
             dir,
         };
         stack.start_postfix()?;
+        // IMAP first: its greeting carries the banner.
         let dovecot_ports = [ports.imap, ports.imaps, ports.lmtp];
         stack
-            .wait_until_listening(&dovecot_ports, &stack.dovecot, "dovecot")
+            .wait_until_serving(&dovecot_ports, &stack.dovecot, "Dovecot")
             .await
-            .with_context(|| stack.dovecot_log())?;
+            .with_context(|| format!("Dovecot log:\n{}", stack.dovecot_log()))?;
         stack
-            .wait_until_listening(&[ports.smtp], &stack.postfix, "postfix")
+            .wait_until_serving(&[ports.smtp], &stack.postfix, "Postfix")
             .await
-            .with_context(|| stack.postfix_log())?;
+            .with_context(|| format!("Postfix log:\n{}", stack.postfix_log()))?;
         Ok(stack)
     }
 
@@ -174,7 +191,7 @@ impl MailStack {
             .unwrap_or_else(|| panic!("the mail stack has no user {local_part_or_address}"))
     }
 
-    /// Every message in `mailbox`, oldest first, read over IMAP.
+    /// Every message in `mailbox`, oldest first, read over IMAPS.
     pub async fn messages(&self, address: &str, mailbox: &str) -> Result<Vec<MailboxMessage>> {
         let mut session = self.imap_session(address).await?;
         let selected =
@@ -190,7 +207,7 @@ impl MailStack {
                 messages.push(MailboxMessage {
                     uid: fetch.uid.context("FETCH answered without a UID")?,
                     flags: fetch.flags().map(|flag| flag_name(&flag)).collect(),
-                    raw: fetch.body().unwrap_or_default().to_vec(),
+                    raw: fetch.body().context("FETCH answered without the body")?.to_vec(),
                 });
             }
         }
@@ -214,13 +231,38 @@ impl MailStack {
                 return Ok(messages);
             }
             if Instant::now() >= deadline {
+                let found: String = messages.iter().map(describe).collect();
                 bail!(
-                    "{address}'s {mailbox} holds {} messages after {timeout:?}, expected {count}\nPostfix log:\n{}",
+                    "{address}'s {mailbox} holds {} messages after {timeout:?}, expected {count}:\n{found}Postfix log:\n{}",
                     messages.len(),
                     self.postfix_log()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The newest message in `mailbox` that `wanted` accepts, waiting for it.
+    pub async fn wait_for_email(
+        &self,
+        address: &str,
+        mailbox: &str,
+        wanted: impl Fn(&[u8]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let messages = self.messages(address, mailbox).await?;
+            if let Some(message) = messages.into_iter().rev().find(|m| wanted(&m.raw)) {
+                return Ok(message.raw);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nothing expected arrived in {address}'s {mailbox} within {timeout:?}\nPostfix log:\n{}",
+                    self.postfix_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -258,9 +300,9 @@ impl MailStack {
     /// Starts Postfix again on the same port, with the queue it had.
     pub async fn resume_smtp(&self) -> Result<()> {
         self.start_postfix()?;
-        self.wait_until_listening(&[self.ports.smtp], &self.postfix, "postfix")
+        self.wait_until_serving(&[self.ports.smtp], &self.postfix, "Postfix")
             .await
-            .with_context(|| self.postfix_log())
+            .with_context(|| format!("Postfix log:\n{}", self.postfix_log()))
     }
 
     /// Postfix's log and anything it wrote to stderr, for failure messages.
@@ -296,9 +338,12 @@ impl MailStack {
         Ok(())
     }
 
-    /// Polls until every port accepts connections, failing early if the
-    /// child exits (a port held by someone else would otherwise look ready).
-    async fn wait_until_listening(
+    /// Polls until every port accepts connections and the first one greets
+    /// with this stack's banner, then checks the child still runs. A port
+    /// held by someone else would otherwise look ready while our child dies
+    /// on it; each server binds all its ports before it serves any, so one
+    /// greeting of ours vouches for the rest.
+    async fn wait_until_serving(
         &self,
         ports: &[u16],
         child: &Mutex<Option<Child>>,
@@ -307,14 +352,7 @@ impl MailStack {
         let deadline = Instant::now() + START_TIMEOUT;
         for &port in ports {
             loop {
-                if let Some(status) = child
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .as_mut()
-                    .and_then(|child| child.try_wait().ok().flatten())
-                {
-                    bail!("{name} exited during start-up ({status})");
-                }
+                check_running(child, name)?;
                 if TcpStream::connect(loopback(port)).await.is_ok() {
                     break;
                 }
@@ -324,13 +362,30 @@ impl MailStack {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        Ok(())
+        let t0 = Instant::now();
+        if let Some(&port) = ports.first() {
+            let greeting = tokio::time::timeout(START_TIMEOUT, greeting(loopback(port)))
+                .await
+                .with_context(|| format!("{name} sent no greeting on port {port}"))??;
+            if !greeting.contains(&self.banner) {
+                bail!("port {port} is not {name}'s of this stack; it greets with {greeting:?}");
+            }
+        }
+        eprintln!("DEBUGTIMING {name} greeting {:?}", t0.elapsed());
+        check_running(child, name)
     }
 
-    async fn imap_session(&self, address: &str) -> Result<async_imap::Session<TcpStream>> {
+    async fn imap_session(
+        &self,
+        address: &str,
+    ) -> Result<async_imap::Session<TlsStream<TcpStream>>> {
         let user = self.user(address);
-        let stream =
-            timed(TcpStream::connect(self.imap_addr())).await?.context("connect to IMAP")?;
+        let tcp =
+            timed(TcpStream::connect(self.imaps_addr())).await?.context("connect to IMAPS")?;
+        let localhost = ServerName::try_from("localhost").context("server name")?;
+        let stream = timed(self.tls.connect(localhost, tcp))
+            .await?
+            .context("TLS handshake with Dovecot's IMAPS port")?;
         let mut client = async_imap::Client::new(stream);
         timed(client.read_response())
             .await?
@@ -347,6 +402,17 @@ impl Drop for MailStack {
     fn drop(&mut self) {
         kill_group(&self.postfix);
         kill_group(&self.dovecot);
+        // Worker processes that share the listening sockets die a moment
+        // after the group leader; only then do the ports refuse.
+        let ports = self.ports;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for port in [ports.smtp, ports.imap, ports.imaps, ports.lmtp] {
+            while Instant::now() < deadline
+                && std::net::TcpStream::connect_timeout(&loopback(port), STOP_TIMEOUT).is_ok()
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         if std::env::var_os("SEALPOST_KEEP_MAILSTACK").is_some() {
             eprintln!("mail stack kept in {}", self.dir.path().display());
             self.dir.disable_cleanup(true);
@@ -356,20 +422,68 @@ impl Drop for MailStack {
 
 /// SIGKILL to the child's whole process group (Dovecot and Postfix both
 /// fork workers), then reaps the child. State is throwaway, so no grace.
+/// The signal goes out as a system call rather than through a `kill`
+/// program, which slim images lack.
 fn kill_group(child: &Mutex<Option<Child>>) {
+    use rustix::process::{Pid, Signal, kill_process_group};
     let taken = child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
     if let Some(mut child) = taken {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .stderr(Stdio::null())
-            .status();
+        // The child leads its own group (`process_group(0)`): its pid is the group's id.
+        if let Some(group) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
         let _ = child.kill();
         let _ = child.wait();
     }
 }
 
+/// Fails if the child has exited.
+fn check_running(child: &Mutex<Option<Child>>, name: &str) -> Result<()> {
+    let mut child = child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+        Some(status) => bail!("{name} exited during start-up ({status})"),
+        None => Ok(()),
+    }
+}
+
+/// The first line a server sends on a new connection.
+async fn greeting(addr: SocketAddr) -> Result<String> {
+    let mut reader = tokio::io::BufReader::new(TcpStream::connect(addr).await?);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    Ok(line.trim_end().to_owned())
+}
+
+/// A client configuration trusting only the stack's own CA.
+fn tls_connector(ca_pem: &str) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("reading the CA certificate")?).context("trusting the CA")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
 async fn timed<F: std::future::Future>(future: F) -> Result<F::Output> {
-    tokio::time::timeout(IMAP_TIMEOUT, future).await.context("IMAP command timed out")
+    tokio::time::timeout(IMAP_TIMEOUT, future)
+        .await
+        .with_context(|| format!("IMAP command timed out after {IMAP_TIMEOUT:?}"))
+}
+
+/// One line per message for failure reports: UID, flags and subject.
+fn describe(message: &MailboxMessage) -> String {
+    let text = String::from_utf8_lossy(&message.raw);
+    let subject = text
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| line.strip_prefix("Subject:"))
+        .unwrap_or(" (no subject)");
+    format!("  UID {} {:?}:{subject}\n", message.uid, message.flags)
 }
 
 fn flag_name(flag: &async_imap::types::Flag<'_>) -> String {
@@ -435,7 +549,7 @@ fn system_id(file: &str, name: &str) -> Result<u32> {
         .with_context(|| format!("no {name} in {file}: is the Debian package installed?"))
 }
 
-fn write_dovecot_config(root: &Path, ports: Ports, users: &[MailUser]) -> Result<()> {
+fn write_dovecot_config(root: &Path, ports: Ports, users: &[MailUser], banner: &str) -> Result<()> {
     let dir = root.join("dovecot");
     let homes = root.join("mail");
     std::fs::create_dir_all(&homes)?;
@@ -472,6 +586,7 @@ ssl_cert = <{dir_text}/cert.pem
 ssl_key = <{dir_text}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+login_greeting = Dovecot {banner} ready.
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
 mail_fsync = never
@@ -521,6 +636,7 @@ fn write_postfix_config(
     root: &Path,
     ports: Ports,
     users: &[MailUser],
+    banner: &str,
 ) -> Result<(PathBuf, PathBuf)> {
     let config = root.join("postfix");
     let queue = root.join("postfix-queue");
@@ -577,7 +693,7 @@ smtpd_recipient_restrictions = reject_unauth_destination
 smtp_dns_support_level = disabled
 lmtp_dns_support_level = disabled
 smtpd_peername_lookup = no
-smtpd_banner = $myhostname ESMTP
+smtpd_banner = $myhostname ESMTP {banner}
 biff = no
 maillog_file = {log}
 maillog_file_prefixes = {root}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_harness::checks::{dkim_verifies, rsa_private_key, spamassassin_score};
-use sealpost_harness::{MailStack, TestApp, TestUser, sample_mime};
+use sealpost_harness::{ApiClient, MailStack, ServerProcess, TestApp, TestUser, sample_mime};
 use sealpost_proto::api::{DeliveryReport, DeliveryState, StoredMessage};
 use sealpost_proto::notification::{TrustedServer, parse};
 use sealpost_server::outbox::StepReport;
@@ -224,4 +224,74 @@ async fn a_missing_dkim_key_stops_the_server_with_the_key_named() {
     settings.dkim.private_key_file = Some(dir.path().join("missing.pem"));
     let error = sealpost_server::Application::build(settings).await.err().expect("refused");
     assert!(error.to_string().contains("dkim.private_key_file"), "{error}");
+}
+
+#[tokio::test]
+async fn queued_notifications_survive_a_server_restart() {
+    let stack = MailStack::start(&["sender", "alice"]).await.expect("mail stack");
+    let binary = tokio::task::spawn_blocking(ServerProcess::binary)
+        .await
+        .expect("join")
+        .expect("server binary");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("SEALPOST_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        ("SEALPOST_SMTP__HOST", "127.0.0.1".to_owned()),
+        ("SEALPOST_SMTP__PORT", stack.smtp_addr().port().to_string()),
+        ("SEALPOST_SMTP__SECURITY", "none".to_owned()),
+        ("SEALPOST_OUTBOX__RETRY_INITIAL_SECONDS", "1".to_owned()),
+        ("SEALPOST_OUTBOX__RETRY_MAX_SECONDS", "1".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let server = ServerProcess::start(&binary, dir.path(), &[], &env).expect("server starts");
+    let cert = std::fs::read(dir.path().join("sealpost-data/tls/cert.pem")).expect("certificate");
+    let api = ApiClient::new(&server.base_url, &cert).expect("client");
+    let (sender, _) = api
+        .register_via_inbox(&stack, &server.origin, "sender@example.test", "laptop")
+        .await
+        .expect("sender registers");
+
+    stack.suspend_smtp().await.expect("relay down");
+    let stored: StoredMessage = api
+        .upload_with(
+            &sender.access_token,
+            &["alice@example.test"],
+            sample_mime("Before the restart", "x", b""),
+            true,
+        )
+        .await
+        .expect("upload")
+        .expect_status(201)
+        .expect("stored")
+        .json();
+    let deliveries_path = format!("/api/v1/messages/{}/deliveries", stored.message_id);
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    loop {
+        let report: DeliveryReport =
+            api.get(&deliveries_path, Some(&sender.access_token)).await.expect("request").json();
+        if report.recipients[0].error.is_some() {
+            assert_eq!(report.recipients[0].state, DeliveryState::Queued);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt was made: {report:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(15)))
+        .await
+        .expect("join")
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+
+    stack.resume_smtp().await.expect("relay back");
+    let restarted = ServerProcess::start(&binary, dir.path(), &[], &env).expect("server restarts");
+    let is_notification = |raw: &[u8]| parse(raw).is_ok();
+    let raw = stack
+        .wait_for_email("alice@example.test", "INBOX", is_notification, ARRIVAL)
+        .await
+        .expect("the notification queued before the restart arrives");
+    assert!(String::from_utf8_lossy(&raw).contains("Subject: Before the restart"));
+    let api = ApiClient::new(&restarted.base_url, &cert).expect("client");
+    let report: DeliveryReport =
+        api.get(&deliveries_path, Some(&sender.access_token)).await.expect("request").json();
+    assert_eq!(report.recipients[0].state, DeliveryState::Sent, "{report:?}");
 }

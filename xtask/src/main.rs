@@ -203,7 +203,15 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
         );
         &["test", "--workspace", "--locked"]
     };
-    steps.run("tests", &format!("cargo {}", tests.join(" ")), || run(cargo().args(tests)))?;
+    // Tests that run the real server binary get it from here: built once, with
+    // the features `cargo build` gives it, instead of each test rebuilding it.
+    steps.run("server binary", "cargo build --locked -p sealpost-server", || {
+        run(cargo().args(["build", "--locked", "-p", "sealpost-server"]))
+    })?;
+    let server_binary = root.join("target/debug/sealpost-server");
+    steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
+        run(cargo().args(tests).env("SEALPOST_SERVER_BIN", &server_binary))
+    })?;
     // nextest does not run doc tests.
     steps.run("doc tests", "cargo test --workspace --doc --locked", || {
         run(cargo().args(["test", "--workspace", "--doc", "--locked"]))

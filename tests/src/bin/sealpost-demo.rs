@@ -12,12 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sealpost_harness::{ApiClient, MailStack, ServerProcess, sample_mime};
 use sealpost_proto::ContentDigest;
-use sealpost_proto::api::{
-    CodeRequest, DeliveryReport, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage,
-    WellKnown,
-};
+use sealpost_proto::api::{DeliveryReport, DeviceTokens, StoredMessage, WellKnown};
 use sealpost_proto::notification::{TrustedServer, parse};
-use sealpost_proto::verification::find_code;
 
 struct Steps {
     started: Instant,
@@ -136,8 +132,15 @@ async fn main() -> anyhow::Result<()> {
     let delivered = steps.run(
         "the notification arrives in alice's INBOX",
         async {
-            let raw =
-                wait_for_email(&stack, "alice@example.test", |raw| parse(raw).is_ok()).await?;
+            let is_notification = |raw: &[u8]| parse(raw).is_ok();
+            let raw = stack
+                .wait_for_email(
+                    "alice@example.test",
+                    "INBOX",
+                    is_notification,
+                    Duration::from_secs(15),
+                )
+                .await?;
             let text = String::from_utf8_lossy(&raw).into_owned();
             let shown: Vec<&str> = text
                 .lines()
@@ -270,8 +273,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers like the desktop agent: request a code, read it from the
-/// inbox over IMAP, enroll a device with it.
+/// Registers like the desktop agent, reading the code from the inbox.
 async fn register(
     api: &ApiClient,
     stack: &MailStack,
@@ -279,39 +281,7 @@ async fn register(
     email: &str,
     device: &str,
 ) -> anyhow::Result<(DeviceTokens, String)> {
-    api.post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
-        .await?
-        .expect_status(202)?;
-    let raw = wait_for_email(stack, email, |raw| find_code(raw, origin).is_some()).await?;
-    let code = find_code(&raw, origin).context("the code vanished")?;
-    let request = EnrollDevice {
-        email: email.into(),
-        device_name: device.into(),
-        credential: DeviceCredential::Code(code.clone()),
-    };
-    let tokens: DeviceTokens =
-        api.post_json("/api/v1/devices", &request, None).await?.expect_status(201)?.json();
-    Ok((
-        tokens.clone(),
-        format!("code {code} read from the inbox; device {} enrolled", tokens.device_id),
-    ))
-}
-
-/// The newest email in `address`'s INBOX that `wanted` accepts, waiting for it.
-async fn wait_for_email(
-    stack: &MailStack,
-    address: &str,
-    wanted: impl Fn(&[u8]) -> bool,
-) -> anyhow::Result<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let messages = stack.messages(address, "INBOX").await?;
-        if let Some(message) = messages.into_iter().rev().find(|m| wanted(&m.raw)) {
-            return Ok(message.raw);
-        }
-        if Instant::now() > deadline {
-            bail!("nothing arrived in {address}'s INBOX\nPostfix log:\n{}", stack.postfix_log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (tokens, code) = api.register_via_inbox(stack, origin, email, device).await?;
+    let detail = format!("code {code} read from the inbox; device {} enrolled", tokens.device_id);
+    Ok((tokens, detail))
 }
