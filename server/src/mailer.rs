@@ -12,7 +12,7 @@ use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::settings::{SmtpSecurity, SmtpSettings};
@@ -91,8 +91,23 @@ impl Mailer {
                 Transport::Pickup { transport: AsyncFileTransport::new(&dir), dir }
             }
             Some(host) => {
+                let extra_root = match &settings.ca_file {
+                    Some(path) => {
+                        let problem = |problem: String| MailError::Settings { key: "smtp.ca_file", problem };
+                        let pem = std::fs::read(path)
+                            .map_err(|error| problem(format!("cannot read {}: {error}", path.display())))?;
+                        Some(Certificate::from_pem(&pem).map_err(|error| {
+                            problem(format!("{} is not a PEM certificate: {error}", path.display()))
+                        })?)
+                    }
+                    None => None,
+                };
                 let tls_parameters = || {
-                    TlsParameters::new(host.clone()).map_err(|error| MailError::Settings {
+                    let mut builder = TlsParameters::builder(host.clone());
+                    if let Some(root) = extra_root.clone() {
+                        builder = builder.add_root_certificate(root);
+                    }
+                    builder.build_rustls().map_err(|error| MailError::Settings {
                         key: "smtp.host",
                         problem: error.to_string(),
                     })

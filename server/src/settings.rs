@@ -161,6 +161,9 @@ pub struct SmtpSettings {
     pub security: SmtpSecurity,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// A PEM CA certificate trusted for the relay, besides the system's roots
+    /// (for a relay whose certificate comes from a private CA).
+    pub ca_file: Option<PathBuf>,
     /// Envelope and header sender of automated mail.
     pub from_address: String,
     /// Where bounces of notifications return; each notification's envelope
@@ -179,6 +182,7 @@ impl Default for SmtpSettings {
             security: SmtpSecurity::Starttls,
             username: None,
             password: None,
+            ca_file: None,
             from_address: "sealpost@localhost".into(),
             bounce_address: None,
             from_name: "Sealpost".into(),

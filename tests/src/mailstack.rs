@@ -362,7 +362,6 @@ impl MailStack {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let t0 = Instant::now();
         if let Some(&port) = ports.first() {
             let greeting = tokio::time::timeout(START_TIMEOUT, greeting(loopback(port)))
                 .await
@@ -371,7 +370,6 @@ impl MailStack {
                 bail!("port {port} is not {name}'s of this stack; it greets with {greeting:?}");
             }
         }
-        eprintln!("DEBUGTIMING {name} greeting {:?}", t0.elapsed());
         check_running(child, name)
     }
 
