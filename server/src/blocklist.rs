@@ -63,6 +63,9 @@ impl BlocklistSettings {
                 "list the relay's sending addresses to check".into(),
             ));
         }
+        if self.enabled && self.zones.is_empty() {
+            return Err(("blocklists.zones", "list at least one DNSBL zone to ask".into()));
+        }
         if let Some(zone) = self.zones.iter().find(|zone| !is_domain(zone)) {
             return Err(("blocklists.zones", format!("{zone:?} is not a DNS zone name")));
         }
@@ -76,10 +79,15 @@ impl BlocklistSettings {
     }
 }
 
+/// A DNS name in letters, digits and hyphens; the trailing dot of a fully
+/// qualified name is allowed, since [`query_name`] strips it.
 fn is_domain(zone: &str) -> bool {
+    let zone = zone.strip_suffix('.').unwrap_or(zone);
     !zone.is_empty()
+        && zone.len() <= 253
         && zone.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -118,7 +126,9 @@ impl BlocklistChecker {
         };
         let options: &mut ResolverOpts = builder.options_mut();
         options.timeout = Duration::from_secs(settings.timeout_seconds);
-        options.attempts = 1;
+        // hickory counts retries here, not tries: 0 means one query, so a
+        // silent zone costs one timeout, not two.
+        options.attempts = 0;
         options.ndots = 0;
         options.use_hosts_file = ResolveHosts::Never;
         // Listings change between checks: never answer from an old result.
@@ -160,9 +170,17 @@ impl BlocklistChecker {
                         "{zone} refused the query (answer {:?}): use a resolver the zone accepts",
                         listing.return_codes
                     ));
+                } else if listing.return_codes.iter().any(|code| code.octets()[0] != 127) {
+                    // RFC 5782 answers are in 127.0.0.0/8. Anything else is
+                    // typically a defunct zone whose domain now resolves every
+                    // name: the answer says nothing about the address.
+                    listing.error = Some(format!(
+                        "{zone} answered {:?}, outside 127.0.0.0/8: the zone is not a working \
+                         DNSBL (defunct or wildcarded?)",
+                        listing.return_codes
+                    ));
                 } else {
-                    listing.listed =
-                        listing.return_codes.iter().any(|code| code.octets()[0] == 127);
+                    listing.listed = !listing.return_codes.is_empty();
                 }
             }
             Err(error) if is_absent(&error) => {}
@@ -243,15 +261,24 @@ mod tests {
     use hickory_proto::op::{Message, MessageType};
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::{RData, Record};
+    use std::collections::HashMap;
     use std::net::Ipv4Addr;
+    use std::sync::Mutex;
     use tokio::net::UdpSocket;
+
+    /// Queries the stub received for `silent.test` names, by name.
+    type SilentQueries = Arc<Mutex<HashMap<String, usize>>>;
 
     /// A DNS server on loopback answering like a blocklist:
     /// `2.0.0.127.bl.test` listed, other `bl.test` names absent,
-    /// `broken.test` failing, `silent.test` never answering.
-    async fn stub_dns() -> SocketAddr {
+    /// `broken.test` failing, `silent.test` never answering (but counting),
+    /// `refusing.test` answering like Spamhaus to a public resolver, and
+    /// `parked.test` answering every name with a public address.
+    async fn stub_dns() -> (SocketAddr, SilentQueries) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let address = socket.local_addr().expect("address");
+        let silent = SilentQueries::default();
+        let silent_queries = silent.clone();
         tokio::spawn(async move {
             let mut buffer = [0u8; 512];
             loop {
@@ -260,6 +287,8 @@ mod tests {
                 let Some(question) = query.queries().first().cloned() else { continue };
                 let name = question.name().to_ascii().to_lowercase();
                 if name.ends_with("silent.test.") {
+                    let mut counts = silent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    *counts.entry(name).or_default() += 1;
                     continue;
                 }
                 let mut response = Message::new();
@@ -283,6 +312,9 @@ mod tests {
                 } else if name == "3.0.0.127.refusing.test." {
                     let record = RData::A(A::new(127, 255, 255, 254));
                     response.add_answer(Record::from_rdata(question.name().clone(), 60, record));
+                } else if name.ends_with("parked.test.") {
+                    let record = RData::A(A::new(192, 0, 2, 1));
+                    response.add_answer(Record::from_rdata(question.name().clone(), 60, record));
                 } else {
                     response.set_response_code(ResponseCode::NXDomain);
                 }
@@ -290,7 +322,7 @@ mod tests {
                 let _ = socket.send_to(&bytes, peer).await;
             }
         });
-        address
+        (address, silent_queries)
     }
 
     fn settings(resolver: SocketAddr, ips: &[&str], zones: &[&str]) -> BlocklistSettings {
@@ -306,11 +338,11 @@ mod tests {
 
     #[tokio::test]
     async fn listed_absent_failing_and_refusing_zones_are_told_apart() {
-        let dns = stub_dns().await;
+        let (dns, silent_queries) = stub_dns().await;
         let checker = BlocklistChecker::new(&settings(
             dns,
             &["127.0.0.2", "127.0.0.1", "127.0.0.3"],
-            &["bl.test", "broken.test", "silent.test", "refusing.test"],
+            &["bl.test", "broken.test", "silent.test", "refusing.test", "parked.test"],
         ))
         .expect("checker");
         let report = checker.check(OffsetDateTime::UNIX_EPOCH).await;
@@ -334,8 +366,18 @@ mod tests {
         assert!(!silent.listed && silent.error.is_some(), "a timeout is unknown: {silent:?}");
         let refused = find("127.0.0.3", "refusing.test");
         assert!(!refused.listed && refused.error.is_some(), "{refused:?}");
+        let parked = find("127.0.0.1", "parked.test");
+        assert!(!parked.listed && parked.error.is_some(), "not a DNSBL answer: {parked:?}");
         assert_eq!(report.listed_count(), 1);
-        assert_eq!(report.listings.len(), 12);
+        assert_eq!(report.listings.len(), 15);
+        // 3 silent + 3 broken + 3 parked + the refusal.
+        assert_eq!(report.error_count(), 10);
+        // One query per lookup: a timeout is not retried, so a silent zone
+        // costs one timeout per check, not a multiple of it.
+        let silent_queries =
+            silent_queries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        assert_eq!(silent_queries.len(), 3, "{silent_queries:?}");
+        assert!(silent_queries.values().all(|&count| count == 1), "{silent_queries:?}");
     }
 
     #[test]
@@ -352,7 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_monitor_keeps_the_latest_report() {
-        let dns = stub_dns().await;
+        let (dns, _) = stub_dns().await;
         let checker =
             BlocklistChecker::new(&settings(dns, &["127.0.0.2"], &["bl.test"])).expect("checker");
         let status = BlocklistStatus::default();
@@ -380,9 +422,22 @@ mod tests {
         let mut settings = BlocklistSettings { enabled: true, ..BlocklistSettings::default() };
         assert_eq!(settings.validate().map_err(|(key, _)| key), Err("blocklists.sending_ips"));
         settings.sending_ips = vec!["192.0.2.1".parse().expect("ip")];
-        settings.zones = vec!["bad zone".into()];
-        assert_eq!(settings.validate().map_err(|(key, _)| key), Err("blocklists.zones"));
-        settings.zones = vec!["zen.spamhaus.org".into()];
+        for zones in [&[][..], &["bad zone"], &["a..b"], &[".zen.spamhaus.org"]] {
+            settings.zones = zones.iter().map(|zone| (*zone).to_owned()).collect();
+            assert_eq!(
+                settings.validate().map_err(|(key, _)| key),
+                Err("blocklists.zones"),
+                "{zones:?}"
+            );
+        }
+        settings.zones = vec!["zen.spamhaus.org".into(), "bl.spamcop.net.".into()];
         assert!(settings.validate().is_ok());
+        settings.interval_seconds = 5;
+        assert_eq!(settings.validate().map_err(|(key, _)| key), Err("blocklists.interval_seconds"));
+        settings.interval_seconds = 3600;
+        settings.timeout_seconds = 0;
+        assert_eq!(settings.validate().map_err(|(key, _)| key), Err("blocklists.timeout_seconds"));
+        // Disabled, nothing needs listing: the defaults are valid.
+        assert!(BlocklistSettings::default().validate().is_ok());
     }
 }

@@ -93,9 +93,11 @@ impl Mailer {
             Some(host) => {
                 let extra_root = match &settings.ca_file {
                     Some(path) => {
-                        let problem = |problem: String| MailError::Settings { key: "smtp.ca_file", problem };
-                        let pem = std::fs::read(path)
-                            .map_err(|error| problem(format!("cannot read {}: {error}", path.display())))?;
+                        let problem =
+                            |problem: String| MailError::Settings { key: "smtp.ca_file", problem };
+                        let pem = std::fs::read(path).map_err(|error| {
+                            problem(format!("cannot read {}: {error}", path.display()))
+                        })?;
                         Some(Certificate::from_pem(&pem).map_err(|error| {
                             problem(format!("{} is not a PEM certificate: {error}", path.display()))
                         })?)

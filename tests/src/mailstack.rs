@@ -60,6 +60,8 @@ struct Ports {
     imap: u16,
     imaps: u16,
     lmtp: u16,
+    /// Dovecot's authentication service, which Postfix asks to check SMTP AUTH.
+    auth: u16,
 }
 
 pub struct MailStack {
@@ -108,6 +110,7 @@ impl MailStack {
             .collect();
         let banner = format!("sealpost-{:016x}", rand::random::<u64>());
         let ca_pem = write_certificates(dir.path())?;
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem)?;
         let tls = tls_connector(&ca_pem)?;
         write_dovecot_config(dir.path(), ports, &users, &banner)?;
         let (postfix_config, postfix_log) =
@@ -171,9 +174,15 @@ impl MailStack {
         loopback(self.ports.lmtp)
     }
 
-    /// The CA that signed the IMAPS certificate (for `localhost` and 127.0.0.1).
+    /// The CA that signed the IMAPS and SMTP STARTTLS certificate (for
+    /// `localhost` and 127.0.0.1).
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The same CA as a PEM file, for programs configured with a path.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn users(&self) -> &[MailUser] {
@@ -504,11 +513,11 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// Four distinct free ports, all held at once while being picked.
 fn free_ports() -> Result<Ports> {
-    let listeners: Vec<TcpListener> = (0..4)
+    let listeners: Vec<TcpListener> = (0..5)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<std::io::Result<_>>()?;
     let port = |index: usize| -> Result<u16> { Ok(listeners[index].local_addr()?.port()) };
-    Ok(Ports { smtp: port(0)?, imap: port(1)?, imaps: port(2)?, lmtp: port(3)? })
+    Ok(Ports { smtp: port(0)?, imap: port(1)?, imaps: port(2)?, lmtp: port(3)?, auth: port(4)? })
 }
 
 /// A CA and a leaf for localhost/127.0.0.1 signed by it (a self-signed CA
@@ -615,6 +624,12 @@ service lmtp {{
     port = {lmtp}
   }}
 }}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {auth}
+  }}
+}}
 protocol lmtp {{
   postmaster_address = postmaster@{DOMAIN}
 }}
@@ -623,6 +638,7 @@ protocol lmtp {{
         imap = ports.imap,
         imaps = ports.imaps,
         lmtp = ports.lmtp,
+        auth = ports.auth,
     );
     std::fs::write(dir.join("dovecot.conf"), config)?;
     Ok(())
@@ -692,12 +708,23 @@ smtp_dns_support_level = disabled
 lmtp_dns_support_level = disabled
 smtpd_peername_lookup = no
 smtpd_banner = $myhostname ESMTP {banner}
+# STARTTLS offered (the stack's CA-signed certificate) and SMTP AUTH checked
+# by Dovecot, only over TLS: the path a production relay takes.
+smtpd_tls_cert_file = {certs}/cert.pem
+smtpd_tls_key_file = {certs}/key.pem
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:127.0.0.1:{auth}
 biff = no
 maillog_file = {log}
 maillog_file_prefixes = {root}
 ",
         queue = queue.display(),
         data = data.display(),
+        certs = root.join("dovecot").display(),
+        auth = ports.auth,
         config = config.display(),
         lmtp = ports.lmtp,
         log = log.display(),
@@ -725,6 +752,7 @@ error      unix  - - n -    - error
 retry      unix  - - n -    - error
 discard    unix  - - n -    - discard
 lmtp       unix  - - n -    - lmtp
+tlsmgr     unix  - - n 1000? 1 tlsmgr
 anvil      unix  - - n -    1 anvil
 scache     unix  - - n -    1 scache
 postlog    unix-dgram n - n - 1 postlogd

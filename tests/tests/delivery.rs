@@ -11,6 +11,7 @@ use sealpost_harness::{ApiClient, MailStack, ServerProcess, TestApp, TestUser, s
 use sealpost_proto::api::{DeliveryReport, DeliveryState, StoredMessage};
 use sealpost_proto::notification::{TrustedServer, parse};
 use sealpost_server::outbox::StepReport;
+use sealpost_server::settings::{Secret, SmtpSecurity};
 
 const ARRIVAL: Duration = Duration::from_secs(15);
 
@@ -294,4 +295,64 @@ async fn queued_notifications_survive_a_server_restart() {
     let report: DeliveryReport =
         api.get(&deliveries_path, Some(&sender.access_token)).await.expect("request").json();
     assert_eq!(report.recipients[0].state, DeliveryState::Sent, "{report:?}");
+}
+
+#[tokio::test]
+async fn the_relay_is_reached_over_starttls_with_authentication() {
+    let stack = Arc::new(MailStack::start(&["sender", "alice"]).await.expect("mail stack"));
+    let relay_user = stack.user("sender").clone();
+    let app = TestApp::spawn_on(stack.clone(), |s| {
+        s.outbox.worker = false;
+        s.smtp.security = SmtpSecurity::Starttls;
+        s.smtp.ca_file = Some(stack.ca_file());
+        s.smtp.username = Some(relay_user.address.clone());
+        s.smtp.password = Some(Secret::new(relay_user.password.clone()));
+    })
+    .await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    app.api
+        .upload_with(
+            sender.token(),
+            &["alice@example.test"],
+            sample_mime("Over TLS", "x", b""),
+            true,
+        )
+        .await
+        .expect("upload")
+        .expect_status(201)
+        .expect("stored");
+    assert_eq!(app.outbox.step().await.expect("step").sent, 1);
+    let is_notification = |raw: &[u8]| parse(raw).is_ok();
+    let raw = stack
+        .wait_for_email("alice@example.test", "INBOX", is_notification, ARRIVAL)
+        .await
+        .expect("delivered");
+    let received = String::from_utf8_lossy(&raw);
+    assert!(
+        received.contains("with ESMTPSA"),
+        "TLS and AUTH show in Postfix's Received line:\n{received}"
+    );
+    assert!(
+        stack.postfix_log().contains(&format!("sasl_username={}", relay_user.address)),
+        "Postfix authenticated the server"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_relay_password_fails_clearly() {
+    let stack = Arc::new(MailStack::start(&["sender"]).await.expect("mail stack"));
+    let app = TestApp::spawn_on(stack.clone(), |s| {
+        s.smtp.security = SmtpSecurity::Starttls;
+        s.smtp.ca_file = Some(stack.ca_file());
+        s.smtp.username = Some("sender@example.test".into());
+        s.smtp.password = Some(Secret::new("not the password"));
+    })
+    .await;
+    let response = app.request_code("sender@example.test").await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(stack.postfix_log().contains("authentication failed"), "{}", stack.postfix_log());
+    assert_eq!(
+        response.json::<sealpost_proto::api::ErrorBody>().code,
+        sealpost_proto::api::ErrorCode::MailUnavailable
+    );
 }
