@@ -62,6 +62,8 @@ struct Ports {
     lmtp: u16,
     /// Dovecot's authentication service, which Postfix asks to check SMTP AUTH.
     auth: u16,
+    /// Postfix with TLS from the first byte (submissions).
+    smtps: u16,
 }
 
 pub struct MailStack {
@@ -158,8 +160,15 @@ impl MailStack {
         DOMAIN
     }
 
+    /// Postfix's SMTP port: plain, STARTTLS offered, AUTH after STARTTLS.
     pub fn smtp_addr(&self) -> SocketAddr {
         loopback(self.ports.smtp)
+    }
+
+    /// Postfix with implicit TLS (the stack's certificate), AUTH offered.
+    /// It opens with the SMTP port, which [`Self::start`] waits for.
+    pub fn smtps_addr(&self) -> SocketAddr {
+        loopback(self.ports.smtps)
     }
 
     pub fn imap_addr(&self) -> SocketAddr {
@@ -513,11 +522,18 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// Four distinct free ports, all held at once while being picked.
 fn free_ports() -> Result<Ports> {
-    let listeners: Vec<TcpListener> = (0..5)
+    let listeners: Vec<TcpListener> = (0..6)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<std::io::Result<_>>()?;
     let port = |index: usize| -> Result<u16> { Ok(listeners[index].local_addr()?.port()) };
-    Ok(Ports { smtp: port(0)?, imap: port(1)?, imaps: port(2)?, lmtp: port(3)?, auth: port(4)? })
+    Ok(Ports {
+        smtp: port(0)?,
+        imap: port(1)?,
+        imaps: port(2)?,
+        lmtp: port(3)?,
+        auth: port(4)?,
+        smtps: port(5)?,
+    })
 }
 
 /// A CA and a leaf for localhost/127.0.0.1 signed by it (a self-signed CA
@@ -734,6 +750,7 @@ maillog_file_prefixes = {root}
     let master_cf = format!(
         "# service type private unpriv chroot wakeup maxproc command
 127.0.0.1:{smtp} inet n - n - - smtpd
+127.0.0.1:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
 pickup     fifo  n - n 60   1 pickup
 cleanup    unix  n - n -    0 cleanup
 qmgr       fifo  n - n 300  1 qmgr
@@ -758,6 +775,7 @@ scache     unix  - - n -    1 scache
 postlog    unix-dgram n - n - 1 postlogd
 ",
         smtp = ports.smtp,
+        smtps = ports.smtps,
     );
     std::fs::write(config.join("master.cf"), master_cf)?;
     // Postfix waits about two seconds for files changed within the last second.

@@ -297,13 +297,15 @@ async fn queued_notifications_survive_a_server_restart() {
     assert_eq!(report.recipients[0].state, DeliveryState::Sent, "{report:?}");
 }
 
-#[tokio::test]
-async fn the_relay_is_reached_over_starttls_with_authentication() {
+/// A server relaying through the stack's Postfix with TLS and AUTH as the
+/// stack's `sender` user, over `security` on `port`.
+async fn relay_over_tls(security: SmtpSecurity, port: fn(&MailStack) -> u16) {
     let stack = Arc::new(MailStack::start(&["sender", "alice"]).await.expect("mail stack"));
     let relay_user = stack.user("sender").clone();
     let app = TestApp::spawn_on(stack.clone(), |s| {
         s.outbox.worker = false;
-        s.smtp.security = SmtpSecurity::Starttls;
+        s.smtp.security = security;
+        s.smtp.port = port(&stack);
         s.smtp.ca_file = Some(stack.ca_file());
         s.smtp.username = Some(relay_user.address.clone());
         s.smtp.password = Some(Secret::new(relay_user.password.clone()));
@@ -336,6 +338,16 @@ async fn the_relay_is_reached_over_starttls_with_authentication() {
         stack.postfix_log().contains(&format!("sasl_username={}", relay_user.address)),
         "Postfix authenticated the server"
     );
+}
+
+#[tokio::test]
+async fn the_relay_is_reached_over_starttls_with_authentication() {
+    relay_over_tls(SmtpSecurity::Starttls, |stack| stack.smtp_addr().port()).await;
+}
+
+#[tokio::test]
+async fn the_relay_is_reached_over_implicit_tls_with_authentication() {
+    relay_over_tls(SmtpSecurity::Tls, |stack| stack.smtps_addr().port()).await;
 }
 
 #[tokio::test]
