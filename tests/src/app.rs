@@ -189,6 +189,19 @@ impl TestApp {
         response.json()
     }
 
+    /// Stores a message and asks the server to mail its notifications.
+    pub async fn store_and_notify(
+        &self,
+        token: &str,
+        recipients: &[&str],
+        mime: Vec<u8>,
+    ) -> StoredMessage {
+        let response =
+            self.api.upload_with(token, recipients, mime, true).await.expect("upload request");
+        assert_eq!(response.status, 201, "upload refused: {}", response.text());
+        response.json()
+    }
+
     pub async fn content(&self, token: Option<&str>, message_id: &str) -> ApiResponse {
         self.api
             .get(&format!("/api/v1/messages/{message_id}/content"), token)

@@ -77,18 +77,12 @@ async fn changes_apply_to_the_next_notification_and_email() {
     assert!(code_text.contains("ABC Medical Secure Mail"), "the new sender name:\n{code_text}");
 
     let stored: sealpost_proto::api::StoredMessage = app
-        .api
-        .upload_with(
+        .store_and_notify(
             sender.token(),
             &["pat@patients.example"],
             sample_mime("Results", "secret", b""),
-            true,
         )
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored")
-        .json();
+        .await;
     let issued = &stored.notifications[0];
     let link = format!("https://secure.abc-medical.example/messages/{}", stored.message_id);
     assert_eq!(
@@ -152,12 +146,8 @@ async fn the_relay_can_be_switched_to_the_organizations_own() {
         .expect("request")
         .expect_status(200)
         .expect("saved");
-    app.api
-        .upload_with(admin.token(), &["pat@patients.example"], sample_mime("s", "b", b""), true)
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored");
+    app.store_and_notify(admin.token(), &["pat@patients.example"], sample_mime("s", "b", b""))
+        .await;
     assert_eq!(app.outbox.step().await.expect("step").sent, 1);
     let mail = own_relay
         .wait_for("pat@patients.example", Duration::from_secs(5), |m| parse(&m.data).is_ok())

@@ -45,15 +45,7 @@ async fn world() -> World {
 
 async fn upload(world: &World, recipients: &[&str], subject: &str) -> StoredMessage {
     let mime = sample_mime(subject, "Your results are attached.", b"%PDF-1.4 results");
-    world
-        .app
-        .api
-        .upload_with(world.sender.token(), recipients, mime, true)
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored")
-        .json()
+    world.app.store_and_notify(world.sender.token(), recipients, mime).await
 }
 
 async fn deliveries(world: &World, message_id: &str) -> DeliveryReport {
@@ -312,17 +304,12 @@ async fn relay_over_tls(security: SmtpSecurity, port: fn(&MailStack) -> u16) {
     })
     .await;
     let sender = app.register_agent("sender@example.test", "laptop").await;
-    app.api
-        .upload_with(
-            sender.token(),
-            &["alice@example.test"],
-            sample_mime("Over TLS", "x", b""),
-            true,
-        )
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored");
+    app.store_and_notify(
+        sender.token(),
+        &["alice@example.test"],
+        sample_mime("Over TLS", "x", b""),
+    )
+    .await;
     assert_eq!(app.outbox.step().await.expect("step").sent, 1);
     let is_notification = |raw: &[u8]| parse(raw).is_ok();
     let raw = stack

@@ -27,13 +27,8 @@ async fn queued_notifications_are_sent_with_the_senders_headers_and_reported() {
     let alice = app.register_agent("alice@example.test", "alice laptop").await;
     let mime = sample_mime("Quarterly results", "The numbers are attached.", b"\x00\x01binary");
     let stored: StoredMessage = app
-        .api
-        .upload_with(sender.token(), &["alice@example.test", "bob@example.test"], mime, true)
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored")
-        .json();
+        .store_and_notify(sender.token(), &["alice@example.test", "bob@example.test"], mime)
+        .await;
 
     let before = deliveries(&app, sender.token(), &stored.message_id).await;
     assert!(before.recipients.iter().all(|r| r.state == DeliveryState::Queued), "{before:?}");
@@ -103,12 +98,8 @@ async fn without_the_flag_nothing_is_queued() {
 async fn the_running_worker_sends_without_being_stepped() {
     let app = TestApp::spawn().await;
     let sender = app.register_agent("sender@example.test", "laptop").await;
-    app.api
-        .upload_with(sender.token(), &["carol@example.test"], sample_mime("Hi", "b", b""), true)
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored");
+    app.store_and_notify(sender.token(), &["carol@example.test"], sample_mime("Hi", "b", b""))
+        .await;
     let mail = app
         .mail
         .wait_for("carol@example.test", Duration::from_secs(10), |mail| parse(&mail.data).is_ok())
@@ -121,18 +112,12 @@ async fn a_bounce_to_the_verp_address_marks_that_recipient_bounced() {
     let app = TestApp::spawn_with(|s| s.outbox.worker = false).await;
     let sender = app.register_agent("sender@example.test", "laptop").await;
     let stored: StoredMessage = app
-        .api
-        .upload_with(
+        .store_and_notify(
             sender.token(),
             &["alice@example.test", "nobody@patients.example"],
             sample_mime("s", "b", b""),
-            true,
         )
-        .await
-        .expect("upload")
-        .expect_status(201)
-        .expect("stored")
-        .json();
+        .await;
     assert_eq!(app.outbox.step().await.expect("step").sent, 2);
     let mail = app
         .mail
