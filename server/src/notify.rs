@@ -8,8 +8,7 @@
 //! which also writes the email.
 
 use mail_parser::{Address, HeaderValue, MessageParser};
-use sealpost_proto::api::IssuedNotification;
-use sealpost_proto::notification::{EmailEnvelope, compose_email};
+use sealpost_proto::notification::EmailEnvelope;
 use time::OffsetDateTime;
 
 use crate::store::AccountRecord;
@@ -106,11 +105,6 @@ pub fn envelope(
         in_reply_to: headers.in_reply_to.clone(),
         references: headers.references.clone(),
     }
-}
-
-/// The complete email for one recipient.
-pub fn compose(envelope: &EmailEnvelope, issued: &IssuedNotification) -> Vec<u8> {
-    compose_email(envelope, issued)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use sealpost_proto::api::{
     DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, MessageInfo, RecipientDelivery,
     Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
 };
-use sealpost_proto::notification::Notification;
+use sealpost_proto::notification::{Notification, compose_email};
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
@@ -153,7 +153,7 @@ async fn notification_emails(
     Ok(notifications
         .iter()
         .map(|issued| {
-            let email = notify::compose(&envelope, issued);
+            let email = compose_email(&envelope, issued);
             let email = match &state.dkim {
                 Some(signer) => signer.sign(&email, now.unix_timestamp()),
                 None => email,
