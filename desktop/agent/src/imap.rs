@@ -1,0 +1,214 @@
+//! The IMAP operations the agent needs, each with a timeout, over TLS.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::types::Flag;
+use futures_util::TryStreamExt;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::tls::{TlsError, client_config};
+
+/// Longest any single IMAP command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where and as whom the agent reads mail (implicit TLS, port 993 usually).
+#[derive(Debug, Clone)]
+pub struct ImapAccount {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// A PEM CA to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot reach the mail server {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the mail server's name {0:?} is not valid for TLS")]
+    ServerName(String),
+    #[error("the mail server refused the login for {0}: check the address and password")]
+    Login(String),
+    #[error("IMAP {command} failed: {source}")]
+    Command { command: &'static str, source: async_imap::error::Error },
+    #[error("IMAP {0} timed out")]
+    Timeout(&'static str),
+    #[error("the mail server closed the connection before greeting")]
+    NoGreeting,
+}
+
+/// A message's envelope data as the swap needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFetch {
+    pub uid: u32,
+    /// System and keyword flags, without `\Recent`.
+    pub flags: Vec<String>,
+    /// `INTERNALDATE` in the form APPEND takes (`"01-Jan-2026 10:00:00 +0000"`).
+    pub internal_date: Option<String>,
+    pub header: Vec<u8>,
+}
+
+/// One logged-in IMAP connection.
+pub struct MailboxSession {
+    session: async_imap::Session<TlsStream<TcpStream>>,
+}
+
+async fn timed<T>(
+    command: &'static str,
+    future: impl Future<Output = async_imap::error::Result<T>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, future)
+        .await
+        .map_err(|_| ImapError::Timeout(command))?
+        .map_err(|source| ImapError::Command { command, source })
+}
+
+impl MailboxSession {
+    pub async fn connect(account: &ImapAccount) -> Result<Self, ImapError> {
+        let address = format!("{}:{}", account.host, account.port);
+        let tcp = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect(&address))
+            .await
+            .map_err(|_| ImapError::Timeout("connect"))?
+            .map_err(|error| ImapError::Connect(address.clone(), error))?;
+        let connector = TlsConnector::from(Arc::new(client_config(account.ca_pem.as_deref())?));
+        let name = ServerName::try_from(account.host.clone())
+            .map_err(|_| ImapError::ServerName(account.host.clone()))?;
+        let tls = tokio::time::timeout(COMMAND_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| ImapError::Timeout("TLS handshake"))?
+            .map_err(|error| ImapError::Connect(address, error))?;
+        let mut client = async_imap::Client::new(tls);
+        tokio::time::timeout(COMMAND_TIMEOUT, client.read_response())
+            .await
+            .map_err(|_| ImapError::Timeout("greeting"))?
+            .map_err(|error| ImapError::Connect(account.host.clone(), error))?
+            .ok_or(ImapError::NoGreeting)?;
+        let session = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            client.login(&account.username, &account.password),
+        )
+        .await
+        .map_err(|_| ImapError::Timeout("LOGIN"))?
+        .map_err(|_| ImapError::Login(account.username.clone()))?;
+        Ok(Self { session })
+    }
+
+    /// Selects `folder` read-write; returns its UIDVALIDITY.
+    pub async fn select(&mut self, folder: &str) -> Result<u32, ImapError> {
+        let mailbox = timed("SELECT", self.session.select(folder)).await?;
+        Ok(mailbox.uid_validity.unwrap_or(0))
+    }
+
+    /// UIDs of the selected folder from `first` on.
+    pub async fn uids_from(&mut self, first: u32) -> Result<Vec<u32>, ImapError> {
+        let found: HashSet<u32> =
+            timed("UID SEARCH", self.session.uid_search(format!("UID {}:*", first.max(1)))).await?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|uid| *uid >= first).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Header sections, flags and internal dates of `uids`, without marking them read.
+    pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<HeaderFetch>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let fetches: Vec<_> = timed("UID FETCH", async {
+            self.session
+                .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[HEADER])")
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let mut headers: Vec<HeaderFetch> = fetches
+            .iter()
+            .filter_map(|fetch| {
+                Some(HeaderFetch {
+                    uid: fetch.uid?,
+                    flags: fetch.flags().filter_map(|flag| flag_text(&flag)).collect(),
+                    internal_date: fetch
+                        .internal_date()
+                        .map(|date| date.format("%d-%b-%Y %H:%M:%S %z").to_string()),
+                    header: fetch.header().unwrap_or_default().to_vec(),
+                })
+            })
+            .collect();
+        headers.sort_by_key(|fetch| fetch.uid);
+        Ok(headers)
+    }
+
+    /// UIDs whose header `name` contains `value`.
+    pub async fn search_header(&mut self, name: &str, value: &str) -> Result<Vec<u32>, ImapError> {
+        let query = format!("HEADER {name} \"{}\"", value.replace(['"', '\\'], ""));
+        let found: HashSet<u32> = timed("UID SEARCH", self.session.uid_search(query)).await?;
+        let mut uids: Vec<u32> = found.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    pub async fn append(
+        &mut self,
+        folder: &str,
+        flags: &[String],
+        internal_date: Option<&str>,
+        message: &[u8],
+    ) -> Result<(), ImapError> {
+        let flags = format!("({})", flags.join(" "));
+        let date = internal_date.map(|date| format!("\"{date}\""));
+        timed("APPEND", self.session.append(folder, Some(&flags), date.as_deref(), message)).await
+    }
+
+    /// Removes exactly `uids`: UID STORE \Deleted, then UID EXPUNGE of those
+    /// UIDs only (UIDPLUS), never a folder-wide EXPUNGE that would also remove
+    /// messages the user marked deleted.
+    pub async fn remove(&mut self, uids: &[u32]) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        timed("UID STORE", async {
+            self.session
+                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        timed("UID EXPUNGE", async {
+            self.session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn logout(mut self) {
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.session.logout()).await;
+    }
+}
+
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Flags a copy should carry: everything but `\Recent` (server-managed) and
+/// `\Deleted` (a placeholder being removed).
+fn flag_text(flag: &Flag<'_>) -> Option<String> {
+    Some(match flag {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Custom(name) => name.to_string(),
+        Flag::Deleted | Flag::Recent | Flag::MayCreate => return None,
+    })
+}

@@ -1,0 +1,18 @@
+//! The Sealpost desktop agent, as a library with no GUI dependency.
+//!
+//! It watches the user's IMAP folders, recognises genuine notifications
+//! (verified with `sealpost-proto` against the server's pinned keys), fetches
+//! the real message over HTTPS and swaps it into the folder in place of the
+//! placeholder. The swap protocol is crash-safe and safe with several agents
+//! on one mailbox; see [`swap`] and ARCHITECTURE.md.
+//!
+//! The headless `sealpost-agent` binary and the Tauri app wrap this library.
+
+pub mod imap;
+pub mod server;
+pub mod swap;
+pub mod tls;
+
+pub use imap::{ImapAccount, ImapError, MailboxSession};
+pub use server::{ServerClient, ServerError};
+pub use swap::{FolderReport, SwapError, SwapStep, Swapper};

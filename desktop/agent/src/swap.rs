@@ -1,0 +1,173 @@
+//! Swapping placeholders for the real messages, safely under crashes and
+//! with several agents on one mailbox.
+//!
+//! For a verified notification `N` (placeholder UID `P`) in folder `F`:
+//!
+//! 1. fetch the content from the server and check its SHA-256 against `N`;
+//! 2. look for copies already swapped in: `UID SEARCH HEADER
+//!    X-Sealpost-Swapped <message id>`;
+//! 3. if there is none, APPEND the content to `F`, with `X-Sealpost-Swapped`
+//!    added on top and `P`'s flags and internal date, then search again;
+//! 4. if several copies exist (two agents appended at once), keep the lowest
+//!    UID and remove the others;
+//! 5. remove `P` (UID STORE \Deleted + UID EXPUNGE of that UID only).
+//!
+//! A crash between any two steps leaves the placeholder, the real message or
+//! both; the next run finds the copy in step 2 and only finishes the job.
+//! Two agents converge on one copy because each runs step 4 after its own
+//! APPEND, and both keep the same (lowest) UID.
+
+use sealpost_proto::ContentDigest;
+use sealpost_proto::notification::{SignedNotification, TrustedServer, parse};
+
+use crate::imap::{HeaderFetch, ImapError, MailboxSession};
+use crate::server::{ServerClient, ServerError};
+
+/// Marks a real message the agent put in place of a placeholder.
+pub const SWAPPED_HEADER: &str = "X-Sealpost-Swapped";
+
+/// The points between the swap's steps, where tests inject crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapStep {
+    Fetched,
+    Appended,
+    DuplicatesRemoved,
+    PlaceholderRemoved,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(
+        "the server's content for message {message_id} does not match the notification's SHA-256"
+    )]
+    DigestMismatch { message_id: String },
+    #[error("the swap was interrupted after {0:?}")]
+    Interrupted(SwapStep),
+}
+
+/// What one pass over a folder did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderReport {
+    pub swapped: usize,
+    /// Notifications that failed verification: left alone, never fetched.
+    pub rejected: usize,
+    /// Notifications kept because the server could not be used (see the log).
+    pub deferred: usize,
+}
+
+type Hook = Box<dyn Fn(SwapStep) -> bool + Send + Sync>;
+
+pub struct Swapper {
+    server: ServerClient,
+    trusted: TrustedServer,
+    /// The address this agent reads mail for.
+    recipient: String,
+    /// Returns false to abort at that step: crash injection for tests.
+    hook: Option<Hook>,
+}
+
+impl Swapper {
+    pub fn new(server: ServerClient, trusted: TrustedServer, recipient: &str) -> Self {
+        Self { server, trusted, recipient: recipient.to_owned(), hook: None }
+    }
+
+    /// Calls `hook` after each step; the swap stops there when it returns false.
+    pub fn with_hook(mut self, hook: impl Fn(SwapStep) -> bool + Send + Sync + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    fn step(&self, step: SwapStep) -> Result<(), SwapError> {
+        match &self.hook {
+            Some(hook) if !hook(step) => Err(SwapError::Interrupted(step)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Swaps every genuine notification in `folder`. Forged ones are logged
+    /// and left alone; server trouble defers a notification to a later pass.
+    pub async fn process_folder(
+        &self,
+        session: &mut MailboxSession,
+        folder: &str,
+    ) -> Result<FolderReport, SwapError> {
+        session.select(folder).await?;
+        let uids = session.uids_from(1).await?;
+        let mut report = FolderReport::default();
+        for fetch in session.fetch_headers(&uids).await? {
+            if !looks_like_notification(&fetch) {
+                continue;
+            }
+            let notification = match parse(&fetch.header) {
+                Ok(notification) => notification,
+                Err(error) => {
+                    tracing::warn!(folder, uid = fetch.uid, %error, "malformed Sealpost headers; left alone");
+                    report.rejected += 1;
+                    continue;
+                }
+            };
+            if let Err(error) = notification.verify(&self.trusted, &self.recipient) {
+                tracing::warn!(folder, uid = fetch.uid, %error, "notification failed verification: possible phishing; not fetched, left alone");
+                report.rejected += 1;
+                continue;
+            }
+            match self.swap(session, folder, &fetch, &notification).await {
+                Ok(()) => report.swapped += 1,
+                Err(SwapError::Server(error)) => {
+                    tracing::warn!(folder, uid = fetch.uid, %error, temporary = error.is_temporary(), "placeholder kept");
+                    report.deferred += 1;
+                }
+                Err(error @ SwapError::DigestMismatch { .. }) => {
+                    tracing::warn!(folder, uid = fetch.uid, %error, "placeholder kept");
+                    report.rejected += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn swap(
+        &self,
+        session: &mut MailboxSession,
+        folder: &str,
+        placeholder: &HeaderFetch,
+        notification: &SignedNotification,
+    ) -> Result<(), SwapError> {
+        let message_id = notification.fields.message_id.as_str();
+        let mut copies = session.search_header(SWAPPED_HEADER, message_id).await?;
+        if copies.is_empty() {
+            let content = self.server.content(message_id).await?;
+            if ContentDigest::of(&content) != notification.fields.content_sha256 {
+                return Err(SwapError::DigestMismatch { message_id: message_id.to_owned() });
+            }
+            self.step(SwapStep::Fetched)?;
+            let mut marked = format!("{SWAPPED_HEADER}: {message_id}\r\n").into_bytes();
+            marked.extend_from_slice(&content);
+            session
+                .append(folder, &placeholder.flags, placeholder.internal_date.as_deref(), &marked)
+                .await?;
+            self.step(SwapStep::Appended)?;
+            copies = session.search_header(SWAPPED_HEADER, message_id).await?;
+        }
+        if copies.len() > 1 {
+            session.remove(&copies[1..]).await?;
+        }
+        self.step(SwapStep::DuplicatesRemoved)?;
+        session.remove(&[placeholder.uid]).await?;
+        self.step(SwapStep::PlaceholderRemoved)?;
+        tracing::info!(folder, message = message_id, "placeholder swapped for the real message");
+        Ok(())
+    }
+}
+
+/// Cheap check before parsing: any `X-Sealpost-` header field other than
+/// the swapped marker (a real message the agent put back carries it).
+fn looks_like_notification(fetch: &HeaderFetch) -> bool {
+    let text = String::from_utf8_lossy(&fetch.header).to_ascii_lowercase();
+    text.contains("\nx-sealpost-version:") || text.starts_with("x-sealpost-version:")
+}

@@ -1,0 +1,245 @@
+//! The agent's swap on the real stack and the real server: genuine
+//! notifications are replaced by the real message exactly once, forged ones
+//! are never fetched, and interrupted or racing swaps converge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealpost_agent::imap::ImapAccount;
+use sealpost_agent::swap::SWAPPED_HEADER;
+use sealpost_agent::{MailboxSession, ServerClient, SwapError, SwapStep, Swapper};
+use sealpost_harness::{MailStack, MailboxMessage, TestApp, TestUser, sample_mime};
+use sealpost_proto::api::{RetrievalLog, StoredMessage};
+use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
+
+struct World {
+    stack: Arc<MailStack>,
+    app: TestApp,
+    sender: TestUser,
+    alice: TestUser,
+}
+
+async fn world() -> World {
+    let stack = Arc::new(MailStack::start(&["sender", "alice", "bob"]).await.expect("mail stack"));
+    let app = TestApp::spawn_on(stack.clone(), |s| s.outbox.worker = false).await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    let alice = app.register_agent("alice@example.test", "alice laptop").await;
+    World { stack, app, sender, alice }
+}
+
+impl World {
+    /// The sender stores a message for alice; its notification lands in her INBOX.
+    async fn notify_alice(&self, subject: &str) -> StoredMessage {
+        let mime = sample_mime(subject, &format!("Body of {subject}"), b"attachment bytes");
+        let stored =
+            self.app.store_and_notify(self.sender.token(), &["alice@example.test"], mime).await;
+        assert_eq!(self.app.outbox.step().await.expect("step").sent, 1);
+        let is_this = |raw: &[u8]| {
+            parse(raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id)
+        };
+        self.stack
+            .wait_for_email("alice@example.test", "INBOX", is_this, Duration::from_secs(15))
+            .await
+            .expect("the notification arrives");
+        stored
+    }
+
+    async fn swapper(&self, user: &TestUser) -> Swapper {
+        let server = ServerClient::new(&self.app.base_url, Some(&self.app.cert_pem), user.token())
+            .expect("client");
+        let trusted =
+            TrustedServer::from_well_known(&self.app.well_known().await).expect("well-known");
+        Swapper::new(server, trusted, &user.email)
+    }
+
+    async fn session(&self, local: &str) -> MailboxSession {
+        let user = self.stack.user(local);
+        let account = ImapAccount {
+            host: "127.0.0.1".into(),
+            port: self.stack.imaps_addr().port(),
+            username: user.address.clone(),
+            password: user.password.clone(),
+            ca_pem: Some(self.stack.ca_pem().as_bytes().to_vec()),
+        };
+        MailboxSession::connect(&account).await.expect("IMAP login")
+    }
+
+    async fn inbox(&self) -> Vec<MailboxMessage> {
+        self.stack.messages("alice@example.test", "INBOX").await.expect("INBOX")
+    }
+}
+
+/// Real copies of `stored` and placeholders for it in `messages`.
+fn count(messages: &[MailboxMessage], stored: &StoredMessage) -> (usize, usize) {
+    let real = messages
+        .iter()
+        .filter(|m| {
+            String::from_utf8_lossy(&m.raw)
+                .contains(&format!("{SWAPPED_HEADER}: {}", stored.message_id))
+        })
+        .count();
+    let placeholders = messages
+        .iter()
+        .filter(|m| parse(&m.raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id))
+        .count();
+    (real, placeholders)
+}
+
+#[tokio::test]
+async fn a_delivered_notification_is_swapped_for_the_real_message() {
+    let world = world().await;
+    let stored = world.notify_alice("Your lab results").await;
+    let swapper = world.swapper(&world.alice).await;
+    let mut session = world.session("alice").await;
+    let report = swapper.process_folder(&mut session, "INBOX").await.expect("swap");
+    assert_eq!((report.swapped, report.rejected, report.deferred), (1, 0, 0));
+
+    let inbox = world.inbox().await;
+    assert_eq!(count(&inbox, &stored), (1, 0), "one real message, no placeholder");
+    let real = String::from_utf8_lossy(
+        &inbox.iter().find(|m| count(std::slice::from_ref(m), &stored).0 == 1).expect("real").raw,
+    )
+    .into_owned();
+    assert!(real.contains("Subject: Your lab results"), "{real}");
+    assert!(real.contains("From: Sender <sender@example.test>"), "{real}");
+    assert!(real.contains("Body of Your lab results"), "the secure content is in the mailbox now");
+
+    // A second pass has nothing left to do.
+    let again = swapper.process_folder(&mut session, "INBOX").await.expect("second pass");
+    assert_eq!(again.swapped, 0);
+    assert_eq!(count(&world.inbox().await, &stored), (1, 0));
+}
+
+#[tokio::test]
+async fn forged_notifications_are_never_fetched_or_touched() {
+    let world = world().await;
+    // A genuine notification for bob, put into alice's mailbox: wrong recipient.
+    let for_bob = world
+        .app
+        .store_message(&world.sender, &["bob@example.test"], sample_mime("For bob", "x", b""))
+        .await;
+    let envelope = EmailEnvelope {
+        from: (None, "sender@example.test".into()),
+        to: vec![(None, "alice@example.test".into())],
+        cc: vec![],
+        subject: "For bob".into(),
+        date: 1_795_000_000,
+        message_id: "<forged.1@example.test>".into(),
+        in_reply_to: None,
+        references: vec![],
+    };
+    let forwarded = compose_email(&envelope, &for_bob.notifications[0]);
+    world.stack.append("alice@example.test", "INBOX", &forwarded, &[]).await.expect("append");
+    // A tampered one: the digest changed after signing.
+    let genuine = world
+        .app
+        .store_message(&world.sender, &["alice@example.test"], sample_mime("Tampered", "x", b""))
+        .await;
+    let mut issued = genuine.notifications[0].clone();
+    for header in &mut issued.headers {
+        if header.name == "X-Sealpost-Content-SHA256" {
+            header.value = "0".repeat(64);
+        }
+    }
+    world
+        .stack
+        .append("alice@example.test", "INBOX", &compose_email(&envelope, &issued), &[])
+        .await
+        .expect("append");
+
+    // Flags aside (\Recent is reported to the first reader only), nothing may change.
+    let contents = |messages: Vec<MailboxMessage>| {
+        messages.into_iter().map(|m| (m.uid, m.raw)).collect::<Vec<_>>()
+    };
+    let before = contents(world.inbox().await);
+    let swapper = world.swapper(&world.alice).await;
+    let mut session = world.session("alice").await;
+    let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
+    assert_eq!((report.swapped, report.rejected), (0, 2));
+    assert!(before == contents(world.inbox().await), "nothing in the mailbox changed");
+    for stored in [&for_bob, &genuine] {
+        let log: RetrievalLog = world
+            .app
+            .api
+            .get(
+                &format!("/api/v1/messages/{}/retrievals", stored.message_id),
+                Some(world.sender.token()),
+            )
+            .await
+            .expect("request")
+            .json();
+        assert!(log.retrievals.is_empty(), "a forged notification must not be fetched");
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_swap_is_finished_by_the_next_run_with_one_copy() {
+    let world = world().await;
+    for step in [
+        SwapStep::Fetched,
+        SwapStep::Appended,
+        SwapStep::DuplicatesRemoved,
+        SwapStep::PlaceholderRemoved,
+    ] {
+        let stored = world.notify_alice(&format!("Interrupted at {step:?}")).await;
+        let crashing = world.swapper(&world.alice).await.with_hook(move |at| at != step);
+        let mut session = world.session("alice").await;
+        match crashing.process_folder(&mut session, "INBOX").await {
+            Err(SwapError::Interrupted(at)) => assert_eq!(at, step),
+            other => panic!("expected an interruption at {step:?}, got {other:?}"),
+        }
+        drop(session);
+        let (real, placeholders) = count(&world.inbox().await, &stored);
+        assert!(
+            real + placeholders >= 1,
+            "after a crash at {step:?} something is left: never neither"
+        );
+
+        let mut session = world.session("alice").await;
+        world
+            .swapper(&world.alice)
+            .await
+            .process_folder(&mut session, "INBOX")
+            .await
+            .expect("rerun");
+        assert_eq!(
+            count(&world.inbox().await, &stored),
+            (1, 0),
+            "after a crash at {step:?} and a rerun"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_agents_on_one_mailbox_end_with_one_real_copy() {
+    let world = world().await;
+    let stored = world.notify_alice("Raced").await;
+    let (first, second) = (world.swapper(&world.alice).await, world.swapper(&world.alice).await);
+    let (mut one, mut two) = (world.session("alice").await, world.session("alice").await);
+    let (a, b) = tokio::join!(
+        first.process_folder(&mut one, "INBOX"),
+        second.process_folder(&mut two, "INBOX")
+    );
+    a.expect("first agent");
+    b.expect("second agent");
+    assert_eq!(count(&world.inbox().await, &stored), (1, 0));
+
+    // Both appended before either removed duplicates: the next run keeps one.
+    let stored = world.notify_alice("Appended twice").await;
+    let crashing = world.swapper(&world.alice).await.with_hook(|at| at != SwapStep::Appended);
+    let mut session = world.session("alice").await;
+    assert!(crashing.process_folder(&mut session, "INBOX").await.is_err());
+    // The racing agent's copy, appended before it saw this one.
+    let inbox = world.inbox().await;
+    let copy = inbox
+        .iter()
+        .find(|m| count(std::slice::from_ref(m), &stored).0 == 1)
+        .expect("one copy")
+        .raw
+        .clone();
+    world.stack.append("alice@example.test", "INBOX", &copy, &[]).await.expect("second copy");
+    assert_eq!(count(&world.inbox().await, &stored), (2, 1));
+    let mut session = world.session("alice").await;
+    world.swapper(&world.alice).await.process_folder(&mut session, "INBOX").await.expect("rerun");
+    assert_eq!(count(&world.inbox().await, &stored), (1, 0));
+}
