@@ -51,6 +51,8 @@ pub struct MailUser {
 pub struct MailboxMessage {
     pub uid: u32,
     pub flags: Vec<String>,
+    /// INTERNALDATE as RFC 3339.
+    pub internal_date: Option<String>,
     pub raw: Vec<u8>,
 }
 
@@ -217,7 +219,11 @@ impl MailStack {
         let mut messages = Vec::new();
         if selected.exists > 0 {
             let fetches: Vec<_> = timed(async {
-                session.fetch("1:*", "(UID FLAGS BODY.PEEK[])").await?.try_collect().await
+                session
+                    .fetch("1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+                    .await?
+                    .try_collect()
+                    .await
             })
             .await?
             .context("FETCH")?;
@@ -225,6 +231,7 @@ impl MailStack {
                 messages.push(MailboxMessage {
                     uid: fetch.uid.context("FETCH answered without a UID")?,
                     flags: fetch.flags().map(|flag| flag_name(&flag)).collect(),
+                    internal_date: fetch.internal_date().map(|date| date.to_rfc3339()),
                     raw: fetch.body().context("FETCH answered without the body")?.to_vec(),
                 });
             }
@@ -297,6 +304,26 @@ impl MailStack {
         timed(session.append(mailbox, Some(&flags), None, raw))
             .await?
             .with_context(|| format!("APPEND to {mailbox}"))?;
+        let _ = timed(session.logout()).await;
+        Ok(())
+    }
+
+    /// Adds flags such as `\\Seen` to one message, as a mail client would.
+    pub async fn add_flags(
+        &self,
+        address: &str,
+        mailbox: &str,
+        uid: u32,
+        flags: &[&str],
+    ) -> Result<()> {
+        let mut session = self.imap_session(address).await?;
+        timed(session.select(mailbox)).await?.with_context(|| format!("SELECT {mailbox}"))?;
+        let query = format!("+FLAGS ({})", flags.join(" "));
+        timed(async {
+            session.uid_store(uid.to_string(), &query).await?.try_collect::<Vec<_>>().await
+        })
+        .await?
+        .context("UID STORE")?;
         let _ = timed(session.logout()).await;
         Ok(())
     }

@@ -89,6 +89,19 @@ fn count(messages: &[MailboxMessage], stored: &StoredMessage) -> (usize, usize) 
 async fn a_delivered_notification_is_swapped_for_the_real_message() {
     let world = world().await;
     let stored = world.notify_alice("Your lab results").await;
+    // The user already read and flagged the placeholder: the real message keeps that.
+    let placeholder =
+        world.inbox().await.into_iter().find(|m| parse(&m.raw).is_ok()).expect("placeholder");
+    world
+        .stack
+        .add_flags(
+            "alice@example.test",
+            "INBOX",
+            placeholder.uid,
+            &["\\Seen", "\\Flagged", "$Important"],
+        )
+        .await
+        .expect("flags");
     let swapper = world.swapper(&world.alice).await;
     let mut session = world.session("alice").await;
     let report = swapper.process_folder(&mut session, "INBOX").await.expect("swap");
@@ -242,4 +255,36 @@ async fn two_agents_on_one_mailbox_end_with_one_real_copy() {
     let mut session = world.session("alice").await;
     world.swapper(&world.alice).await.process_folder(&mut session, "INBOX").await.expect("rerun");
     assert_eq!(count(&world.inbox().await, &stored), (1, 0));
+}
+
+#[tokio::test]
+async fn a_backlog_of_200_notifications_is_swapped_in_one_pass_each_exactly_once() {
+    let world = world().await;
+    let mut stored = Vec::new();
+    for index in 0..200 {
+        let mime = sample_mime(&format!("Backlog {index}"), &format!("Body {index}"), b"");
+        stored.push(
+            world.app.store_and_notify(world.sender.token(), &["alice@example.test"], mime).await,
+        );
+    }
+    assert_eq!(world.app.outbox.step().await.expect("step").sent, 200);
+    let arrived = world
+        .stack
+        .wait_for_messages("alice@example.test", "INBOX", 201, Duration::from_secs(60))
+        .await
+        .expect("all notifications arrive (after alice's verification email)");
+    assert_eq!(arrived.iter().filter(|m| parse(&m.raw).is_ok()).count(), 200);
+
+    let swapper = world.swapper(&world.alice).await;
+    let mut session = world.session("alice").await;
+    let started = std::time::Instant::now();
+    let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
+    println!("200 notifications swapped in {:?}", started.elapsed());
+    assert_eq!((report.swapped, report.rejected, report.deferred), (200, 0, 0));
+
+    let inbox = world.inbox().await;
+    for message in &stored {
+        assert_eq!(count(&inbox, message), (1, 0), "message {}", message.message_id);
+    }
+    assert_eq!(inbox.len(), 201, "the verification email and 200 real messages, nothing else");
 }
