@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sealpost_agent::imap::ImapAccount;
 use sealpost_agent::swap::SWAPPED_HEADER;
-use sealpost_agent::{MailboxSession, ServerClient, SwapError, SwapStep, Swapper};
+use sealpost_agent::{MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper};
 use sealpost_harness::{MailStack, MailboxMessage, TestApp, TestUser, sample_mime};
 use sealpost_proto::api::{RetrievalLog, StoredMessage};
 use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
@@ -287,4 +287,32 @@ async fn a_backlog_of_200_notifications_is_swapped_in_one_pass_each_exactly_once
         assert_eq!(count(&inbox, message), (1, 0), "message {}", message.message_id);
     }
     assert_eq!(inbox.len(), 201, "the verification email and 200 real messages, nothing else");
+}
+
+#[tokio::test]
+async fn swapped_messages_are_found_by_local_search() {
+    let world = world().await;
+    let stored = world.notify_alice("Zygomorphic petal measurements").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let index = Arc::new(SearchIndex::open(&dir.path().join("index.db")).await.expect("index"));
+    let swapper = world.swapper(&world.alice).await.with_index(index.clone());
+    let mut session = world.session("alice").await;
+    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped, 1);
+
+    let hits = index.search("zygomor", 10).await.expect("search");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].message_id, stored.message_id);
+    assert_eq!(hits[0].subject, "Zygomorphic petal measurements");
+    let real = world
+        .inbox()
+        .await
+        .into_iter()
+        .find(|m| count(std::slice::from_ref(m), &stored).0 == 1)
+        .expect("real");
+    assert_eq!(
+        (hits[0].folder.as_str(), hits[0].uid),
+        ("INBOX", real.uid),
+        "the hit opens the real message"
+    );
+    assert!(hits[0].snippet.contains("[Zygomorphic]"), "{}", hits[0].snippet);
 }

@@ -9,10 +9,12 @@
 //! The headless `sealpost-agent` binary and the Tauri app wrap this library.
 
 pub mod imap;
+pub mod index;
 pub mod server;
 pub mod swap;
 pub mod tls;
 
 pub use imap::{ImapAccount, ImapError, MailboxSession};
+pub use index::{SearchHit, SearchIndex};
 pub use server::{ServerClient, ServerError};
 pub use swap::{FolderReport, SwapError, SwapStep, Swapper};

@@ -20,7 +20,10 @@
 use sealpost_proto::ContentDigest;
 use sealpost_proto::notification::{SignedNotification, TrustedServer, parse};
 
+use std::sync::Arc;
+
 use crate::imap::{HeaderFetch, ImapError, MailboxSession};
+use crate::index::{IndexedMessage, SearchIndex};
 use crate::server::{ServerClient, ServerError};
 
 /// Marks a real message the agent put in place of a placeholder.
@@ -68,11 +71,20 @@ pub struct Swapper {
     recipient: String,
     /// Returns false to abort at that step: crash injection for tests.
     hook: Option<Hook>,
+    /// Where swapped messages are indexed for local search.
+    index: Option<Arc<SearchIndex>>,
 }
 
 impl Swapper {
     pub fn new(server: ServerClient, trusted: TrustedServer, recipient: &str) -> Self {
-        Self { server, trusted, recipient: recipient.to_owned(), hook: None }
+        Self { server, trusted, recipient: recipient.to_owned(), hook: None, index: None }
+    }
+
+    /// Indexes every message swapped in. The mailbox stays the source of
+    /// truth: an indexing failure is logged, never a reason to keep a placeholder.
+    pub fn with_index(mut self, index: Arc<SearchIndex>) -> Self {
+        self.index = Some(index);
+        self
     }
 
     /// Calls `hook` after each step; the swap stops there when it returns false.
@@ -140,29 +152,59 @@ impl Swapper {
     ) -> Result<(), SwapError> {
         let message_id = notification.fields.message_id.as_str();
         let mut copies = session.search_header(SWAPPED_HEADER, message_id).await?;
+        let mut content = None;
         if copies.is_empty() {
-            let content = self.server.content(message_id).await?;
-            if ContentDigest::of(&content) != notification.fields.content_sha256 {
-                return Err(SwapError::DigestMismatch { message_id: message_id.to_owned() });
-            }
+            let fetched = self.fetch_verified(notification).await?;
             self.step(SwapStep::Fetched)?;
             let mut marked = format!("{SWAPPED_HEADER}: {message_id}\r\n").into_bytes();
-            marked.extend_from_slice(&content);
+            marked.extend_from_slice(&fetched);
             session
                 .append(folder, &placeholder.flags, placeholder.internal_date.as_deref(), &marked)
                 .await?;
             self.step(SwapStep::Appended)?;
             copies = session.search_header(SWAPPED_HEADER, message_id).await?;
+            content = Some(fetched);
         }
         if copies.len() > 1 {
             session.remove(&copies[1..]).await?;
         }
         self.step(SwapStep::DuplicatesRemoved)?;
+        if let (Some(index), Some(&uid)) = (&self.index, copies.first()) {
+            // A copy left by an interrupted run was not fetched this time.
+            let content = match content {
+                Some(content) => content,
+                None => self.fetch_verified(notification).await?,
+            };
+            let entry = IndexedMessage { message_id, folder, uid, raw: &content };
+            if let Err(error) = index.add(&entry, now_unix()).await {
+                tracing::warn!(message = message_id, %error, "could not index the message; search misses it until the index is rebuilt");
+            }
+        }
         session.remove(&[placeholder.uid]).await?;
         self.step(SwapStep::PlaceholderRemoved)?;
         tracing::info!(folder, message = message_id, "placeholder swapped for the real message");
         Ok(())
     }
+}
+
+impl Swapper {
+    async fn fetch_verified(
+        &self,
+        notification: &SignedNotification,
+    ) -> Result<Vec<u8>, SwapError> {
+        let message_id = notification.fields.message_id.as_str();
+        let content = self.server.content(message_id).await?;
+        if ContentDigest::of(&content) != notification.fields.content_sha256 {
+            return Err(SwapError::DigestMismatch { message_id: message_id.to_owned() });
+        }
+        Ok(content)
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Cheap check before parsing: any `X-Sealpost-` header field other than

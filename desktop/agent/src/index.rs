@@ -1,0 +1,268 @@
+//! The local search index of swapped messages: SQLite with FTS5.
+//!
+//! Each message the agent swaps in is indexed with its sender, recipients,
+//! subject, body text and attachment names, and with the folder and UID a
+//! client opens it by. Searches match word prefixes (results as you type),
+//! rank with BM25 and return a snippet with the match marked.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use mail_parser::{MessageParser, MimeHeaders};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Marks the matched words inside [`SearchHit::snippet`].
+pub const MATCH_START: &str = "[";
+pub const MATCH_END: &str = "]";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the search index: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the search index could not be upgraded: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Where a swapped message lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedMessage<'a> {
+    pub message_id: &'a str,
+    pub folder: &'a str,
+    pub uid: u32,
+    pub raw: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub message_id: String,
+    pub folder: String,
+    pub uid: u32,
+    pub sender: String,
+    pub subject: String,
+    /// Seconds since the Unix epoch, from the message's Date.
+    pub date: Option<i64>,
+    /// Text around the match, matched words between [`MATCH_START`] and [`MATCH_END`].
+    pub snippet: String,
+}
+
+pub struct SearchIndex {
+    pool: SqlitePool,
+}
+
+impl SearchIndex {
+    /// Opens (creating if needed) the index file.
+    pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Adds or replaces one message; unreadable parts are indexed as far as they parse.
+    pub async fn add(&self, message: &IndexedMessage<'_>, now: i64) -> Result<(), IndexError> {
+        let text = MessageText::of(message.raw);
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE message_id = ?")
+                .bind(message.message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = existing {
+            sqlx::query("DELETE FROM message_text WHERE rowid = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (message_id, folder, uid, sender, subject, date, indexed_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(message.message_id)
+        .bind(message.folder)
+        .bind(i64::from(message.uid))
+        .bind(&text.sender)
+        .bind(&text.subject)
+        .bind(text.date)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&text.sender)
+        .bind(&text.recipients)
+        .bind(&text.subject)
+        .bind(&text.body)
+        .bind(&text.attachments)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages matching every word of `query` (each as a prefix), best first.
+    pub async fn search(&self, query: &str, limit: u32) -> Result<Vec<SearchHit>, IndexError> {
+        let Some(expression) = match_expression(query) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT m.message_id, m.folder, m.uid, m.sender, m.subject, m.date,
+                    snippet(message_text, 3, ?, ?, '…', 12) AS snippet
+             FROM message_text JOIN messages m ON m.id = message_text.rowid
+             WHERE message_text MATCH ?
+             ORDER BY bm25(message_text, 2.0, 1.0, 4.0, 1.0, 1.0)
+             LIMIT ?",
+        )
+        .bind(MATCH_START)
+        .bind(MATCH_END)
+        .bind(expression)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SearchHit {
+                    message_id: row.try_get("message_id")?,
+                    folder: row.try_get("folder")?,
+                    uid: u32::try_from(row.try_get::<i64, _>("uid")?).unwrap_or_default(),
+                    sender: row.try_get("sender")?,
+                    subject: row.try_get("subject")?,
+                    date: row.try_get("date")?,
+                    snippet: row.try_get("snippet")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn count(&self) -> Result<u64, IndexError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
+/// An FTS5 expression from what a person typed: each word quoted (so FTS
+/// syntax characters are just text) and matched as a prefix; all must match.
+fn match_expression(query: &str) -> Option<String> {
+    let terms: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(|word| format!("\"{}\"*", word.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// The searchable text of one message.
+struct MessageText {
+    sender: String,
+    recipients: String,
+    subject: String,
+    date: Option<i64>,
+    body: String,
+    attachments: String,
+}
+
+impl MessageText {
+    fn of(raw: &[u8]) -> Self {
+        let Some(message) = MessageParser::default().parse(raw) else {
+            return Self {
+                sender: String::new(),
+                recipients: String::new(),
+                subject: String::new(),
+                date: None,
+                body: String::from_utf8_lossy(raw).into_owned(),
+                attachments: String::new(),
+            };
+        };
+        let addresses = |list: Option<&mail_parser::Address<'_>>| -> String {
+            list.map(|list| {
+                list.iter()
+                    .map(|addr| match (addr.name(), addr.address()) {
+                        (Some(name), Some(address)) => format!("{name} <{address}>"),
+                        (None, Some(address)) => address.to_owned(),
+                        (Some(name), None) => name.to_owned(),
+                        (None, None) => String::new(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+        };
+        let body = (0..message.text_body_count())
+            .filter_map(|index| message.body_text(index))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let attachments = message
+            .attachments()
+            .filter_map(|part| part.attachment_name())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            sender: addresses(message.from()),
+            recipients: [addresses(message.to()), addresses(message.cc())].join(", "),
+            subject: message.subject().unwrap_or_default().to_owned(),
+            date: message.date().map(|date| date.to_timestamp()),
+            body,
+            attachments,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &[u8] = b"From: Dr. Sam Sender <sam@clinic.example>\r\nTo: Alice <alice@example.org>\r\n\
+Subject: Your lab results\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+Your cholesterol is fine; the p\xc3\xa9diatre will call.\r\n--b\r\nContent-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename=\"bloodwork-2026.pdf\"\r\n\r\n%PDF\r\n--b--\r\n";
+
+    async fn index() -> (tempfile::TempDir, SearchIndex) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SearchIndex::open(&dir.path().join("index.db")).await.expect("open");
+        let message = IndexedMessage { message_id: "m1", folder: "INBOX", uid: 7, raw: MESSAGE };
+        index.add(&message, 0).await.expect("add");
+        (dir, index)
+    }
+
+    #[tokio::test]
+    async fn finds_by_body_subject_sender_and_attachment_with_prefixes() {
+        let (_dir, index) = index().await;
+        for query in
+            ["cholesterol", "choles", "lab results", "Sam", "bloodwork", "pediatre", "ALICE"]
+        {
+            let hits = index.search(query, 10).await.expect("search");
+            assert_eq!(hits.len(), 1, "{query:?}");
+            assert_eq!((hits[0].folder.as_str(), hits[0].uid), ("INBOX", 7));
+        }
+        let hit = &index.search("cholesterol", 10).await.expect("search")[0];
+        assert_eq!(hit.subject, "Your lab results");
+        assert!(hit.snippet.contains("[cholesterol]"), "{}", hit.snippet);
+        assert!(
+            index.search("cholesterol missing", 10).await.expect("search").is_empty(),
+            "every word must match"
+        );
+    }
+
+    #[tokio::test]
+    async fn query_syntax_is_just_text_and_reindexing_replaces() {
+        let (_dir, index) = index().await;
+        for query in ["\"", "NEAR(", "a OR", "*", "", "  "] {
+            index.search(query, 10).await.unwrap_or_else(|error| panic!("{query:?}: {error}"));
+        }
+        let moved = IndexedMessage { message_id: "m1", folder: "Archive", uid: 3, raw: MESSAGE };
+        index.add(&moved, 1).await.expect("re-add");
+        assert_eq!(index.count().await.expect("count"), 1);
+        assert_eq!(index.search("lab", 10).await.expect("search")[0].folder, "Archive");
+    }
+}
