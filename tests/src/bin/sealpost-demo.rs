@@ -7,11 +7,13 @@
 //! and notifications are read from the users' inboxes over IMAP, as the
 //! desktop agent reads them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sealpost_agent::imap::ImapAccount;
+use sealpost_agent::{MailboxSession, SearchIndex, ServerClient, Swapper};
 use sealpost_harness::{ApiClient, MailStack, ServerProcess, sample_mime};
-use sealpost_proto::ContentDigest;
 use sealpost_proto::api::{DeliveryReport, DeviceTokens, StoredMessage, WellKnown};
 use sealpost_proto::notification::{TrustedServer, parse};
 
@@ -27,7 +29,7 @@ impl Steps {
         match outcome {
             Ok((value, detail)) => {
                 println!(
-                    "{:>2}. {title:<52} {:>7.1} ms",
+                    "{:>2}. {title:<58} {:>7.1} ms",
                     self.step,
                     elapsed.as_secs_f64() * 1000.0
                 );
@@ -46,7 +48,7 @@ impl Steps {
 async fn main() -> anyhow::Result<()> {
     sealpost_server::install_crypto_provider();
     println!(
-        "Sealpost demo: a secure message stored, its notification delivered to a real inbox, the message retrieved\n"
+        "Sealpost demo: a secure message stored, its notification delivered to a real inbox, swapped by the agent, found by search\n"
     );
     let binary = ServerProcess::binary()?;
     let dir = tempfile::Builder::new().prefix("sealpost-demo-").tempdir()?;
@@ -129,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         .await,
     )?;
 
-    let delivered = steps.run(
+    steps.run(
         "the notification arrives in alice's INBOX",
         async {
             let is_notification = |raw: &[u8]| parse(raw).is_ok();
@@ -152,54 +154,72 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             Ok((
-                raw,
+                (),
                 format!("delivered by Postfix into Dovecot; its headers:\n{}", shown.join("\n")),
             ))
         }
         .await,
     )?;
 
+    let index_dir = tempfile::Builder::new().prefix("sealpost-demo-index-").tempdir()?;
+    let index = Arc::new(SearchIndex::open(&index_dir.path().join("index.db")).await?);
     steps.run(
-        "verify it as alice's agent would",
-        (|| {
+        "alice's agent swaps the placeholder for the real message",
+        async {
             let trusted = TrustedServer::from_well_known(&well_known)?;
-            let parsed = parse(&delivered)?;
-            parsed.verify(&trusted, "alice@example.test")?;
-            let placeholder =
-                stored.notifications[0].text_body.lines().take(4).collect::<Vec<_>>().join("\n");
+            let server_client = ServerClient::new(&server.base_url, Some(&cert), &alice.access_token)?;
+            let swapper = Swapper::new(server_client, trusted, "alice@example.test").with_index(index.clone());
+            let user = stack.user("alice");
+            let account = ImapAccount {
+                host: "127.0.0.1".into(),
+                port: stack.imaps_addr().port(),
+                username: user.address.clone(),
+                password: user.password.clone(),
+                ca_pem: Some(stack.ca_pem().as_bytes().to_vec()),
+            };
+            let mut session = MailboxSession::connect(&account).await?;
+            let report = swapper.process_folder(&mut session, "INBOX").await?;
+            session.logout().await;
+            let inbox = stack.messages("alice@example.test", "INBOX").await?;
+            let placeholders = inbox.iter().filter(|m| parse(&m.raw).is_ok()).count();
+            let real = inbox
+                .iter()
+                .find(|m| String::from_utf8_lossy(&m.raw).contains(&stored.message_id))
+                .context("the real message is not in the INBOX")?;
+            let text = String::from_utf8_lossy(&real.raw).into_owned();
+            if placeholders != 0 || !text.contains("Dear Alice, your results are attached") {
+                bail!("the swap did not leave exactly the real message");
+            }
             Ok((
                 (),
                 format!(
-                    "signature valid, issued for alice@example.test\nplaceholder body begins:\n{placeholder}"
+                    "signature verified, content fetched, sha256 checked, {} swapped; INBOX UID {} now holds the real \
+                     message (flags {:?}), no placeholder left",
+                    report.swapped, real.uid, real.flags
                 ),
             ))
-        })(),
+        }
+        .await,
     )?;
 
     steps.run(
-        "retrieve the message as alice over HTTPS",
+        "search alice's local index for \"results\"",
         async {
-            let content = api
-                .get(
-                    &format!("/api/v1/messages/{}/content", stored.message_id),
-                    Some(&alice.access_token),
-                )
-                .await?
-                .expect_status(200)?;
-            if content.body != mime {
-                bail!("the retrieved bytes differ from the stored ones");
+            let hits = index.search("results", 10).await?;
+            let lines = hits
+                .iter()
+                .map(|hit| {
+                    format!(
+                        "{} / UID {}: {} ({}) … {}",
+                        hit.folder, hit.uid, hit.subject, hit.sender, hit.snippet
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            if hits.is_empty() {
+                bail!("the index did not find the swapped message");
             }
-            let digest = ContentDigest::of(&content.body).to_hex();
-            if digest != stored.content_sha256 {
-                bail!("hash mismatch");
-            }
-            Ok((
-                (),
-                format!(
-                    "{} bytes, identical, sha256 matches the signed notification",
-                    content.body.len()
-                ),
-            ))
+            Ok(((), lines))
         }
         .await,
     )?;
