@@ -120,18 +120,7 @@ impl MailStack {
         let (postfix_config, postfix_log) =
             write_postfix_config(dir.path(), ports, &users, &banner)?;
 
-        let dovecot = Command::new("dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(dir.path().join("dovecot/dovecot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("dovecot/stderr.log"))?))
-            .process_group(0)
-            .spawn()
-            .context(
-                "cannot start dovecot (is dovecot-imapd installed? cargo xtask test installs it)",
-            )?;
+        let dovecot = spawn_dovecot(dir.path())?;
         let stack = MailStack {
             users,
             ports,
@@ -367,6 +356,25 @@ impl MailStack {
         format!("{}{}", read("dovecot.log"), read("stderr.log"))
     }
 
+    /// Kills Dovecot and starts it again on the same ports and mailboxes, as
+    /// a server restart does to connected clients.
+    pub async fn restart_imap(&self) -> Result<()> {
+        kill_group(&self.dovecot);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(self.imaps_addr()).await.is_ok() {
+            if Instant::now() >= deadline {
+                bail!("Dovecot still accepts connections after being killed");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let child = spawn_dovecot(self.dir.path())?;
+        *self.dovecot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(child);
+        let ports = [self.ports.imap, self.ports.imaps, self.ports.lmtp];
+        self.wait_until_serving(&ports, &self.dovecot, "Dovecot")
+            .await
+            .with_context(|| format!("Dovecot log:\n{}", self.dovecot_log()))
+    }
+
     fn start_postfix(&self) -> Result<()> {
         // -d: stay in the foreground, so the child is the master itself.
         let child = Command::new("/usr/lib/postfix/sbin/master")
@@ -541,6 +549,19 @@ fn flag_name(flag: &async_imap::types::Flag<'_>) -> String {
         Flag::MayCreate => "\\*".into(),
         Flag::Custom(name) => name.to_string(),
     }
+}
+
+fn spawn_dovecot(root: &Path) -> Result<Child> {
+    Command::new("dovecot")
+        .arg("-F")
+        .arg("-c")
+        .arg(root.join("dovecot/dovecot.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(root.join("dovecot/stderr.log"))?))
+        .process_group(0)
+        .spawn()
+        .context("cannot start dovecot (is dovecot-imapd installed? cargo xtask test installs it)")
 }
 
 fn loopback(port: u16) -> SocketAddr {

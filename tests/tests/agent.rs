@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use sealpost_agent::imap::ImapAccount;
 use sealpost_agent::swap::SWAPPED_HEADER;
-use sealpost_agent::{MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper};
+use sealpost_agent::{
+    MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper, Watcher,
+};
 use sealpost_harness::{MailStack, MailboxMessage, TestApp, TestUser, sample_mime};
 use sealpost_proto::api::{RetrievalLog, StoredMessage};
 use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
+use tokio_util::sync::CancellationToken;
 
 struct World {
     stack: Arc<MailStack>,
@@ -28,12 +31,18 @@ async fn world() -> World {
 }
 
 impl World {
-    /// The sender stores a message for alice; its notification lands in her INBOX.
-    async fn notify_alice(&self, subject: &str) -> StoredMessage {
+    /// The sender stores a message for alice and the server mails the notification.
+    async fn send_to_alice(&self, subject: &str) -> StoredMessage {
         let mime = sample_mime(subject, &format!("Body of {subject}"), b"attachment bytes");
         let stored =
             self.app.store_and_notify(self.sender.token(), &["alice@example.test"], mime).await;
         assert_eq!(self.app.outbox.step().await.expect("step").sent, 1);
+        stored
+    }
+
+    /// As [`Self::send_to_alice`], waiting until the notification is in her INBOX.
+    async fn notify_alice(&self, subject: &str) -> StoredMessage {
+        let stored = self.send_to_alice(subject).await;
         let is_this = |raw: &[u8]| {
             parse(raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id)
         };
@@ -315,4 +324,53 @@ async fn swapped_messages_are_found_by_local_search() {
         "the hit opens the real message"
     );
     assert!(hits[0].snippet.contains("[Zygomorphic]"), "{}", hits[0].snippet);
+}
+
+/// Waits until `stored` has exactly one real copy and no placeholder.
+async fn wait_until_swapped(world: &World, stored: &StoredMessage) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if count(&world.inbox().await, stored) == (1, 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} was not swapped within 20 s",
+            stored.message_id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_watcher_swaps_on_arrival_and_survives_a_mail_server_restart() {
+    let world = world().await;
+    let user = world.stack.user("alice");
+    let account = ImapAccount {
+        host: "127.0.0.1".into(),
+        port: world.stack.imaps_addr().port(),
+        username: user.address.clone(),
+        password: user.password.clone(),
+        ca_pem: Some(world.stack.ca_pem().as_bytes().to_vec()),
+    };
+    let watcher = Watcher::new(account, Arc::new(world.swapper(&world.alice).await), "INBOX");
+    let shutdown = CancellationToken::new();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { watcher.run(shutdown).await })
+    };
+
+    let first = world.send_to_alice("Arrives while watching").await;
+    wait_until_swapped(&world, &first).await;
+
+    world.stack.restart_imap().await.expect("Dovecot restarts");
+    let second = world.send_to_alice("Arrives after the restart").await;
+    wait_until_swapped(&world, &second).await;
+    assert_eq!(count(&world.inbox().await, &first), (1, 0), "the first one was not swapped twice");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops on shutdown")
+        .expect("join");
 }

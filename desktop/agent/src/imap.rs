@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::Flag;
 use futures_util::TryStreamExt;
 use rustls::pki_types::ServerName;
@@ -189,6 +190,21 @@ impl MailboxSession {
         })
         .await?;
         Ok(())
+    }
+
+    /// IDLEs on the selected folder until the server reports a change or
+    /// `max` passes (keep it under the 29 minutes servers allow). Returns the
+    /// session and whether something changed.
+    pub async fn wait_for_change(self, max: Duration) -> Result<(Self, bool), ImapError> {
+        let mut idle = self.session.idle();
+        timed("IDLE", idle.init()).await?;
+        let (wait, interrupt) = idle.wait_with_timeout(max);
+        let response =
+            wait.await.map_err(|source| ImapError::Command { command: "IDLE", source })?;
+        // Dropping the handle interrupts the wait, so it lives until here.
+        drop(interrupt);
+        let session = timed("DONE", idle.done()).await?;
+        Ok((Self { session }, matches!(response, IdleResponse::NewData(_))))
     }
 
     pub async fn logout(mut self) {

@@ -13,8 +13,10 @@ pub mod index;
 pub mod server;
 pub mod swap;
 pub mod tls;
+pub mod watch;
 
 pub use imap::{ImapAccount, ImapError, MailboxSession};
 pub use index::{SearchHit, SearchIndex};
 pub use server::{ServerClient, ServerError};
 pub use swap::{FolderReport, SwapError, SwapStep, Swapper};
+pub use watch::Watcher;

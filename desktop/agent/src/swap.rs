@@ -60,6 +60,11 @@ pub struct FolderReport {
     pub rejected: usize,
     /// Notifications kept because the server could not be used (see the log).
     pub deferred: usize,
+    /// The folder's UIDVALIDITY during the pass.
+    pub uid_validity: u32,
+    /// Where the next pass starts: after everything seen, or at the first
+    /// deferred notification so it is tried again.
+    pub next_uid: u32,
 }
 
 type Hook = Box<dyn Fn(SwapStep) -> bool + Send + Sync>;
@@ -107,9 +112,24 @@ impl Swapper {
         session: &mut MailboxSession,
         folder: &str,
     ) -> Result<FolderReport, SwapError> {
-        session.select(folder).await?;
-        let uids = session.uids_from(1).await?;
-        let mut report = FolderReport::default();
+        self.process_folder_from(session, folder, 1).await
+    }
+
+    /// Like [`Self::process_folder`], for the messages from UID `first` on.
+    pub async fn process_folder_from(
+        &self,
+        session: &mut MailboxSession,
+        folder: &str,
+        first: u32,
+    ) -> Result<FolderReport, SwapError> {
+        let uid_validity = session.select(folder).await?;
+        let uids = session.uids_from(first).await?;
+        let mut report = FolderReport {
+            uid_validity,
+            next_uid: uids.last().map_or(first, |last| last + 1),
+            ..FolderReport::default()
+        };
+        let mut first_deferred = None;
         for fetch in session.fetch_headers(&uids).await? {
             if !looks_like_notification(&fetch) {
                 continue;
@@ -132,6 +152,7 @@ impl Swapper {
                 Err(SwapError::Server(error)) => {
                     tracing::warn!(folder, uid = fetch.uid, %error, temporary = error.is_temporary(), "placeholder kept");
                     report.deferred += 1;
+                    first_deferred = first_deferred.or(Some(fetch.uid));
                 }
                 Err(error @ SwapError::DigestMismatch { .. }) => {
                     tracing::warn!(folder, uid = fetch.uid, %error, "placeholder kept");
@@ -139,6 +160,9 @@ impl Swapper {
                 }
                 Err(error) => return Err(error),
             }
+        }
+        if let Some(uid) = first_deferred {
+            report.next_uid = uid;
         }
         Ok(report)
     }
