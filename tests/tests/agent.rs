@@ -54,8 +54,9 @@ impl World {
     }
 
     async fn swapper(&self, user: &TestUser) -> Swapper {
-        let server = ServerClient::new(&self.app.base_url, Some(&self.app.cert_pem), user.token())
-            .expect("client");
+        let server =
+            ServerClient::new(&self.app.base_url, Some(&self.app.cert_pem), user.tokens.clone())
+                .expect("client");
         let trusted =
             TrustedServer::from_well_known(&self.app.well_known().await).expect("well-known");
         Swapper::new(server, trusted, &user.email)
@@ -373,4 +374,32 @@ async fn the_watcher_swaps_on_arrival_and_survives_a_mail_server_restart() {
         .await
         .expect("stops on shutdown")
         .expect("join");
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_silently_and_the_new_pair_handed_over() {
+    let world = world().await;
+    let stored = world.notify_alice("After a long weekend").await;
+    // Two hours later the access token has expired; the refresh token has not.
+    world.app.clock.advance(Duration::from_secs(2 * 3600));
+    let rotated = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = ServerClient::new(
+        &world.app.base_url,
+        Some(&world.app.cert_pem),
+        world.alice.tokens.clone(),
+    )
+    .expect("client")
+    .on_tokens_rotated({
+        let rotated = rotated.clone();
+        move |tokens| rotated.lock().expect("lock").push(tokens.refresh_token.clone())
+    });
+    let trusted =
+        TrustedServer::from_well_known(&world.app.well_known().await).expect("well-known");
+    let swapper = Swapper::new(server, trusted, "alice@example.test");
+    let mut session = world.session("alice").await;
+    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped, 1);
+    assert_eq!(count(&world.inbox().await, &stored), (1, 0));
+    let rotated = rotated.lock().expect("lock").clone();
+    assert_eq!(rotated.len(), 1, "one refresh, its new refresh token handed over for storage");
+    assert_ne!(rotated[0], world.alice.tokens.refresh_token);
 }

@@ -1,8 +1,9 @@
 //! The agent's HTTPS client for its Sealpost server.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sealpost_proto::api::{ErrorBody, ErrorCode};
+use sealpost_proto::api::{DeviceTokens, ErrorBody, ErrorCode, RefreshTokens};
 
 use crate::tls::{TlsError, client_config};
 
@@ -29,11 +30,18 @@ impl ServerError {
     }
 }
 
+type TokensRotated = Arc<dyn Fn(&DeviceTokens) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ServerClient {
     http: reqwest::Client,
     base_url: String,
-    access_token: String,
+    /// The device's current token pair; refreshed silently when the access
+    /// token expires.
+    tokens: Arc<Mutex<DeviceTokens>>,
+    /// Told about every new pair, so the caller can store the new refresh
+    /// token (the old one no longer works).
+    on_rotated: Option<TokensRotated>,
 }
 
 impl ServerClient {
@@ -42,7 +50,7 @@ impl ServerClient {
     pub fn new(
         base_url: &str,
         ca_pem: Option<&[u8]>,
-        access_token: &str,
+        tokens: DeviceTokens,
     ) -> Result<Self, ServerError> {
         let mut tls = client_config(ca_pem)?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -54,16 +62,74 @@ impl ServerClient {
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            access_token: access_token.to_owned(),
+            tokens: Arc::new(Mutex::new(tokens)),
+            on_rotated: None,
         })
     }
 
-    /// The raw stored message.
+    /// Calls `store` with each new token pair after a refresh.
+    pub fn on_tokens_rotated(
+        mut self,
+        store: impl Fn(&DeviceTokens) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_rotated = Some(Arc::new(store));
+        self
+    }
+
+    fn access_token(&self) -> String {
+        self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).access_token.clone()
+    }
+
+    /// Trades the refresh token for a new pair.
+    async fn refresh(&self) -> Result<(), ServerError> {
+        let refresh_token = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .refresh_token
+            .clone();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/devices/refresh", self.base_url))
+            .json(&RefreshTokens { refresh_token })
+            .send()
+            .await
+            .map_err(ServerError::Unreachable)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(ServerError::Unreachable)?;
+        if status != 200 {
+            return Err(refused(status, &body));
+        }
+        let tokens: DeviceTokens =
+            serde_json::from_slice(&body).map_err(|error| ServerError::Refused {
+                status,
+                code: None,
+                message: format!("unreadable token refresh answer: {error}"),
+            })?;
+        if let Some(store) = &self.on_rotated {
+            store(&tokens);
+        }
+        *self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = tokens;
+        tracing::info!("device tokens refreshed");
+        Ok(())
+    }
+
+    /// The raw stored message, refreshing the access token once if it expired.
     pub async fn content(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
+        match self.content_once(message_id).await {
+            Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
+                self.refresh().await?;
+                self.content_once(message_id).await
+            }
+            other => other,
+        }
+    }
+
+    async fn content_once(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
         let response = self
             .http
             .get(format!("{}/api/v1/messages/{message_id}/content", self.base_url))
-            .bearer_auth(&self.access_token)
+            .bearer_auth(self.access_token())
             .send()
             .await
             .map_err(ServerError::Unreachable)?;
@@ -72,13 +138,16 @@ impl ServerClient {
         if status == 200 {
             return Ok(body.to_vec());
         }
-        let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        Err(ServerError::Refused {
-            status,
-            code: error.as_ref().map(|e| e.code),
-            message: error
-                .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), |e| e.message),
-        })
+        Err(refused(status, &body))
+    }
+}
+
+fn refused(status: u16, body: &[u8]) -> ServerError {
+    let error: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    ServerError::Refused {
+        status,
+        code: error.as_ref().map(|e| e.code),
+        message: error.map_or_else(|| String::from_utf8_lossy(body).into_owned(), |e| e.message),
     }
 }
 

@@ -167,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
         "alice's agent swaps the placeholder for the real message",
         async {
             let trusted = TrustedServer::from_well_known(&well_known)?;
-            let server_client = ServerClient::new(&server.base_url, Some(&cert), &alice.access_token)?;
+            let server_client = ServerClient::new(&server.base_url, Some(&cert), alice.clone())?;
             let swapper = Swapper::new(server_client, trusted, "alice@example.test").with_index(index.clone());
             let user = stack.user("alice");
             let account = ImapAccount {
