@@ -180,6 +180,19 @@ impl MailStack {
         &self.ca_pem
     }
 
+    /// How the agent reaches `local_part_or_address`'s mailbox: IMAPS on
+    /// 127.0.0.1, trusting the stack's CA.
+    pub fn agent_account(&self, local_part_or_address: &str) -> sealpost_agent::ImapAccount {
+        let user = self.user(local_part_or_address);
+        sealpost_agent::ImapAccount {
+            host: "127.0.0.1".into(),
+            port: self.ports.imaps,
+            username: user.address.clone(),
+            password: user.password.clone(),
+            ca_pem: Some(self.ca_pem.as_bytes().to_vec()),
+        }
+    }
+
     /// The same CA as a PEM file, for programs configured with a path.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
@@ -320,15 +333,7 @@ impl MailStack {
     /// Kills Postfix so connections to [`Self::smtp_addr`] are refused; Dovecot keeps running.
     pub async fn suspend_smtp(&self) -> Result<()> {
         kill_group(&self.postfix);
-        // The port closes with the process; wait until it really refuses.
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(self.smtp_addr()).await.is_ok() {
-            if Instant::now() >= deadline {
-                bail!("Postfix still accepts connections after being killed");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        wait_until_refused(self.smtp_addr(), "Postfix").await
     }
 
     /// Starts Postfix again on the same port, with the queue it had.
@@ -360,13 +365,7 @@ impl MailStack {
     /// a server restart does to connected clients.
     pub async fn restart_imap(&self) -> Result<()> {
         kill_group(&self.dovecot);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(self.imaps_addr()).await.is_ok() {
-            if Instant::now() >= deadline {
-                bail!("Dovecot still accepts connections after being killed");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until_refused(self.imaps_addr(), "Dovecot").await?;
         let child = spawn_dovecot(self.dir.path())?;
         *self.dovecot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(child);
         let ports = [self.ports.imap, self.ports.imaps, self.ports.lmtp];
@@ -549,6 +548,18 @@ fn flag_name(flag: &async_imap::types::Flag<'_>) -> String {
         Flag::MayCreate => "\\*".into(),
         Flag::Custom(name) => name.to_string(),
     }
+}
+
+/// A killed server's port closes with its last process; waits until it refuses.
+async fn wait_until_refused(address: SocketAddr, name: &str) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(address).await.is_ok() {
+        if Instant::now() >= deadline {
+            bail!("{name} still accepts connections after being killed");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 fn spawn_dovecot(root: &Path) -> Result<Child> {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_agent::imap::ImapAccount;
 use sealpost_agent::swap::SWAPPED_HEADER;
 use sealpost_agent::{
     MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper, Watcher,
@@ -63,15 +62,7 @@ impl World {
     }
 
     async fn session(&self, local: &str) -> MailboxSession {
-        let user = self.stack.user(local);
-        let account = ImapAccount {
-            host: "127.0.0.1".into(),
-            port: self.stack.imaps_addr().port(),
-            username: user.address.clone(),
-            password: user.password.clone(),
-            ca_pem: Some(self.stack.ca_pem().as_bytes().to_vec()),
-        };
-        MailboxSession::connect(&account).await.expect("IMAP login")
+        MailboxSession::connect(&self.stack.agent_account(local)).await.expect("IMAP login")
     }
 
     async fn inbox(&self) -> Vec<MailboxMessage> {
@@ -346,14 +337,7 @@ async fn wait_until_swapped(world: &World, stored: &StoredMessage) {
 #[tokio::test]
 async fn the_watcher_swaps_on_arrival_and_survives_a_mail_server_restart() {
     let world = world().await;
-    let user = world.stack.user("alice");
-    let account = ImapAccount {
-        host: "127.0.0.1".into(),
-        port: world.stack.imaps_addr().port(),
-        username: user.address.clone(),
-        password: user.password.clone(),
-        ca_pem: Some(world.stack.ca_pem().as_bytes().to_vec()),
-    };
+    let account = world.stack.agent_account("alice");
     let watcher = Watcher::new(account, Arc::new(world.swapper(&world.alice).await), "INBOX");
     let shutdown = CancellationToken::new();
     let running = {

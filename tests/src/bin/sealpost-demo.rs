@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sealpost_agent::imap::ImapAccount;
 use sealpost_agent::{MailboxSession, SearchIndex, ServerClient, Swapper};
 use sealpost_harness::{ApiClient, MailStack, ServerProcess, sample_mime};
 use sealpost_proto::api::{DeliveryReport, DeviceTokens, StoredMessage, WellKnown};
@@ -169,14 +168,7 @@ async fn main() -> anyhow::Result<()> {
             let trusted = TrustedServer::from_well_known(&well_known)?;
             let server_client = ServerClient::new(&server.base_url, Some(&cert), alice.clone())?;
             let swapper = Swapper::new(server_client, trusted, "alice@example.test").with_index(index.clone());
-            let user = stack.user("alice");
-            let account = ImapAccount {
-                host: "127.0.0.1".into(),
-                port: stack.imaps_addr().port(),
-                username: user.address.clone(),
-                password: user.password.clone(),
-                ca_pem: Some(stack.ca_pem().as_bytes().to_vec()),
-            };
+            let account = stack.agent_account("alice");
             let mut session = MailboxSession::connect(&account).await?;
             let report = swapper.process_folder(&mut session, "INBOX").await?;
             session.logout().await;
