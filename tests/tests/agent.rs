@@ -387,3 +387,29 @@ async fn an_expired_access_token_is_refreshed_silently_and_the_new_pair_handed_o
     assert_eq!(rotated.len(), 1, "one refresh, its new refresh token handed over for storage");
     assert_ne!(rotated[0], world.alice.tokens.refresh_token);
 }
+
+#[tokio::test]
+async fn a_signed_out_device_keeps_the_placeholder_and_says_why() {
+    let world = world().await;
+    let stored = world.notify_alice("While signed out").await;
+    let laptop = world.app.register_agent("alice@example.test", "second laptop").await;
+    world
+        .app
+        .api
+        .delete(&format!("/api/v1/devices/{}", laptop.tokens.device_id), Some(world.alice.token()))
+        .await
+        .expect("request")
+        .expect_status(204)
+        .expect("revoked");
+
+    let swapper = world.swapper(&laptop).await;
+    let mut session = world.session("alice").await;
+    let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
+    assert_eq!((report.swapped, report.deferred), (0, 1));
+    let kept = &report.kept[0];
+    assert_eq!(kept.message_id, stored.message_id);
+    assert!(!kept.temporary);
+    assert!(kept.reason.contains("signed out"), "{}", kept.reason);
+    assert_eq!(count(&world.inbox().await, &stored), (0, 1), "the placeholder stays");
+    assert_eq!(report.next_uid, kept.uid, "the next pass tries it again");
+}

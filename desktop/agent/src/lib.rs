@@ -18,5 +18,5 @@ pub mod watch;
 pub use imap::{ImapAccount, ImapError, MailboxSession};
 pub use index::{SearchHit, SearchIndex};
 pub use server::{ServerClient, ServerError};
-pub use swap::{FolderReport, SwapError, SwapStep, Swapper};
+pub use swap::{FolderReport, KeptPlaceholder, SwapError, SwapStep, Swapper};
 pub use watch::Watcher;

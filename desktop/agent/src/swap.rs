@@ -58,13 +58,26 @@ pub struct FolderReport {
     pub swapped: usize,
     /// Notifications that failed verification: left alone, never fetched.
     pub rejected: usize,
-    /// Notifications kept because the server could not be used (see the log).
+    /// Notifications kept because the server could not be used.
     pub deferred: usize,
+    /// Why each kept placeholder was kept, for status and the log.
+    pub kept: Vec<KeptPlaceholder>,
     /// The folder's UIDVALIDITY during the pass.
     pub uid_validity: u32,
     /// Where the next pass starts: after everything seen, or at the first
     /// deferred notification so it is tried again.
     pub next_uid: u32,
+}
+
+/// A placeholder left in place, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptPlaceholder {
+    pub uid: u32,
+    pub message_id: String,
+    /// What the person can do about it, in a sentence.
+    pub reason: String,
+    /// Whether a later pass may succeed (server down) or not (revoked).
+    pub temporary: bool,
 }
 
 type Hook = Box<dyn Fn(SwapStep) -> bool + Send + Sync>;
@@ -150,8 +163,15 @@ impl Swapper {
             match self.swap(session, folder, &fetch, &notification).await {
                 Ok(()) => report.swapped += 1,
                 Err(SwapError::Server(error)) => {
-                    tracing::warn!(folder, uid = fetch.uid, %error, temporary = error.is_temporary(), "placeholder kept");
+                    let kept = KeptPlaceholder {
+                        uid: fetch.uid,
+                        message_id: notification.fields.message_id.to_string(),
+                        reason: explain(&error),
+                        temporary: error.is_temporary(),
+                    };
+                    tracing::warn!(folder, uid = fetch.uid, %error, temporary = kept.temporary, "placeholder kept");
                     report.deferred += 1;
+                    report.kept.push(kept);
                     first_deferred = first_deferred.or(Some(fetch.uid));
                 }
                 Err(error @ SwapError::DigestMismatch { .. }) => {
@@ -222,6 +242,28 @@ impl Swapper {
             return Err(SwapError::DigestMismatch { message_id: message_id.to_owned() });
         }
         Ok(content)
+    }
+}
+
+/// A sentence for the person, from what the server said.
+fn explain(error: &ServerError) -> String {
+    use sealpost_proto::api::ErrorCode;
+    match error {
+        ServerError::Refused { code: Some(ErrorCode::DeviceRevoked), .. } => {
+            "this computer was signed out of Sealpost; register it again to read secure messages"
+                .into()
+        }
+        ServerError::Refused { code: Some(ErrorCode::NotFound), .. } => {
+            "the secure message is no longer available on the server (withdrawn or expired)".into()
+        }
+        ServerError::Refused {
+            code: Some(ErrorCode::Unauthenticated | ErrorCode::TokenExpired),
+            ..
+        } => "the server no longer accepts this computer's sign-in; register it again".into(),
+        other if other.is_temporary() => {
+            format!("the Sealpost server is unavailable; will retry ({other})")
+        }
+        other => other.to_string(),
     }
 }
 
