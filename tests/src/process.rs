@@ -105,9 +105,12 @@ impl ServerProcess {
 
     /// Asks the server to stop (SIGTERM) and waits for its exit status.
     pub fn terminate(mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
+        // A system call rather than the `kill` program, which slim images lack.
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("the server's process id")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
             .context("sending SIGTERM")?;
         let deadline = Instant::now() + timeout;
         loop {
