@@ -1,12 +1,10 @@
 //! A small typed HTTPS client for the Sealpost API that trusts one certificate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use sealpost_proto::api::{
     CodeRequest, DeviceCredential, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, UploadMetadata,
 };
@@ -64,18 +62,8 @@ impl ApiClient {
     /// A client for `base_url` (`https://127.0.0.1:PORT`) that trusts only the
     /// PEM certificate given: the server's self-signed one in tests.
     pub fn new(base_url: &str, trusted_cert_pem: &[u8]) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(trusted_cert_pem) {
-            roots
-                .add(cert.context("reading the trusted certificate")?)
-                .context("trusting the certificate")?;
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut tls = sealpost_agent::tls::client_config(Some(trusted_cert_pem))
+            .context("trusting the certificate")?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures_util::TryStreamExt;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
@@ -506,16 +506,7 @@ async fn greeting(addr: SocketAddr) -> Result<String> {
 
 /// A client configuration trusting only the stack's own CA.
 fn tls_connector(ca_pem: &str) -> Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("reading the CA certificate")?).context("trusting the CA")?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = sealpost_agent::tls::client_config(Some(ca_pem.as_bytes()))?;
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
