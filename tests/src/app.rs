@@ -133,16 +133,11 @@ impl TestApp {
     /// recipient's Dovecot INBOX on the real stack, else from the capture.
     pub async fn code_for(&self, email: &str) -> String {
         if let Some(stack) = &self.mailstack {
-            let inbox =
-                |count| stack.wait_for_messages(email, "INBOX", count, Duration::from_secs(10));
-            let before = inbox(0).await.expect("read the INBOX").len();
-            let response = self.request_code(email).await;
-            assert_eq!(response.status, 202, "code request refused: {}", response.text());
-            let messages = inbox(before + 1).await.expect("the verification email arrives");
-            let newest = &messages.last().expect("at least one message").raw;
-            return find_code(newest, &self.origin).unwrap_or_else(|| {
-                panic!("no code in the verification email: {}", String::from_utf8_lossy(newest))
-            });
+            return self
+                .api
+                .code_via_inbox(stack, &self.origin, email)
+                .await
+                .unwrap_or_else(|error| panic!("no verification code for {email}: {error:#}"));
         }
         let before = self.mail.messages().await.len();
         let response = self.request_code(email).await;

@@ -98,6 +98,26 @@ impl ApiClient {
         self.send(self.authorized(self.http.post(self.url(path)).json(body), token)).await
     }
 
+    /// Asks for a verification code and reads it from the email that arrives
+    /// in the user's INBOX after the request (an earlier code email there is
+    /// stale and never used).
+    pub async fn code_via_inbox(
+        &self,
+        stack: &MailStack,
+        origin: &str,
+        email: &str,
+    ) -> anyhow::Result<String> {
+        let before = stack.last_uid(email, "INBOX").await?;
+        self.post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
+            .await?
+            .expect_status(202)?;
+        let has_code = |raw: &[u8]| find_code(raw, origin).is_some();
+        let raw = stack
+            .wait_for_email_after(email, "INBOX", before, has_code, Duration::from_secs(15))
+            .await?;
+        find_code(&raw, origin).context("the verification email lost its code")
+    }
+
     /// Registers the way the desktop agent does: asks for a code, reads it
     /// from the user's INBOX on the mail stack, enrolls a device with it.
     pub async fn register_via_inbox(
@@ -107,12 +127,7 @@ impl ApiClient {
         email: &str,
         device_name: &str,
     ) -> anyhow::Result<(DeviceTokens, String)> {
-        self.post_json("/api/v1/verification-codes", &CodeRequest { email: email.into() }, None)
-            .await?
-            .expect_status(202)?;
-        let has_code = |raw: &[u8]| find_code(raw, origin).is_some();
-        let raw = stack.wait_for_email(email, "INBOX", has_code, Duration::from_secs(15)).await?;
-        let code = find_code(&raw, origin).context("the verification email lost its code")?;
+        let code = self.code_via_inbox(stack, origin, email).await?;
         let request = EnrollDevice {
             email: email.into(),
             device_name: device_name.into(),

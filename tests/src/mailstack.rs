@@ -277,10 +277,25 @@ impl MailStack {
         wanted: impl Fn(&[u8]) -> bool,
         timeout: Duration,
     ) -> Result<Vec<u8>> {
+        self.wait_for_email_after(address, mailbox, 0, wanted, timeout).await
+    }
+
+    /// As [`Self::wait_for_email`], among messages with a UID above
+    /// `after_uid` only: what arrived after [`Self::last_uid`] was read.
+    pub async fn wait_for_email_after(
+        &self,
+        address: &str,
+        mailbox: &str,
+        after_uid: u32,
+        wanted: impl Fn(&[u8]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
             let messages = self.messages(address, mailbox).await?;
-            if let Some(message) = messages.into_iter().rev().find(|m| wanted(&m.raw)) {
+            let newest_wanted =
+                messages.into_iter().rev().filter(|m| m.uid > after_uid).find(|m| wanted(&m.raw));
+            if let Some(message) = newest_wanted {
                 return Ok(message.raw);
             }
             if Instant::now() >= deadline {
@@ -291,6 +306,11 @@ impl MailStack {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The highest UID in `mailbox` now (0 when empty).
+    pub async fn last_uid(&self, address: &str, mailbox: &str) -> Result<u32> {
+        Ok(self.messages(address, mailbox).await?.last().map_or(0, |message| message.uid))
     }
 
     /// APPENDs a raw message with flags such as `\Seen`.
