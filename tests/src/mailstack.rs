@@ -364,6 +364,20 @@ impl MailStack {
             .with_context(|| format!("Postfix log:\n{}", self.postfix_log()))
     }
 
+    /// Whether Postfix logs `needle` within `timeout`. Its log is written by
+    /// a separate logging process, after the SMTP reply the client already
+    /// has, so a log line must be waited for, not just read.
+    pub async fn postfix_logged(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.postfix_log().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Postfix's log and anything it wrote to stderr, for failure messages.
     pub fn postfix_log(&self) -> String {
         let stderr = self.dir.path().join("postfix/stderr.log");

@@ -322,7 +322,12 @@ async fn relay_over_tls(security: SmtpSecurity, port: fn(&MailStack) -> u16) {
         "TLS and AUTH show in Postfix's Received line:\n{received}"
     );
     assert!(
-        stack.postfix_log().contains(&format!("sasl_username={}", relay_user.address)),
+        stack
+            .postfix_logged(
+                &format!("sasl_username={}", relay_user.address),
+                Duration::from_secs(5)
+            )
+            .await,
         "Postfix authenticated the server"
     );
 }
@@ -349,7 +354,11 @@ async fn a_wrong_relay_password_fails_clearly() {
     .await;
     let response = app.request_code("sender@example.test").await;
     assert_eq!(response.status, 503, "{}", response.text());
-    assert!(stack.postfix_log().contains("authentication failed"), "{}", stack.postfix_log());
+    assert!(
+        stack.postfix_logged("authentication failed", Duration::from_secs(5)).await,
+        "{}",
+        stack.postfix_log()
+    );
     assert_eq!(
         response.json::<sealpost_proto::api::ErrorBody>().code,
         sealpost_proto::api::ErrorCode::MailUnavailable
