@@ -30,11 +30,17 @@ pub enum BlobError {
 }
 
 /// What was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlob {
     pub digest: ContentDigest,
     pub size: u64,
+    /// The first [`HEAD_BYTES`] bytes, kept while streaming: enough for the
+    /// header section, which notifications repeat, without reading the file back.
+    pub head: Vec<u8>,
 }
+
+/// How much of an upload [`StoredBlob::head`] keeps.
+pub const HEAD_BYTES: usize = 256 * 1024;
 
 impl BlobStore {
     pub fn new(data_dir: &Path) -> Self {
@@ -44,22 +50,6 @@ impl BlobStore {
     /// Spreads files over 1024 directories by the id's first two characters.
     fn path_of(&self, id: &MessageId) -> PathBuf {
         self.root.join(&id.as_str()[..2]).join(format!("{id}.eml"))
-    }
-
-    /// The first `max` bytes of a stored message (all of it when shorter):
-    /// enough for its header section.
-    pub async fn read_head(&self, id: &MessageId, max: usize) -> Result<Vec<u8>, BlobError> {
-        use tokio::io::AsyncReadExt;
-        let path = self.path_of(id);
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|source| BlobError::Io { path: path.clone(), source })?;
-        let mut head = Vec::with_capacity(max.min(64 * 1024));
-        file.take(max as u64)
-            .read_to_end(&mut head)
-            .await
-            .map_err(|source| BlobError::Io { path: path.clone(), source })?;
-        Ok(head)
     }
 
     pub async fn write<S, E>(
@@ -81,6 +71,7 @@ impl BlobStore {
             let mut file = tokio::fs::File::create(&temporary).await.map_err(io)?;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
+            let mut head = Vec::new();
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk.map_err(|error| BlobError::Upload(error.to_string()))?;
                 size += chunk.len() as u64;
@@ -88,10 +79,16 @@ impl BlobStore {
                     return Err(BlobError::TooLarge { limit });
                 }
                 hasher.update(&chunk);
+                let room = HEAD_BYTES.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..room.min(chunk.len())]);
                 file.write_all(&chunk).await.map_err(io)?;
             }
             file.sync_all().await.map_err(io)?;
-            Ok(StoredBlob { digest: ContentDigest::from_bytes(hasher.finalize().into()), size })
+            Ok(StoredBlob {
+                digest: ContentDigest::from_bytes(hasher.finalize().into()),
+                size,
+                head,
+            })
         }
         .await;
         match result {

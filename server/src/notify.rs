@@ -13,9 +13,6 @@ use time::OffsetDateTime;
 
 use crate::store::AccountRecord;
 
-/// How much of an upload is read for its header section.
-pub const HEAD_BYTES: usize = 256 * 1024;
-
 /// The headers of an uploaded message that its notifications repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SenderHeaders {

@@ -95,13 +95,7 @@ pub async fn upload(
         })
         .collect();
     let outgoing = if send_notifications {
-        match notification_emails(&state, &caller, &id, &recipients, &notifications, now).await {
-            Ok(outgoing) => outgoing,
-            Err(error) => {
-                state.blobs.remove(&id).await;
-                return Err(error);
-            }
-        }
+        notification_emails(&state, &caller, &id, &blob.head, &recipients, &notifications, now)
     } else {
         Vec::new()
     };
@@ -137,20 +131,20 @@ pub async fn upload(
 }
 
 /// One complete email per recipient, with the sender's own headers.
-async fn notification_emails(
+fn notification_emails(
     state: &AppState,
     caller: &Caller,
     id: &MessageId,
+    head: &[u8],
     recipients: &[String],
     notifications: &[IssuedNotification],
     now: OffsetDateTime,
-) -> ApiResult<Vec<NewNotification>> {
-    let head = state.blobs.read_head(id, notify::HEAD_BYTES).await?;
-    let headers = notify::SenderHeaders::parse(&head, &caller.account.email);
+) -> Vec<NewNotification> {
+    let headers = notify::SenderHeaders::parse(head, &caller.account.email);
     let origin_host = state.origin.trim_start_matches("https://");
     let envelope =
         notify::envelope(&headers, &caller.account, recipients, now, origin_host, id.as_str());
-    Ok(notifications
+    notifications
         .iter()
         .map(|issued| {
             let email = compose_email(&envelope, issued);
@@ -160,7 +154,7 @@ async fn notification_emails(
             };
             NewNotification { recipient: issued.recipient.clone(), email }
         })
-        .collect())
+        .collect()
 }
 
 fn recipients(metadata: &UploadMetadata, max: usize) -> ApiResult<Vec<String>> {
