@@ -230,11 +230,15 @@ impl MailStack {
             .await?
             .context("FETCH")?;
             for fetch in &fetches {
+                // Another client changing flags meanwhile (an agent swapping)
+                // makes the server interleave unsolicited FETCH (FLAGS)
+                // responses, without UID or body: they are not messages.
+                let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) else { continue };
                 messages.push(MailboxMessage {
-                    uid: fetch.uid.context("FETCH answered without a UID")?,
+                    uid,
                     flags: fetch.flags().map(|flag| flag_name(&flag)).collect(),
                     internal_date: fetch.internal_date().map(|date| date.to_rfc3339()),
-                    raw: fetch.body().context("FETCH answered without the body")?.to_vec(),
+                    raw: body.to_vec(),
                 });
             }
         }
