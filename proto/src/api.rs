@@ -19,6 +19,43 @@ pub struct WellKnown {
     pub origin: String,
     /// Every key whose notifications are still valid; exactly one is `active`.
     pub signing_keys: Vec<PublicSigningKey>,
+    /// The organization's mail servers, when the server is told them: agents
+    /// configure themselves from these before trying autoconfig or guesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailSettings>,
+}
+
+/// Where the organization's members read and send mail, so agents can configure themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MailSettings {
+    /// Where members read mail (IMAP).
+    pub imap: Option<MailEndpoint>,
+    /// Where members send mail (SMTP submission).
+    pub smtp: Option<MailEndpoint>,
+}
+
+/// One mail server: host, port and how the connection is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MailEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: MailSecurity,
+}
+
+/// How a mail connection is encrypted. Plain text is never used: the mailbox
+/// password travels on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MailSecurity {
+    /// TLS from the first byte (IMAPS on 993, SMTP submission on 465).
+    Tls,
+    /// A plain connection upgraded with STARTTLS before anything else is sent
+    /// (IMAP on 143, SMTP submission on 587). `starttls` is accepted too.
+    #[serde(alias = "starttls")]
+    StartTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

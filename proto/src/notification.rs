@@ -601,6 +601,7 @@ mod tests {
                     active: true,
                 })
                 .collect(),
+            mail: None,
         })
         .expect("valid well-known document")
     }
@@ -785,6 +786,7 @@ mod tests {
                 public_key: encode_public_key(&signer.verifying_key()),
                 active: true,
             }],
+            mail: None,
         };
         assert!(TrustedServer::from_well_known(&doc).is_err());
         doc.signing_keys[0].key_id = signer.key_id().to_string();

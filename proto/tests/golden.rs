@@ -146,6 +146,7 @@ fn trusted_document() -> WellKnown {
         api_version: 1,
         origin: ORIGIN.to_owned(),
         signing_keys: vec![published(&active_key(), true), published(&previous_key(), false)],
+        mail: None,
     }
 }
 

@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::blocklist::BlocklistSettings;
+use sealpost_proto::api::{MailEndpoint, MailSecurity, MailSettings};
 use sealpost_proto::notification::{normalize_address, normalize_origin};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -33,6 +34,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub blocklists: BlocklistSettings,
     pub branding: BrandingSettings,
+    pub discovery: DiscoverySettings,
     pub log: LogSettings,
 }
 
@@ -264,6 +266,47 @@ impl Default for BrandingSettings {
     }
 }
 
+/// The organization's mail servers, announced in `/.well-known/sealpost` so
+/// desktop agents configure themselves at registration instead of relying on
+/// autoconfig or guessed host names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySettings {
+    /// Where members read mail. Unset: no IMAP server is announced.
+    pub imap_host: Option<String>,
+    pub imap_port: u16,
+    pub imap_security: MailSecurity,
+    /// Where members send mail. Unset: no SMTP server is announced.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_security: MailSecurity,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            imap_host: None,
+            imap_port: 993,
+            imap_security: MailSecurity::Tls,
+            smtp_host: None,
+            smtp_port: 465,
+            smtp_security: MailSecurity::Tls,
+        }
+    }
+}
+
+impl DiscoverySettings {
+    /// What the well-known document announces; `None` when no host is set.
+    pub fn mail_settings(&self) -> Option<MailSettings> {
+        let endpoint = |host: &Option<String>, port, security| {
+            host.as_ref().map(|host| MailEndpoint { host: host.clone(), port, security })
+        };
+        let imap = endpoint(&self.imap_host, self.imap_port, self.imap_security);
+        let smtp = endpoint(&self.smtp_host, self.smtp_port, self.smtp_security);
+        (imap.is_some() || smtp.is_some()).then_some(MailSettings { imap, smtp })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -443,6 +486,23 @@ impl Settings {
         if matches!(self.smtp.host.as_deref(), Some("")) {
             return invalid("smtp.host", "must not be empty (leave it out to write mail to files)");
         }
+        let discovery = &self.discovery;
+        for (key, host) in [
+            ("discovery.imap_host", &discovery.imap_host),
+            ("discovery.smtp_host", &discovery.smtp_host),
+        ] {
+            if let Some(host) = host
+                && (host.is_empty() || host.contains(['@', ' ', '/', ':']))
+            {
+                return invalid(key, "must be a host name such as mail.example.org (no port)");
+            }
+        }
+        if discovery.imap_port == 0 {
+            return invalid("discovery.imap_port", "must be a port number (usually 993)");
+        }
+        if discovery.smtp_port == 0 {
+            return invalid("discovery.smtp_port", "must be a port number (usually 465)");
+        }
         Ok(())
     }
 
@@ -523,6 +583,11 @@ mod tests {
         let error = Settings::load(Some(&file)).expect_err("bad origin refused").to_string();
         assert!(error.contains("server.public_url"), "{error}");
 
+        std::fs::write(&file, "[discovery]\nimap_host = \"imap.example.org:993\"\n")
+            .expect("write");
+        let error = Settings::load(Some(&file)).expect_err("port in host refused").to_string();
+        assert!(error.contains("discovery.imap_host"), "{error}");
+
         let missing = dir.path().join("missing.toml");
         assert!(
             Settings::load(Some(&missing))
@@ -530,5 +595,28 @@ mod tests {
                 .to_string()
                 .contains("does not exist")
         );
+    }
+
+    #[test]
+    fn discovery_settings_become_the_announced_mail_servers() {
+        assert_eq!(Settings::default().discovery.mail_settings(), None);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("discovery.toml");
+        std::fs::write(
+            &file,
+            "[discovery]\nimap_host = \"imap.example.org\"\nsmtp_host = \"smtp.example.org\"\n\
+             smtp_port = 587\nsmtp_security = \"starttls\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&file)).expect("valid discovery settings");
+        let mail = settings.discovery.mail_settings().expect("announced");
+        let endpoint =
+            |host: &str, port, security| MailEndpoint { host: host.into(), port, security };
+        assert_eq!(mail.imap, Some(endpoint("imap.example.org", 993, MailSecurity::Tls)));
+        assert_eq!(mail.smtp, Some(endpoint("smtp.example.org", 587, MailSecurity::StartTls)));
+
+        std::fs::write(&file, "[discovery]\nimap_security = \"plain\"\n").expect("write");
+        let error = Settings::load(Some(&file)).expect_err("plain text refused").to_string();
+        assert!(error.contains("imap_security"), "{error}");
     }
 }

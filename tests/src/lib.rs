@@ -6,21 +6,29 @@
 //! - [`MailCapture`] is a minimal SMTP listener the server relays to, so tests
 //!   and the demo can read verification codes. (The real Postfix/Dovecot stack
 //!   replaces it where delivery itself is under test.)
+//! - [`AgentCli`] runs the real `sealpost-agent` binary with its own data
+//!   directory, and [`KeyringSession`] gives it a private, unlocked OS
+//!   keyring (a D-Bus session with GNOME Keyring).
+//! - [`web::StaticSite`] serves fixed pages over HTTPS with its own CA, for
+//!   what clients discover on web servers other than Sealpost's.
 //!
 //! Used by the integration tests in `tests/tests/` and by `sealpost-demo`.
 
+mod agent_cli;
 mod app;
 pub mod checks;
 mod client;
 mod mail_capture;
 mod mailstack;
 mod process;
+pub mod web;
 
+pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
 pub use app::{TestApp, TestUser};
 pub use client::{ApiClient, ApiResponse};
 pub use mail_capture::{CapturedMail, MailCapture};
 pub use mailstack::{MailStack, MailUser, MailboxMessage};
-pub use process::ServerProcess;
+pub use process::{ServerProcess, workspace_binary};
 
 /// A sample MIME message with a text body and one binary attachment.
 pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {

@@ -17,35 +17,34 @@ pub struct ServerProcess {
     pub fingerprint: String,
 }
 
+/// A binary of this workspace: the path in `$env_var` (set by `cargo xtask
+/// test`, which builds it once), else the debug build of `package`, brought
+/// up to date with `cargo build` first.
+pub fn workspace_binary(env_var: &str, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .with_context(|| format!("running cargo build for {package}"))?;
+    if !status.success() {
+        bail!("cargo build -p {package} failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    Ok(target.join("debug").join(bin))
+}
+
 impl ServerProcess {
     /// The binary to run: `$SEALPOST_SERVER_BIN`, or the workspace's debug
     /// build, brought up to date with `cargo build` first.
     pub fn binary() -> anyhow::Result<PathBuf> {
-        if let Some(path) = std::env::var_os("SEALPOST_SERVER_BIN") {
-            return Ok(PathBuf::from(path));
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "sealpost-server",
-                "--bin",
-                "sealpost-server",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .status()
-            .context("running cargo build for sealpost-server")?;
-        if !status.success() {
-            bail!("cargo build -p sealpost-server failed");
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        Ok(target.join("debug").join("sealpost-server"))
+        workspace_binary("SEALPOST_SERVER_BIN", "sealpost-server", "sealpost-server")
     }
 
     /// Runs `binary serve` with `args` and `env`, and waits for its banner.

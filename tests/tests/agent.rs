@@ -106,7 +106,7 @@ async fn a_delivered_notification_is_swapped_for_the_real_message() {
     let swapper = world.swapper(&world.alice).await;
     let mut session = world.session("alice").await;
     let report = swapper.process_folder(&mut session, "INBOX").await.expect("swap");
-    assert_eq!((report.swapped, report.rejected, report.deferred), (1, 0, 0));
+    assert_eq!((report.swapped.len(), report.rejected.len(), report.kept.len()), (1, 0, 0));
 
     let inbox = world.inbox().await;
     assert_eq!(count(&inbox, &stored), (1, 0), "one real message, no placeholder");
@@ -120,7 +120,7 @@ async fn a_delivered_notification_is_swapped_for_the_real_message() {
 
     // A second pass has nothing left to do.
     let again = swapper.process_folder(&mut session, "INBOX").await.expect("second pass");
-    assert_eq!(again.swapped, 0);
+    assert!(again.swapped.is_empty());
     assert_eq!(count(&world.inbox().await, &stored), (1, 0));
 }
 
@@ -169,7 +169,7 @@ async fn forged_notifications_are_never_fetched_or_touched() {
     let swapper = world.swapper(&world.alice).await;
     let mut session = world.session("alice").await;
     let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
-    assert_eq!((report.swapped, report.rejected), (0, 2));
+    assert_eq!((report.swapped.len(), report.rejected.len()), (0, 2));
     assert!(before == contents(world.inbox().await), "nothing in the mailbox changed");
     for stored in [&for_bob, &genuine] {
         let log: RetrievalLog = world
@@ -281,7 +281,7 @@ async fn a_backlog_of_200_notifications_is_swapped_in_one_pass_each_exactly_once
     let started = std::time::Instant::now();
     let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
     println!("200 notifications swapped in {:?}", started.elapsed());
-    assert_eq!((report.swapped, report.rejected, report.deferred), (200, 0, 0));
+    assert_eq!((report.swapped.len(), report.rejected.len(), report.kept.len()), (200, 0, 0));
 
     let inbox = world.inbox().await;
     for message in &stored {
@@ -298,7 +298,7 @@ async fn swapped_messages_are_found_by_local_search() {
     let index = Arc::new(SearchIndex::open(&dir.path().join("index.db")).await.expect("index"));
     let swapper = world.swapper(&world.alice).await.with_index(index.clone());
     let mut session = world.session("alice").await;
-    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped, 1);
+    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped.len(), 1);
 
     let hits = index.search("zygomor", 10).await.expect("search");
     assert_eq!(hits.len(), 1, "{hits:?}");
@@ -381,7 +381,7 @@ async fn an_expired_access_token_is_refreshed_silently_and_the_new_pair_handed_o
         TrustedServer::from_well_known(&world.app.well_known().await).expect("well-known");
     let swapper = Swapper::new(server, trusted, "alice@example.test");
     let mut session = world.session("alice").await;
-    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped, 1);
+    assert_eq!(swapper.process_folder(&mut session, "INBOX").await.expect("swap").swapped.len(), 1);
     assert_eq!(count(&world.inbox().await, &stored), (1, 0));
     let rotated = rotated.lock().expect("lock").clone();
     assert_eq!(rotated.len(), 1, "one refresh, its new refresh token handed over for storage");
@@ -405,11 +405,11 @@ async fn a_signed_out_device_keeps_the_placeholder_and_says_why() {
     let swapper = world.swapper(&laptop).await;
     let mut session = world.session("alice").await;
     let report = swapper.process_folder(&mut session, "INBOX").await.expect("pass");
-    assert_eq!((report.swapped, report.deferred), (0, 1));
+    assert_eq!((report.swapped.len(), report.kept.len()), (0, 1));
     let kept = &report.kept[0];
     assert_eq!(kept.message_id, stored.message_id);
     assert!(!kept.temporary);
     assert!(kept.reason.contains("signed out"), "{}", kept.reason);
     assert_eq!(count(&world.inbox().await, &stored), (0, 1), "the placeholder stays");
-    assert_eq!(report.next_uid, kept.uid, "the next pass tries it again");
+    assert!(report.next_uid > kept.uid, "an answer that will not change is not asked again");
 }

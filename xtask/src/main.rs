@@ -34,6 +34,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Independent checks of what the server sends: DKIM verification and spam scoring.
     "python3-dkim",
     "spamassassin",
+    // The agent keeps its secrets in the OS keyring: a private session bus
+    // with GNOME Keyring's Secret Service in the agent tests.
+    "dbus-daemon",
+    "dbus-bin",
+    "gnome-keyring",
 ];
 
 /// `debconf-set-selections` lines applied before installing, so that no
@@ -203,14 +208,25 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
         );
         &["test", "--workspace", "--locked"]
     };
-    // Tests that run the real server binary get it from here: built once, with
-    // the features `cargo build` gives it, instead of each test rebuilding it.
-    steps.run("server binary", "cargo build --locked -p sealpost-server", || {
-        run(cargo().args(["build", "--locked", "-p", "sealpost-server"]))
+    // Tests that run the real server and agent binaries get them from here:
+    // built once, with the features `cargo build` gives them, instead of
+    // each test rebuilding them.
+    let binaries = "cargo build --locked -p sealpost-server -p sealpost-agent-cli";
+    steps.run("binaries", binaries, || {
+        run(cargo().args([
+            "build",
+            "--locked",
+            "-p",
+            "sealpost-server",
+            "-p",
+            "sealpost-agent-cli",
+        ]))
     })?;
-    let server_binary = root.join("target/debug/sealpost-server");
     steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
-        run(cargo().args(tests).env("SEALPOST_SERVER_BIN", &server_binary))
+        run(cargo()
+            .args(tests)
+            .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
+            .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent")))
     })?;
     // nextest does not run doc tests.
     steps.run("doc tests", "cargo test --workspace --doc --locked", || {

@@ -60,6 +60,20 @@ pub struct HeaderFetch {
 /// One logged-in IMAP connection.
 pub struct MailboxSession {
     session: async_imap::Session<TlsStream<TcpStream>>,
+    /// Whether UID EXPUNGE can remove exactly chosen messages (RFC 4315).
+    uidplus: bool,
+    /// Whether UID MOVE exists (RFC 6851): the fallback without UIDPLUS.
+    can_move: bool,
+    /// Where removed messages go without UIDPLUS, found on first need.
+    trash: Option<String>,
+}
+
+/// What SELECT reports about a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub uid_validity: u32,
+    /// The UID the next message delivered will get (at least).
+    pub uid_next: u32,
 }
 
 async fn timed<T>(
@@ -99,13 +113,46 @@ impl MailboxSession {
         .await
         .map_err(|_| ImapError::Timeout("LOGIN"))?
         .map_err(|_| ImapError::Login(account.username.clone()))?;
-        Ok(Self { session })
+        let mut this = Self { session, uidplus: false, can_move: false, trash: None };
+        let capabilities = timed("CAPABILITY", this.session.capabilities()).await?;
+        this.uidplus = capabilities.has_str("UIDPLUS");
+        this.can_move = capabilities.has_str("MOVE");
+        Ok(this)
     }
 
     /// Selects `folder` read-write; returns its UIDVALIDITY.
     pub async fn select(&mut self, folder: &str) -> Result<u32, ImapError> {
+        Ok(self.select_status(folder).await?.uid_validity)
+    }
+
+    /// Selects `folder` read-write.
+    pub async fn select_status(&mut self, folder: &str) -> Result<FolderStatus, ImapError> {
         let mailbox = timed("SELECT", self.session.select(folder)).await?;
-        Ok(mailbox.uid_validity.unwrap_or(0))
+        Ok(FolderStatus {
+            uid_validity: mailbox.uid_validity.unwrap_or(0),
+            uid_next: mailbox.uid_next.unwrap_or(1),
+        })
+    }
+
+    /// The whole message `uid` of the selected folder, without marking it read.
+    pub async fn fetch_message(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
+        Ok(self.fetch_messages(&[uid]).await?.into_iter().next().map(|(_, raw)| raw))
+    }
+
+    /// Whole messages of the selected folder by UID, without marking them read.
+    pub async fn fetch_messages(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let fetches: Vec<_> = timed("UID FETCH", async {
+            self.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?.try_collect().await
+        })
+        .await?;
+        let mut messages: Vec<(u32, Vec<u8>)> =
+            fetches.iter().filter_map(|fetch| Some((fetch.uid?, fetch.body()?.to_vec()))).collect();
+        messages.sort_by_key(|(uid, _)| *uid);
+        Ok(messages)
     }
 
     /// UIDs of the selected folder from `first` on.
@@ -169,14 +216,24 @@ impl MailboxSession {
         timed("APPEND", self.session.append(folder, Some(&flags), date.as_deref(), message)).await
     }
 
-    /// Removes exactly `uids`: UID STORE \Deleted, then UID EXPUNGE of those
-    /// UIDs only (UIDPLUS), never a folder-wide EXPUNGE that would also remove
-    /// messages the user marked deleted.
+    /// Removes exactly `uids` from the selected folder, never with a
+    /// folder-wide EXPUNGE that would also remove messages the user marked
+    /// deleted: UID STORE \Deleted + UID EXPUNGE of those UIDs (UIDPLUS);
+    /// without UIDPLUS, UID MOVE to the Trash folder; without either, a
+    /// copy in Trash and the originals marked \Deleted for the user's
+    /// client to expunge.
     pub async fn remove(&mut self, uids: &[u32]) -> Result<(), ImapError> {
         if uids.is_empty() {
             return Ok(());
         }
         let set = uid_set(uids);
+        if !self.uidplus {
+            let trash = self.trash_folder().await?;
+            if self.can_move {
+                return timed("UID MOVE", self.session.uid_mv(&set, &trash)).await;
+            }
+            timed("UID COPY", self.session.uid_copy(&set, &trash)).await?;
+        }
         timed("UID STORE", async {
             self.session
                 .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
@@ -185,18 +242,40 @@ impl MailboxSession {
                 .await
         })
         .await?;
-        timed("UID EXPUNGE", async {
-            self.session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
+        if self.uidplus {
+            timed("UID EXPUNGE", async {
+                self.session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The folder marked \Trash (RFC 6154), else one named "Trash".
+    async fn trash_folder(&mut self) -> Result<String, ImapError> {
+        if let Some(trash) = &self.trash {
+            return Ok(trash.clone());
+        }
+        let names: Vec<_> = timed("LIST", async {
+            self.session.list(Some(""), Some("*")).await?.try_collect().await
         })
         .await?;
-        Ok(())
+        let marked = names.iter().find(|name| {
+            name.attributes()
+                .iter()
+                .any(|attribute| matches!(attribute, async_imap::types::NameAttribute::Trash))
+        });
+        let trash = marked.map_or_else(|| "Trash".to_owned(), |name| name.name().to_owned());
+        self.trash = Some(trash.clone());
+        Ok(trash)
     }
 
     /// IDLEs on the selected folder until the server reports a change or
     /// `max` passes (keep it under the 29 minutes servers allow). Returns the
     /// session and whether something changed.
     pub async fn wait_for_change(self, max: Duration) -> Result<(Self, bool), ImapError> {
-        let mut idle = self.session.idle();
+        let Self { session, uidplus, can_move, trash } = self;
+        let mut idle = session.idle();
         timed("IDLE", idle.init()).await?;
         let (wait, interrupt) = idle.wait_with_timeout(max);
         let response =
@@ -204,7 +283,10 @@ impl MailboxSession {
         // Dropping the handle interrupts the wait, so it lives until here.
         drop(interrupt);
         let session = timed("DONE", idle.done()).await?;
-        Ok((Self { session }, matches!(response, IdleResponse::NewData(_))))
+        Ok((
+            Self { session, uidplus, can_move, trash },
+            matches!(response, IdleResponse::NewData(_)),
+        ))
     }
 
     pub async fn logout(mut self) {

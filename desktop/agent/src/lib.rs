@@ -8,15 +8,26 @@
 //!
 //! The headless `sealpost-agent` binary and the Tauri app wrap this library.
 
+pub mod agent;
+pub mod config;
+pub mod discover;
 pub mod imap;
 pub mod index;
+pub mod policy;
+pub mod register;
+pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod swap;
 pub mod tls;
 pub mod watch;
 
+pub use agent::{Agent, AgentError, Status};
+pub use config::{AgentConfig, AgentPaths};
 pub use imap::{ImapAccount, ImapError, MailboxSession};
 pub use index::{SearchHit, SearchIndex};
-pub use server::{ServerClient, ServerError};
+pub use secrets::Secrets;
+pub use server::{ServerApi, ServerClient, ServerError};
+pub use state::AgentState;
 pub use swap::{FolderReport, KeptPlaceholder, SwapError, SwapStep, Swapper};
 pub use watch::Watcher;

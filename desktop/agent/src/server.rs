@@ -3,7 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sealpost_proto::api::{DeviceTokens, ErrorBody, ErrorCode, RefreshTokens};
+use sealpost_proto::api::{
+    CodeRequest, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, RefreshTokens, WellKnown,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::tls::{TlsError, client_config};
 
@@ -32,10 +36,82 @@ impl ServerError {
 
 type TokensRotated = Arc<dyn Fn(&DeviceTokens) + Send + Sync>;
 
+/// The server's API before the device has tokens: discovery and enrollment.
 #[derive(Clone)]
-pub struct ServerClient {
+pub struct ServerApi {
     http: reqwest::Client,
     base_url: String,
+}
+
+impl ServerApi {
+    /// `base_url` is where the API is reached; `ca_pem` a CA or certificate
+    /// to trust instead of the system roots (a self-signed test server).
+    pub fn new(base_url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ServerError> {
+        let mut tls = client_config(ca_pem)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(ServerError::Unreachable)?;
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET /.well-known/sealpost`: the origin and signing keys to pin.
+    pub async fn well_known(&self) -> Result<WellKnown, ServerError> {
+        let response = self.http.get(format!("{}/.well-known/sealpost", self.base_url)).send();
+        read_json(response.await, 200).await
+    }
+
+    /// Asks the server to email a verification code to `email`.
+    pub async fn request_code(&self, email: &str) -> Result<(), ServerError> {
+        self.post("/api/v1/verification-codes", &CodeRequest { email: email.to_owned() }, 202)
+            .await
+            .map(|_: serde_json::Value| ())
+    }
+
+    /// Enrolls this device and returns its tokens.
+    pub async fn enroll(&self, request: &EnrollDevice) -> Result<DeviceTokens, ServerError> {
+        self.post("/api/v1/devices", request, 201).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        expected: u16,
+    ) -> Result<T, ServerError> {
+        let response = self.http.post(format!("{}{path}", self.base_url)).json(body).send().await;
+        read_json(response, expected).await
+    }
+}
+
+/// The body of a `expected` answer as `T`, or the server's error.
+async fn read_json<T: DeserializeOwned>(
+    response: reqwest::Result<reqwest::Response>,
+    expected: u16,
+) -> Result<T, ServerError> {
+    let response = response.map_err(ServerError::Unreachable)?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(ServerError::Unreachable)?;
+    if status != expected {
+        return Err(refused(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|error| ServerError::Refused {
+        status,
+        code: None,
+        message: format!("unreadable answer: {error}"),
+    })
+}
+
+#[derive(Clone)]
+pub struct ServerClient {
+    api: ServerApi,
     /// The device's current token pair; refreshed silently when the access
     /// token expires.
     tokens: Arc<Mutex<DeviceTokens>>,
@@ -45,26 +121,16 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    /// `base_url` is where the API is reached; `ca_pem` a CA or certificate
-    /// to trust instead of the system roots (a self-signed test server).
     pub fn new(
         base_url: &str,
         ca_pem: Option<&[u8]>,
         tokens: DeviceTokens,
     ) -> Result<Self, ServerError> {
-        let mut tls = client_config(ca_pem)?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(ServerError::Unreachable)?;
-        Ok(Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            tokens: Arc::new(Mutex::new(tokens)),
-            on_rotated: None,
-        })
+        Ok(Self::with_api(ServerApi::new(base_url, ca_pem)?, tokens))
+    }
+
+    pub fn with_api(api: ServerApi, tokens: DeviceTokens) -> Self {
+        Self { api, tokens: Arc::new(Mutex::new(tokens)), on_rotated: None }
     }
 
     /// Calls `store` with each new token pair after a refresh.
@@ -88,24 +154,8 @@ impl ServerClient {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .refresh_token
             .clone();
-        let response = self
-            .http
-            .post(format!("{}/api/v1/devices/refresh", self.base_url))
-            .json(&RefreshTokens { refresh_token })
-            .send()
-            .await
-            .map_err(ServerError::Unreachable)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(ServerError::Unreachable)?;
-        if status != 200 {
-            return Err(refused(status, &body));
-        }
         let tokens: DeviceTokens =
-            serde_json::from_slice(&body).map_err(|error| ServerError::Refused {
-                status,
-                code: None,
-                message: format!("unreadable token refresh answer: {error}"),
-            })?;
+            self.api.post("/api/v1/devices/refresh", &RefreshTokens { refresh_token }, 200).await?;
         if let Some(store) = &self.on_rotated {
             store(&tokens);
         }
@@ -127,8 +177,9 @@ impl ServerClient {
 
     async fn content_once(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
         let response = self
+            .api
             .http
-            .get(format!("{}/api/v1/messages/{message_id}/content", self.base_url))
+            .get(format!("{}/api/v1/messages/{message_id}/content", self.api.base_url))
             .bearer_auth(self.access_token())
             .send()
             .await
@@ -153,6 +204,6 @@ fn refused(status: u16, body: &[u8]) -> ServerError {
 
 impl std::fmt::Debug for ServerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerClient").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("ServerClient").field("base_url", &self.api.base_url).finish_non_exhaustive()
     }
 }

@@ -20,11 +20,13 @@
 use sealpost_proto::ContentDigest;
 use sealpost_proto::notification::{SignedNotification, TrustedServer, parse};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::imap::{HeaderFetch, ImapError, MailboxSession};
 use crate::index::{IndexedMessage, SearchIndex};
 use crate::server::{ServerClient, ServerError};
+use crate::state::now_unix;
 
 /// Marks a real message the agent put in place of a placeholder.
 pub const SWAPPED_HEADER: &str = "X-Sealpost-Swapped";
@@ -48,6 +50,10 @@ pub enum SwapError {
         "the server's content for message {message_id} does not match the notification's SHA-256"
     )]
     DigestMismatch { message_id: String },
+    #[error(
+        "message {message_id} was appended but the mail server cannot find it; the placeholder is kept"
+    )]
+    CopyMissing { message_id: String },
     #[error("the swap was interrupted after {0:?}")]
     Interrupted(SwapStep),
 }
@@ -55,18 +61,40 @@ pub enum SwapError {
 /// What one pass over a folder did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderReport {
-    pub swapped: usize,
+    /// How many messages the pass looked at (those after the cursor).
+    pub examined: usize,
+    pub swapped: Vec<SwappedMessage>,
     /// Notifications that failed verification: left alone, never fetched.
-    pub rejected: usize,
-    /// Notifications kept because the server could not be used.
-    pub deferred: usize,
-    /// Why each kept placeholder was kept, for status and the log.
+    pub rejected: Vec<RejectedNotification>,
+    /// Placeholders left in place, and why, for status and the log.
     pub kept: Vec<KeptPlaceholder>,
     /// The folder's UIDVALIDITY during the pass.
     pub uid_validity: u32,
     /// Where the next pass starts: after everything seen, or at the first
-    /// deferred notification so it is tried again.
+    /// placeholder kept for a temporary reason so it is tried again.
     pub next_uid: u32,
+}
+
+impl FolderReport {
+    /// Whether a placeholder waits for the server to come back.
+    pub fn has_temporary(&self) -> bool {
+        self.kept.iter().any(|kept| kept.temporary)
+    }
+}
+
+/// A real message now in place of its placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwappedMessage {
+    pub message_id: String,
+    /// The real copy's UID.
+    pub uid: u32,
+}
+
+/// A notification the agent refused to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedNotification {
+    pub uid: u32,
+    pub reason: String,
 }
 
 /// A placeholder left in place, and why.
@@ -139,10 +167,14 @@ impl Swapper {
         let uids = session.uids_from(first).await?;
         let mut report = FolderReport {
             uid_validity,
+            examined: uids.len(),
             next_uid: uids.last().map_or(first, |last| last + 1),
             ..FolderReport::default()
         };
-        let mut first_deferred = None;
+        let mut first_retry = None;
+        // Once the server failed for a temporary reason, the rest of the
+        // pass waits too instead of timing out once per notification.
+        let mut unavailable: Option<String> = None;
         for fetch in session.fetch_headers(&uids).await? {
             if !looks_like_notification(&fetch) {
                 continue;
@@ -151,38 +183,63 @@ impl Swapper {
                 Ok(notification) => notification,
                 Err(error) => {
                     tracing::warn!(folder, uid = fetch.uid, %error, "malformed Sealpost headers; left alone");
-                    report.rejected += 1;
+                    report.rejected.push(RejectedNotification {
+                        uid: fetch.uid,
+                        reason: format!("malformed Sealpost headers: {error}"),
+                    });
                     continue;
                 }
             };
             if let Err(error) = notification.verify(&self.trusted, &self.recipient) {
                 tracing::warn!(folder, uid = fetch.uid, %error, "notification failed verification: possible phishing; not fetched, left alone");
-                report.rejected += 1;
+                report.rejected.push(RejectedNotification {
+                    uid: fetch.uid,
+                    reason: format!("possible phishing, not fetched: {error}"),
+                });
+                continue;
+            }
+            let message_id = notification.fields.message_id.to_string();
+            if let Some(reason) = &unavailable {
+                report.kept.push(KeptPlaceholder {
+                    uid: fetch.uid,
+                    message_id,
+                    reason: reason.clone(),
+                    temporary: true,
+                });
+                first_retry = first_retry.or(Some(fetch.uid));
                 continue;
             }
             match self.swap(session, folder, &fetch, &notification).await {
-                Ok(()) => report.swapped += 1,
+                Ok(uid) => report.swapped.push(SwappedMessage { message_id, uid }),
                 Err(SwapError::Server(error)) => {
                     let kept = KeptPlaceholder {
                         uid: fetch.uid,
-                        message_id: notification.fields.message_id.to_string(),
+                        message_id,
                         reason: explain(&error),
                         temporary: error.is_temporary(),
                     };
                     tracing::warn!(folder, uid = fetch.uid, %error, temporary = kept.temporary, "placeholder kept");
-                    report.deferred += 1;
+                    if kept.temporary {
+                        first_retry = first_retry.or(Some(fetch.uid));
+                        unavailable = Some(kept.reason.clone());
+                    }
                     report.kept.push(kept);
-                    first_deferred = first_deferred.or(Some(fetch.uid));
                 }
                 Err(error @ SwapError::DigestMismatch { .. }) => {
                     tracing::warn!(folder, uid = fetch.uid, %error, "placeholder kept");
-                    report.rejected += 1;
+                    report
+                        .rejected
+                        .push(RejectedNotification { uid: fetch.uid, reason: error.to_string() });
                 }
                 Err(error) => return Err(error),
             }
         }
-        if let Some(uid) = first_deferred {
-            report.next_uid = uid;
+        match first_retry {
+            Some(uid) => report.next_uid = uid,
+            None if !report.swapped.is_empty() => {
+                report.next_uid = self.after_own_copies(session, &report).await?;
+            }
+            None => {}
         }
         Ok(report)
     }
@@ -193,7 +250,7 @@ impl Swapper {
         folder: &str,
         placeholder: &HeaderFetch,
         notification: &SignedNotification,
-    ) -> Result<(), SwapError> {
+    ) -> Result<u32, SwapError> {
         let message_id = notification.fields.message_id.as_str();
         let mut copies = session.search_header(SWAPPED_HEADER, message_id).await?;
         let mut content = None;
@@ -213,7 +270,10 @@ impl Swapper {
             session.remove(&copies[1..]).await?;
         }
         self.step(SwapStep::DuplicatesRemoved)?;
-        if let (Some(index), Some(&uid)) = (&self.index, copies.first()) {
+        let Some(&uid) = copies.first() else {
+            return Err(SwapError::CopyMissing { message_id: message_id.to_owned() });
+        };
+        if let Some(index) = &self.index {
             // A copy left by an interrupted run was not fetched this time.
             let content = match content {
                 Some(content) => content,
@@ -226,12 +286,34 @@ impl Swapper {
         }
         session.remove(&[placeholder.uid]).await?;
         self.step(SwapStep::PlaceholderRemoved)?;
-        tracing::info!(folder, message = message_id, "placeholder swapped for the real message");
-        Ok(())
+        tracing::info!(
+            folder,
+            message = message_id,
+            uid,
+            "placeholder swapped for the real message"
+        );
+        Ok(uid)
     }
 }
 
 impl Swapper {
+    /// The real copies this pass appended come after the cursor; moving
+    /// the cursor past them spares the next pass from reading them again.
+    /// It stops at the first message that is not ours (mail that arrived
+    /// during the pass), so nothing new is ever skipped.
+    async fn after_own_copies(
+        &self,
+        session: &mut MailboxSession,
+        report: &FolderReport,
+    ) -> Result<u32, SwapError> {
+        let ours: HashSet<u32> = report.swapped.iter().map(|swapped| swapped.uid).collect();
+        let later = session.uids_from(report.next_uid).await?;
+        Ok(match later.iter().find(|uid| !ours.contains(uid)) {
+            Some(&first_new) => first_new,
+            None => later.last().map_or(report.next_uid, |last| last + 1),
+        })
+    }
+
     async fn fetch_verified(
         &self,
         notification: &SignedNotification,
@@ -265,12 +347,6 @@ fn explain(error: &ServerError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Cheap check before parsing: any `X-Sealpost-` header field other than

@@ -25,7 +25,8 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// What a client needs to trust this server's notifications.
+/// What a client needs to trust this server's notifications, and where the
+/// organization's mail servers are when configured (`[discovery]`).
 #[utoipa::path(get, path = "/.well-known/sealpost", tag = "discovery",
     responses((status = 200, body = WellKnown)))]
 pub async fn well_known(State(state): State<AppState>) -> ApiJson<WellKnown> {
@@ -33,6 +34,7 @@ pub async fn well_known(State(state): State<AppState>) -> ApiJson<WellKnown> {
         api_version: API_VERSION,
         origin: state.origin.clone(),
         signing_keys: state.keys.published().to_vec(),
+        mail: state.settings.discovery.mail_settings(),
     })
 }
 

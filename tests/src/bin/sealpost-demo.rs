@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 format!(
                     "signature verified, content fetched, sha256 checked, {} swapped; INBOX UID {} now holds the real \
                      message (flags {:?}), no placeholder left",
-                    report.swapped, real.uid, real.flags
+                    report.swapped.len(), real.uid, real.flags
                 ),
             ))
         }

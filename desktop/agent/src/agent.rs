@@ -1,0 +1,330 @@
+//! The registered agent put together: configuration, keyring secrets, state,
+//! search index, swapper and one watcher per folder. The headless binary
+//! and the desktop app both drive this.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sealpost_proto::api::WellKnown;
+use sealpost_proto::notification::TrustedServer;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, AgentPaths, ConfigError};
+use crate::imap::{ImapAccount, MailboxSession};
+use crate::index::{IndexError, IndexedMessage, SearchIndex};
+use crate::secrets::{SecretError, Secrets};
+use crate::server::{ServerClient, ServerError};
+use crate::state::{
+    AgentState, ConnectionState, KeptRecord, RejectedRecord, StateError, SwapRecord, now_unix,
+};
+use crate::swap::{FolderReport, SWAPPED_HEADER, SwapError, Swapper};
+use crate::watch::Watcher;
+
+/// How many messages one fetch brings when rebuilding the index.
+const REINDEX_BATCH: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error(
+        "the pinned signing keys in {0} are unusable: {1}; run `sealpost-agent register` again"
+    )]
+    PinnedKeys(PathBuf, String),
+    #[error(
+        "another Sealpost agent already watches this mailbox from {0} (the desktop app or `sealpost-agent run`); stop it first"
+    )]
+    AlreadyRunning(PathBuf),
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    paths: AgentPaths,
+    state: Arc<AgentState>,
+    index: Arc<SearchIndex>,
+    swapper: Arc<Swapper>,
+    account: ImapAccount,
+    /// The index file did not exist: rebuild it from the mailbox.
+    index_was_missing: bool,
+    /// Held while this agent lives: one watcher per mailbox on this computer.
+    _lock: File,
+}
+
+impl Agent {
+    /// Loads the registration and secrets and takes the mailbox lock.
+    pub async fn open(paths: &AgentPaths, secrets: Secrets) -> Result<Self, AgentError> {
+        let config = AgentConfig::load(paths)?;
+        let lock = take_lock(paths)?;
+        let ca_pem = config.ca_pem()?;
+        let tokens = secrets.device_tokens().await?;
+        let password = secrets.mailbox_password().await?;
+        let well_known = WellKnown {
+            api_version: sealpost_proto::api::API_VERSION,
+            origin: config.server.origin.clone(),
+            signing_keys: config.server.signing_keys.clone(),
+            mail: None,
+        };
+        let trusted = TrustedServer::from_well_known(&well_known)
+            .map_err(|error| AgentError::PinnedKeys(paths.config_file(), error.to_string()))?;
+        let rotated = secrets.clone();
+        let server = ServerClient::new(&config.server.url, ca_pem.as_deref(), tokens)?
+            .on_tokens_rotated(move |tokens| {
+                if let Err(error) = rotated.set_device_tokens_blocking(tokens) {
+                    tracing::error!(%error, "could not store the refreshed device token; the next start needs a new registration");
+                }
+            });
+        let index_was_missing = !paths.index_db().exists();
+        let index = Arc::new(SearchIndex::open(&paths.index_db()).await?);
+        let state = Arc::new(AgentState::open(&paths.state_db()).await?);
+        let swapper =
+            Arc::new(Swapper::new(server, trusted, &config.email).with_index(index.clone()));
+        let account = ImapAccount {
+            host: config.imap.host.clone(),
+            port: config.imap.port,
+            username: config.imap.username.clone(),
+            password,
+            ca_pem,
+        };
+        Ok(Self {
+            config,
+            paths: paths.clone(),
+            state,
+            index,
+            swapper,
+            account,
+            index_was_missing,
+            _lock: lock,
+        })
+    }
+
+    fn watcher(&self, folder: &str) -> Watcher {
+        Watcher::new(self.account.clone(), self.swapper.clone(), folder)
+            .with_state(self.state.clone())
+    }
+
+    /// Processes what is pending in every watched folder, once.
+    pub async fn run_once(&self) -> Result<Vec<(String, FolderReport)>, AgentError> {
+        let mut session = MailboxSession::connect(&self.account).await.map_err(SwapError::from)?;
+        self.rebuild_index_if_lost(&mut session).await?;
+        let mut reports = Vec::new();
+        for folder in &self.config.folders {
+            let report = self.watcher(folder).pass(&mut session).await?;
+            reports.push((folder.clone(), report));
+        }
+        session.logout().await;
+        Ok(reports)
+    }
+
+    /// Watches every folder until `shutdown` is cancelled.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        self.state.clear_connections().await?;
+        if self.index_was_missing {
+            match MailboxSession::connect(&self.account).await {
+                Ok(mut session) => {
+                    self.rebuild_index_if_lost(&mut session).await?;
+                    session.logout().await;
+                }
+                // The watchers retry the connection; the index waits for `reindex`.
+                Err(error) => tracing::warn!(%error, "could not rebuild the search index now"),
+            }
+        }
+        let watchers: Vec<_> = self
+            .config
+            .folders
+            .iter()
+            .map(|folder| {
+                let watcher = self.watcher(folder);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { watcher.run(shutdown).await })
+            })
+            .collect();
+        for watcher in watchers {
+            if let Err(error) = watcher.await {
+                tracing::error!(%error, "a folder watcher stopped unexpectedly");
+            }
+        }
+        self.state.clear_connections().await?;
+        Ok(())
+    }
+
+    async fn rebuild_index_if_lost(&self, session: &mut MailboxSession) -> Result<(), AgentError> {
+        if self.index_was_missing {
+            let count = self.rebuild_index_on(session, &|_, _| {}).await?;
+            tracing::info!(count, "search index rebuilt from the mailbox");
+        }
+        Ok(())
+    }
+
+    /// Re-indexes every swapped message in the watched folders from the
+    /// mailbox; `progress` hears (done, total) per folder batch.
+    pub async fn rebuild_index(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<usize, AgentError> {
+        let mut session = MailboxSession::connect(&self.account).await.map_err(SwapError::from)?;
+        let count = self.rebuild_index_on(&mut session, progress).await?;
+        session.logout().await;
+        Ok(count)
+    }
+
+    async fn rebuild_index_on(
+        &self,
+        session: &mut MailboxSession,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<usize, AgentError> {
+        let mut indexed = 0;
+        for folder in &self.config.folders {
+            session.select(folder).await.map_err(SwapError::from)?;
+            let uids = session.search_header(SWAPPED_HEADER, "").await.map_err(SwapError::from)?;
+            for batch in uids.chunks(REINDEX_BATCH) {
+                for (uid, raw) in session.fetch_messages(batch).await.map_err(SwapError::from)? {
+                    let Some(message_id) = swapped_message_id(&raw) else { continue };
+                    let entry = IndexedMessage { message_id: &message_id, folder, uid, raw: &raw };
+                    self.index.add(&entry, now_unix()).await?;
+                    indexed += 1;
+                }
+                progress(indexed, uids.len());
+            }
+        }
+        Ok(indexed)
+    }
+
+    pub fn paths(&self) -> &AgentPaths {
+        &self.paths
+    }
+}
+
+/// The Sealpost message id a swapped-in message carries in its first header.
+fn swapped_message_id(raw: &[u8]) -> Option<String> {
+    let line = raw.split(|byte| *byte == b'\n').next()?;
+    let (name, value) = std::str::from_utf8(line).ok()?.split_once(':')?;
+    if !name.eq_ignore_ascii_case(SWAPPED_HEADER) {
+        return None;
+    }
+    Some(value.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+pub(crate) fn take_lock(paths: &AgentPaths) -> Result<File, AgentError> {
+    paths.create()?;
+    let path = paths.lock_file();
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| AgentError::Lock { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(AgentError::AlreadyRunning(paths.dir.clone()))
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(AgentError::Lock { path, source }),
+    }
+}
+
+/// Whether an agent holds this data directory's lock right now.
+fn agent_running(paths: &AgentPaths) -> bool {
+    let Ok(file) = File::options().write(true).open(paths.lock_file()) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Everything `sealpost-agent status` shows; read without the keyring.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub email: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub server: String,
+    pub imap: String,
+    pub folders: Vec<String>,
+    pub data_dir: PathBuf,
+    /// Whether an agent (this binary or the app) is watching right now.
+    pub running: bool,
+    pub connections: Vec<ConnectionState>,
+    pub swapped_total: u64,
+    pub last_swap: Option<SwapRecord>,
+    /// Placeholders waiting for the server to come back.
+    pub pending: Vec<KeptRecord>,
+    /// Placeholders that will not be swapped, with the reason.
+    pub failed: Vec<KeptRecord>,
+    /// Notifications refused as possible phishing.
+    pub rejected: Vec<RejectedRecord>,
+    pub indexed: u64,
+}
+
+impl Status {
+    pub async fn read(paths: &AgentPaths) -> Result<Self, AgentError> {
+        let config = AgentConfig::load(paths)?;
+        let state = AgentState::open(&paths.state_db()).await?;
+        let running = agent_running(paths);
+        let (recent, swapped_total) = state.recent_swaps(1).await?;
+        let (pending, failed) = state.kept().await?.into_iter().partition(|kept| kept.temporary);
+        let indexed = if paths.index_db().exists() {
+            SearchIndex::open(&paths.index_db()).await?.count().await?
+        } else {
+            0
+        };
+        Ok(Self {
+            email: config.email,
+            device_id: config.device_id,
+            device_name: config.device_name,
+            server: config.server.url,
+            imap: format!("{}:{}", config.imap.host, config.imap.port),
+            folders: config.folders,
+            data_dir: paths.dir.clone(),
+            running,
+            connections: if running { state.connections().await? } else { Vec::new() },
+            swapped_total,
+            last_swap: recent.into_iter().next(),
+            pending,
+            failed,
+            rejected: state.rejected().await?,
+            indexed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_swapped_marker_only_from_the_first_line() {
+        assert_eq!(
+            swapped_message_id(b"X-Sealpost-Swapped: msg_1\r\nFrom: a@b\r\n").as_deref(),
+            Some("msg_1")
+        );
+        assert_eq!(swapped_message_id(b"x-sealpost-swapped:msg_2\n").as_deref(), Some("msg_2"));
+        assert_eq!(swapped_message_id(b"From: a@b\r\nX-Sealpost-Swapped: msg_1\r\n"), None);
+        assert_eq!(swapped_message_id(b"X-Sealpost-Swapped: \r\n"), None);
+    }
+
+    #[test]
+    fn one_agent_per_data_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = AgentPaths::new(dir.path());
+        assert!(!agent_running(&paths));
+        let lock = take_lock(&paths).expect("first lock");
+        assert!(agent_running(&paths));
+        let error = take_lock(&paths).expect_err("second agent refused");
+        assert!(error.to_string().contains("stop it first"), "{error}");
+        drop(lock);
+        assert!(!agent_running(&paths));
+    }
+}

@@ -1,0 +1,282 @@
+//! `sealpost-agent`: the headless Sealpost desktop agent.
+//!
+//! Wiring only: every behaviour lives in the `sealpost-agent` library, which
+//! the desktop app drives the same way.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use sealpost_agent::discover::DiscoveryRequest;
+use sealpost_agent::policy::Policy;
+use sealpost_agent::register::{CODE_WAIT, RegisterRequest, register};
+use sealpost_agent::{Agent, AgentConfig, AgentPaths, SearchIndex, Secrets, Status};
+use sealpost_proto::api::{MailEndpoint, MailSecurity};
+use tokio_util::sync::CancellationToken;
+
+mod output;
+
+/// Exit status of `run --once` when placeholders wait for the server.
+const EXIT_PENDING: u8 = 75;
+
+#[derive(Parser)]
+#[command(
+    name = "sealpost-agent",
+    version,
+    about = "The Sealpost desktop agent: swaps secure-message notifications in your mailbox for the real messages"
+)]
+struct Cli {
+    /// The agent's data directory [default: the per-user data folder + /sealpost]
+    #[arg(long, global = true, env = "SEALPOST_AGENT_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register this computer: finds the server and mailbox, reads the
+    /// verification code from the inbox itself, stores secrets in the keyring
+    Register(RegisterArgs),
+    /// Watch the mailbox and swap notifications as they arrive
+    Run {
+        /// Process what is pending, then exit (75 when some placeholders wait for the server)
+        #[arg(long)]
+        once: bool,
+    },
+    /// Search the swapped messages on this computer
+    Search {
+        /// Words to find (each matches as a prefix)
+        query: String,
+        /// Print JSON lines for machines
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show the registration, connection, last swap, pending and failed messages
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the search index from the swapped messages in the mailbox
+    Reindex,
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Your email address
+    #[arg(long)]
+    email: String,
+    /// Read the mailbox password from the first line of standard input
+    /// (otherwise it is asked for, or taken from SEALPOST_MAILBOX_PASSWORD)
+    #[arg(long)]
+    password_stdin: bool,
+    /// The Sealpost server, when it cannot be discovered
+    #[arg(long)]
+    server: Option<String>,
+    /// IMAP server host, when it cannot be discovered
+    #[arg(long)]
+    imap_host: Option<String>,
+    #[arg(long, default_value_t = 993, requires = "imap_host")]
+    imap_port: u16,
+    /// SMTP server host for sending
+    #[arg(long)]
+    smtp_host: Option<String>,
+    #[arg(long, default_value_t = 465, requires = "smtp_host")]
+    smtp_port: u16,
+    /// A folder to watch (repeat for several) [default: INBOX]
+    #[arg(long = "folder")]
+    folders: Vec<String>,
+    /// The name this computer gets in your device list
+    #[arg(long)]
+    device_name: Option<String>,
+    /// A PEM file of certificate authorities to trust instead of the system's
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Use ADDRESS for HOST during discovery, like curl's --resolve (HOST=IP:PORT)
+    #[arg(long, value_parser = parse_resolve)]
+    resolve: Vec<(String, SocketAddr)>,
+    /// How long to wait for the verification email, in seconds
+    #[arg(long, default_value_t = CODE_WAIT.as_secs())]
+    code_wait: u64,
+}
+
+fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
+    let (host, address) = text.split_once('=').ok_or("expected HOST=IP:PORT")?;
+    let address = address.parse().map_err(|error| format!("{address}: {error}"))?;
+    Ok((host.to_ascii_lowercase(), address))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = match cli.data_dir {
+        Some(dir) => AgentPaths::new(dir),
+        None => AgentPaths::from_environment()?,
+    };
+    let _log_guard = output::init_logging(&paths, matches!(cli.command, Command::Run { .. }))?;
+    match cli.command {
+        Command::Register(args) => register_command(&paths, args).await,
+        Command::Run { once } => run_command(&paths, once).await,
+        Command::Search { query, json, limit } => {
+            AgentConfig::load(&paths)?;
+            let index = SearchIndex::open(&paths.index_db()).await?;
+            output::print_hits(&index.search(&query, limit).await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            output::print_status(&Status::read(&paths).await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reindex => {
+            let agent = open_agent(&paths).await?;
+            let count = agent
+                .rebuild_index(&|done, total| eprintln!("indexed {done} of {total} messages"))
+                .await?;
+            println!("search index rebuilt: {count} messages");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn open_agent(paths: &AgentPaths) -> anyhow::Result<Agent> {
+    let config = AgentConfig::load(paths)?;
+    let secrets = Secrets::os_keyring(&config.email).await?;
+    Ok(Agent::open(paths, secrets).await?)
+}
+
+async fn run_command(paths: &AgentPaths, once: bool) -> anyhow::Result<ExitCode> {
+    let agent = open_agent(paths).await?;
+    if once {
+        let reports = agent.run_once().await?;
+        let pending = output::print_reports(&reports);
+        return Ok(if pending { ExitCode::from(EXIT_PENDING) } else { ExitCode::SUCCESS });
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tracing::info!(email = %agent.config.email, folders = ?agent.config.folders, "watching the mailbox");
+    agent.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            shutdown.cancel();
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+async fn register_command(paths: &AgentPaths, args: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let policy = Policy::load_system()?;
+    // Checked first: without a keyring nothing can be stored, so nothing is asked of the server.
+    let secrets = Secrets::os_keyring(&args.email).await?;
+    secrets.check_writable().await?;
+    let password = read_password(args.password_stdin)?;
+    let ca_pem = args
+        .ca_file
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
+        .transpose()?;
+    let ca_file = args.ca_file.map(|path| std::path::absolute(&path).unwrap_or(path));
+    let endpoint = |host: Option<String>, port: u16| {
+        host.map(|host| MailEndpoint { host, port, security: MailSecurity::Tls })
+    };
+    let request = RegisterRequest {
+        discovery: DiscoveryRequest {
+            email: args.email.trim().to_owned(),
+            server_url: args.server,
+            imap: endpoint(args.imap_host, args.imap_port),
+            smtp: endpoint(args.smtp_host, args.smtp_port),
+            policy,
+            ca_pem,
+            resolve: args.resolve,
+        },
+        password,
+        device_name: args.device_name.unwrap_or_else(default_device_name),
+        folders: (!args.folders.is_empty()).then_some(args.folders),
+        ca_file,
+        code_wait: Duration::from_secs(args.code_wait),
+    };
+    let registered = register(paths, &secrets, request, &|step| {
+        println!("[{:>6.0} ms] {step}", started.elapsed().as_secs_f64() * 1000.0);
+    })
+    .await?;
+    let config = &registered.config;
+    println!(
+        "[{:>6.0} ms] registered {} as device {} with {}; watching {}",
+        started.elapsed().as_secs_f64() * 1000.0,
+        config.email,
+        config.device_id,
+        config.server.url,
+        config.folders.join(", ")
+    );
+    println!("Next: `sealpost-agent run` watches the mailbox (or start the Sealpost app).");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else if let Ok(password) = std::env::var("SEALPOST_MAILBOX_PASSWORD") {
+        password
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Mailbox password: ").context("reading the password")?
+    } else {
+        bail!(
+            "no mailbox password: pass --password-stdin and pipe it, or run in a terminal to be asked"
+        )
+    };
+    if password.is_empty() {
+        bail!("the mailbox password is empty");
+    }
+    Ok(password)
+}
+
+fn default_device_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "this computer".to_owned());
+    format!("{host} (sealpost-agent)")
+}

@@ -1,0 +1,335 @@
+//! The `sealpost-agent` binary end to end on the real mail stack, the real
+//! server and a real OS keyring: registration with the code read from the
+//! inbox, `run --once` over a backlog, the persisted cursor, search, status,
+//! the index rebuilt from the mailbox, and the watcher across restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealpost_agent::swap::SWAPPED_HEADER;
+use sealpost_harness::{AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime};
+use sealpost_proto::api::StoredMessage;
+use sealpost_proto::notification::parse;
+use sealpost_proto::verification::find_code;
+
+const ALICE: &str = "alice@example.test";
+
+struct World {
+    stack: Arc<MailStack>,
+    app: TestApp,
+    sender: TestUser,
+    keyring: KeyringSession,
+}
+
+async fn world() -> World {
+    let stack = Arc::new(MailStack::start(&["sender", "alice"]).await.expect("mail stack"));
+    let app = TestApp::spawn_on(stack.clone(), |s| s.outbox.worker = false).await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    let keyring = KeyringSession::start().await.expect("keyring");
+    World { stack, app, sender, keyring }
+}
+
+impl World {
+    fn trusted_pem(&self) -> Vec<u8> {
+        let mut pem = self.app.cert_pem.clone();
+        pem.extend_from_slice(self.stack.ca_pem().as_bytes());
+        pem
+    }
+
+    async fn registered_agent(&self) -> AgentCli {
+        let agent = AgentCli::new(self.keyring.env()).expect("agent");
+        agent
+            .register(&self.stack, ALICE, &self.app.base_url, &self.trusted_pem(), &[])
+            .await
+            .expect("run register")
+            .expect_success("register");
+        agent
+    }
+
+    /// Stores `count` messages for alice; the server mails the notifications.
+    async fn send(&self, subjects: &[String]) -> Vec<StoredMessage> {
+        let mut stored = Vec::new();
+        for subject in subjects {
+            let mime = sample_mime(subject, &format!("Body of {subject}"), b"attachment");
+            stored.push(self.app.store_and_notify(self.sender.token(), &[ALICE], mime).await);
+        }
+        while self.app.outbox.step().await.expect("outbox step").sent > 0 {}
+        stored
+    }
+
+    /// Waits until INBOX holds `count` notifications or real copies in all.
+    async fn wait_for_inbox(&self, count: usize) {
+        self.stack
+            .wait_for_messages(ALICE, "INBOX", count, Duration::from_secs(60))
+            .await
+            .expect("the notifications arrive");
+    }
+
+    /// (real copies, placeholders) per message in INBOX.
+    async fn copies(&self, stored: &StoredMessage) -> (usize, usize) {
+        let inbox = self.stack.messages(ALICE, "INBOX").await.expect("INBOX");
+        let real = inbox
+            .iter()
+            .filter(|m| {
+                String::from_utf8_lossy(&m.raw)
+                    .contains(&format!("{SWAPPED_HEADER}: {}", stored.message_id))
+            })
+            .count();
+        let placeholders = inbox
+            .iter()
+            .filter(|m| {
+                parse(&m.raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id)
+            })
+            .count();
+        (real, placeholders)
+    }
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
+}
+
+#[tokio::test]
+async fn register_reads_the_code_itself_and_keeps_secrets_in_the_keyring() {
+    let world = world().await;
+    let agent = AgentCli::new(world.keyring.env()).expect("agent");
+    let output = agent
+        .register(&world.stack, ALICE, &world.app.base_url, &world.trusted_pem(), &[])
+        .await
+        .expect("run register")
+        .expect_success("register");
+    println!("registration took {:?} (target: under 3 s)\n{}", output.elapsed, output.stdout);
+    assert!(output.stdout.contains("reading the verification email"), "{}", output.stdout);
+    assert!(output.stdout.contains("registered alice@example.test"), "{}", output.stdout);
+
+    // The code email was read and deleted: nothing in INBOX carries a code.
+    let inbox = world.stack.messages(ALICE, "INBOX").await.expect("INBOX");
+    assert!(
+        inbox.iter().all(|m| find_code(&m.raw, &world.app.origin).is_none()),
+        "the verification email is gone"
+    );
+
+    // The secrets are nowhere on disk in clear.
+    let password = &world.stack.user(ALICE).password;
+    for entry in walk(agent.data_dir()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(password.as_str()),
+            "{} holds the mailbox password",
+            entry.display()
+        );
+    }
+    let config = std::fs::read_to_string(agent.data_dir().join("agent.toml")).expect("config");
+    assert!(config.contains("signing_keys") && config.contains("public_key"), "{config}");
+    assert!(!config.contains("refresh_token") && !config.contains("access_token"), "{config}");
+
+    // Status reads the registration without the keyring.
+    let status =
+        agent.run(&["status", "--json"], None).await.expect("status").expect_success("status");
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["email"], ALICE);
+    assert_eq!(status["running"], false);
+    assert_eq!(status["folders"], serde_json::json!(["INBOX"]));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn run_once_swaps_a_backlog_once_and_resumes_from_its_cursor() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+    let subjects: Vec<String> = (0..200).map(|n| format!("Backlog {n:03}")).collect();
+    let stored = world.send(&subjects).await;
+    world.wait_for_inbox(200).await;
+
+    let first =
+        agent.run(&["run", "--once"], None).await.expect("run").expect_success("run --once");
+    println!("run --once over 200 notifications took {:?}", first.elapsed);
+    assert!(first.stdout.contains("INBOX: 200 swapped, 0 kept, 0 rejected"), "{}", first.stdout);
+    for message in [&stored[0], &stored[99], &stored[199]] {
+        assert_eq!(world.copies(message).await, (1, 0), "{}", message.message_id);
+    }
+    let inbox = world.stack.messages(ALICE, "INBOX").await.expect("INBOX");
+    assert_eq!(inbox.len(), 200, "exactly one real copy each, no placeholder");
+
+    // The cursor survived the exit: the next run looks at nothing old.
+    let second = agent.run(&["run", "--once"], None).await.expect("run").expect_success("rerun");
+    assert!(
+        second.stdout.contains("INBOX: 0 swapped, 0 kept, 0 rejected (0 new"),
+        "{}",
+        second.stdout
+    );
+
+    let hits = agent.run(&["search", "Backlog 042", "--json"], None).await.expect("search");
+    let hits = json_lines(&hits.expect_success("search").stdout);
+    assert!(!hits.is_empty());
+    assert_eq!(hits[0]["subject"], "Backlog 042");
+    assert_eq!(hits[0]["folder"], "INBOX");
+
+    let status = agent.run(&["status", "--json"], None).await.expect("status");
+    let status: serde_json::Value =
+        serde_json::from_str(&status.expect_success("status").stdout).expect("JSON");
+    assert_eq!(status["swapped_total"], 200);
+    assert_eq!(status["indexed"], 200);
+    assert_eq!(status["pending"], serde_json::json!([]));
+    assert!(status["last_swap"]["swapped_at"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn a_lost_index_is_rebuilt_from_the_mailbox() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+    world.send(&["Quarterly figures".to_owned(), "Board minutes".to_owned()]).await;
+    world.wait_for_inbox(2).await;
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("run --once");
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(agent.data_dir().join(format!("index.db{suffix}")));
+    }
+    let nothing = agent.run(&["search", "quarterly", "--json"], None).await.expect("search");
+    assert!(nothing.expect_success("search").stdout.trim().is_empty());
+
+    let rebuilt = agent.run(&["reindex"], None).await.expect("reindex").expect_success("reindex");
+    assert!(rebuilt.stdout.contains("rebuilt: 2 messages"), "{}", rebuilt.stdout);
+    let hits = agent.run(&["search", "quarterly", "--json"], None).await.expect("search");
+    let hits = json_lines(&hits.expect_success("search").stdout);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["subject"], "Quarterly figures");
+}
+
+#[tokio::test]
+async fn without_a_keyring_registration_stops_first_and_says_what_to_install() {
+    let world = world().await;
+    let mut keyring = world.keyring;
+    keyring.stop_secret_service().await;
+    let agent = AgentCli::new(keyring.env()).expect("agent");
+    let before = world.stack.last_uid(ALICE, "INBOX").await.expect("uid");
+    let output = agent
+        .register(&world.stack, ALICE, &world.app.base_url, &world.app.cert_pem, &[])
+        .await
+        .expect("run register");
+    assert!(!output.success);
+    assert!(output.stderr.contains("no usable OS keyring"), "{}", output.stderr);
+    assert!(output.stderr.contains("gnome-keyring"), "{}", output.stderr);
+    assert!(!agent.data_dir().join("agent.toml").exists(), "nothing registered half-way");
+    assert_eq!(
+        world.stack.last_uid(ALICE, "INBOX").await.expect("uid"),
+        before,
+        "no code was asked for"
+    );
+
+    // With no session bus at all, the same advice.
+    let agent = AgentCli::new(vec![(
+        "DBUS_SESSION_BUS_ADDRESS".into(),
+        "unix:path=/nonexistent/bus".into(),
+    )])
+    .expect("agent");
+    let output = agent
+        .register(&world.stack, ALICE, &world.app.base_url, &world.app.cert_pem, &[])
+        .await
+        .expect("run register");
+    assert!(output.stderr.contains("no usable OS keyring"), "{}", output.stderr);
+}
+
+#[tokio::test]
+async fn a_wrong_mailbox_password_is_refused_before_the_server_is_asked() {
+    let world = world().await;
+    let agent = AgentCli::new(world.keyring.env()).expect("agent");
+    let ca_file = agent.data_dir().join("trusted.pem");
+    std::fs::write(&ca_file, world.trusted_pem()).expect("write");
+    let port = world.stack.imaps_addr().port().to_string();
+    let output = agent
+        .run(
+            &[
+                "register",
+                "--email",
+                ALICE,
+                "--password-stdin",
+                "--server",
+                &world.app.base_url,
+                "--imap-host",
+                "localhost",
+                "--imap-port",
+                &port,
+                "--ca-file",
+                &ca_file.display().to_string(),
+            ],
+            Some("not the password\n"),
+        )
+        .await
+        .expect("run register");
+    assert!(!output.success);
+    assert!(output.stderr.contains("check the address and password"), "{}", output.stderr);
+    assert!(!agent.data_dir().join("agent.toml").exists());
+}
+
+#[tokio::test]
+async fn the_watcher_swaps_live_reports_status_and_catches_up_after_a_restart() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+
+    let mut running = agent.command(&["run"]).spawn().expect("start run");
+    let live = world.send(&["While watching".to_owned()]).await;
+    wait_until_swapped(&world, &live[0]).await;
+
+    let status = agent.run(&["status", "--json"], None).await.expect("status");
+    let status: serde_json::Value =
+        serde_json::from_str(&status.expect_success("status").stdout).expect("JSON");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["connections"][0]["folder"], "INBOX");
+    assert_eq!(status["connections"][0]["state"], "connected");
+
+    // Only one agent per mailbox on this computer.
+    let second = agent.run(&["run", "--once"], None).await.expect("second agent");
+    assert!(!second.success);
+    assert!(second.stderr.contains("already watches this mailbox"), "{}", second.stderr);
+
+    stop(&mut running).await;
+    let while_away = world.send(&["While stopped".to_owned()]).await;
+    world.wait_for_inbox(2).await;
+    assert_eq!(world.copies(&while_away[0]).await, (0, 1));
+
+    let mut running = agent.command(&["run"]).spawn().expect("restart run");
+    wait_until_swapped(&world, &while_away[0]).await;
+    stop(&mut running).await;
+    assert_eq!(world.copies(&live[0]).await, (1, 0));
+
+    let logs: Vec<_> = walk(&agent.data_dir().join("logs"));
+    assert_eq!(logs.len(), 1, "one daily log file: {logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).expect("log");
+    assert!(log.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()));
+    assert!(log.contains("placeholder swapped for the real message"), "{log}");
+}
+
+async fn wait_until_swapped(world: &World, stored: &StoredMessage) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while world.copies(stored).await != (1, 0) {
+        assert!(tokio::time::Instant::now() < deadline, "{} was not swapped", stored.message_id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("running");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
