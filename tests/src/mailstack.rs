@@ -188,6 +188,7 @@ impl MailStack {
             host: "127.0.0.1".into(),
             port: self.ports.imaps,
             username: user.address.clone(),
+            security: sealpost_agent::imap::MailSecurity::Tls,
             password: user.password.clone(),
             ca_pem: Some(self.ca_pem.as_bytes().to_vec()),
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sealpost_agent::swap::SWAPPED_HEADER;
 use sealpost_harness::{AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime};
 use sealpost_proto::api::StoredMessage;
-use sealpost_proto::notification::parse;
+use sealpost_proto::notification::{EmailEnvelope, compose_email, parse};
 use sealpost_proto::verification::find_code;
 
 const ALICE: &str = "alice@example.test";
@@ -332,4 +332,117 @@ async fn stop(child: &mut tokio::process::Child) {
         .expect("stops on SIGTERM")
         .expect("wait");
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn starttls_and_several_folders_and_a_notification_moved_by_a_filter() {
+    let world = world().await;
+    let agent = AgentCli::new(world.keyring.env()).expect("agent");
+    let plain_port = world.stack.imap_addr().port().to_string();
+    agent
+        .register(
+            &world.stack,
+            ALICE,
+            &world.app.base_url,
+            &world.trusted_pem(),
+            &[
+                "--imap-port",
+                &plain_port,
+                "--imap-security",
+                "starttls",
+                "--folder",
+                "INBOX",
+                "--folder",
+                "Archive",
+            ],
+        )
+        .await
+        .expect("run register")
+        .expect_success("register over STARTTLS");
+
+    let in_inbox = world.send(&["Straight to the inbox".to_owned()]).await;
+    // A genuine notification that the user's filter moved to Archive.
+    let filed = world
+        .app
+        .store_message(&world.sender, &[ALICE], sample_mime("Filed away", "filed body", b""))
+        .await;
+    let envelope = EmailEnvelope {
+        from: (None, "sender@example.test".into()),
+        to: vec![(None, ALICE.into())],
+        cc: vec![],
+        subject: "Filed away".into(),
+        date: 1_795_000_000,
+        message_id: "<filed.1@example.test>".into(),
+        in_reply_to: None,
+        references: vec![],
+    };
+    let raw = compose_email(&envelope, &filed.notifications[0]);
+    world.stack.append(ALICE, "Archive", &raw, &["\\Seen"]).await.expect("append");
+    world.wait_for_inbox(1).await;
+
+    let output = agent.run(&["run", "--once"], None).await.expect("run").expect_success("run");
+    assert!(output.stdout.contains("INBOX: 1 swapped"), "{}", output.stdout);
+    assert!(output.stdout.contains("Archive: 1 swapped"), "{}", output.stdout);
+    assert_eq!(world.copies(&in_inbox[0]).await, (1, 0));
+    let archive = world.stack.messages(ALICE, "Archive").await.expect("Archive");
+    assert_eq!(archive.len(), 1);
+    assert!(String::from_utf8_lossy(&archive[0].raw).contains("filed body"));
+    assert!(archive[0].flags.iter().any(|flag| flag == "\\Seen"), "flags kept");
+    let hits = agent.run(&["search", "filed", "--json"], None).await.expect("search");
+    let hits = json_lines(&hits.expect_success("search").stdout);
+    assert_eq!(hits[0]["folder"], "Archive");
+}
+
+#[tokio::test]
+async fn kept_placeholders_are_recorded_with_their_reason_and_retried_when_temporary() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+    let config_file = agent.data_dir().join("agent.toml");
+    let config = std::fs::read_to_string(&config_file).expect("config");
+
+    // The server unreachable: kept, exit status 75, pending in status.
+    let unreachable = config.replace(&world.app.base_url, "https://127.0.0.1:1");
+    std::fs::write(&config_file, &unreachable).expect("write");
+    let stored = world.send(&["During the outage".to_owned()]).await;
+    world.wait_for_inbox(1).await;
+    let output = agent.run(&["run", "--once"], None).await.expect("run");
+    assert_eq!(output.code, Some(75), "{}\n{}", output.stdout, output.stderr);
+    assert!(output.stdout.contains("unavailable; will retry"), "{}", output.stdout);
+    let status = status_json(&agent).await;
+    assert_eq!(status["pending"][0]["message_id"], stored[0].message_id.as_str());
+    assert_eq!(world.copies(&stored[0]).await, (0, 1));
+
+    // Back: the next run tries it again and clears the record.
+    std::fs::write(&config_file, &config).expect("write");
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("run");
+    assert_eq!(world.copies(&stored[0]).await, (1, 0));
+    assert_eq!(status_json(&agent).await["pending"], serde_json::json!([]));
+
+    // Signed out on the server: kept for good, with the reason, asked once.
+    let phone = world.app.register_agent(ALICE, "phone").await;
+    let device_id = status_json(&agent).await["device_id"].as_str().expect("id").to_owned();
+    world
+        .app
+        .api
+        .delete(&format!("/api/v1/devices/{device_id}"), Some(phone.token()))
+        .await
+        .expect("request")
+        .expect_status(204)
+        .expect("revoked");
+    let after = world.send(&["After sign-out".to_owned()]).await;
+    world.wait_for_inbox(3).await;
+    let output = agent.run(&["run", "--once"], None).await.expect("run");
+    assert_eq!(output.code, Some(0), "nothing to retry: {}", output.stdout);
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("again");
+    let status = status_json(&agent).await;
+    let failed = &status["failed"][0];
+    assert_eq!(failed["message_id"], after[0].message_id.as_str());
+    assert!(failed["reason"].as_str().expect("reason").contains("signed out"), "{failed}");
+    assert_eq!(failed["attempts"], 1, "a final answer is not asked again");
+    assert_eq!(world.copies(&after[0]).await, (0, 1), "the placeholder stays");
+}
+
+async fn status_json(agent: &AgentCli) -> serde_json::Value {
+    let output = agent.run(&["status", "--json"], None).await.expect("status");
+    serde_json::from_str(&output.expect_success("status").stdout).expect("JSON")
 }

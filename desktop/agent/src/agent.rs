@@ -95,6 +95,7 @@ impl Agent {
         let account = ImapAccount {
             host: config.imap.host.clone(),
             port: config.imap.port,
+            security: config.imap.security,
             username: config.imap.username.clone(),
             password,
             ca_pem,

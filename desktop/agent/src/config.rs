@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sealpost_proto::api::PublicSigningKey;
+use sealpost_proto::api::{MailSecurity, PublicSigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::secrets::SecretStoreKind;
@@ -125,7 +125,14 @@ pub struct ServerSettings {
 pub struct ImapSettings {
     pub host: String,
     pub port: u16,
+    /// `tls` (implicit) or `start_tls`; older files without it meant `tls`.
+    #[serde(default = "implicit_tls")]
+    pub security: MailSecurity,
     pub username: String,
+}
+
+fn implicit_tls() -> MailSecurity {
+    MailSecurity::Tls
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +140,8 @@ pub struct ImapSettings {
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
+    #[serde(default = "implicit_tls")]
+    pub security: MailSecurity,
 }
 
 impl AgentConfig {
@@ -214,6 +223,7 @@ mod tests {
             imap: ImapSettings {
                 host: "imap.example.org".into(),
                 port: 993,
+                security: MailSecurity::Tls,
                 username: "alice@example.org".into(),
             },
             smtp: None,

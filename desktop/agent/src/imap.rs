@@ -13,17 +13,20 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::tls::{TlsError, client_config};
+pub use sealpost_proto::api::MailSecurity;
 
 /// Longest any single IMAP command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where and as whom the agent reads mail (implicit TLS, port 993 usually).
+/// Where and as whom the agent reads mail.
 #[derive(Debug, Clone)]
 pub struct ImapAccount {
     pub host: String,
     pub port: u16,
     pub username: String,
     pub password: String,
+    /// Implicit TLS (port 993 usually) or STARTTLS (143).
+    pub security: MailSecurity,
     /// A PEM CA to trust instead of the system roots.
     pub ca_pem: Option<Vec<u8>>,
 }
@@ -87,12 +90,21 @@ async fn timed<T>(
 }
 
 impl MailboxSession {
+    /// Connects with implicit TLS, or upgrades a plain connection with
+    /// STARTTLS; either way nothing is sent in clear but the greeting and
+    /// the STARTTLS command itself.
     pub async fn connect(account: &ImapAccount) -> Result<Self, ImapError> {
         let address = format!("{}:{}", account.host, account.port);
-        let tcp = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect(&address))
+        let mut tcp = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect(&address))
             .await
             .map_err(|_| ImapError::Timeout("connect"))?
             .map_err(|error| ImapError::Connect(address.clone(), error))?;
+        if account.security == MailSecurity::StartTls {
+            let mut plain = async_imap::Client::new(tcp);
+            read_greeting(&mut plain, &account.host).await?;
+            timed("STARTTLS", plain.run_command_and_check_ok("STARTTLS", None)).await?;
+            tcp = plain.into_inner();
+        }
         let connector = TlsConnector::from(Arc::new(client_config(account.ca_pem.as_deref())?));
         let name = ServerName::try_from(account.host.clone())
             .map_err(|_| ImapError::ServerName(account.host.clone()))?;
@@ -101,11 +113,10 @@ impl MailboxSession {
             .map_err(|_| ImapError::Timeout("TLS handshake"))?
             .map_err(|error| ImapError::Connect(address, error))?;
         let mut client = async_imap::Client::new(tls);
-        tokio::time::timeout(COMMAND_TIMEOUT, client.read_response())
-            .await
-            .map_err(|_| ImapError::Timeout("greeting"))?
-            .map_err(|error| ImapError::Connect(account.host.clone(), error))?
-            .ok_or(ImapError::NoGreeting)?;
+        // After STARTTLS the server sends no second greeting.
+        if account.security == MailSecurity::Tls {
+            read_greeting(&mut client, &account.host).await?;
+        }
         let session = tokio::time::timeout(
             COMMAND_TIMEOUT,
             client.login(&account.username, &account.password),
@@ -292,6 +303,18 @@ impl MailboxSession {
     pub async fn logout(mut self) {
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.session.logout()).await;
     }
+}
+
+async fn read_greeting<T>(client: &mut async_imap::Client<T>, host: &str) -> Result<(), ImapError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    tokio::time::timeout(COMMAND_TIMEOUT, client.read_response())
+        .await
+        .map_err(|_| ImapError::Timeout("greeting"))?
+        .map_err(|error| ImapError::Connect(host.to_owned(), error))?
+        .ok_or(ImapError::NoGreeting)?;
+    Ok(())
 }
 
 fn uid_set(uids: &[u32]) -> String {

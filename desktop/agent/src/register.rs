@@ -125,6 +125,7 @@ pub async fn register(
     let account = ImapAccount {
         host: found.imap.host.clone(),
         port: found.imap.port,
+        security: found.imap.security,
         username: found.imap_username.clone(),
         password: request.password.clone(),
         ca_pem: request.discovery.ca_pem.clone(),
@@ -173,12 +174,14 @@ pub async fn register(
         imap: ImapSettings {
             host: found.imap.host.clone(),
             port: found.imap.port,
+            security: found.imap.security,
             username: found.imap_username.clone(),
         },
-        smtp: found
-            .smtp
-            .as_ref()
-            .map(|smtp| SmtpSettings { host: smtp.host.clone(), port: smtp.port }),
+        smtp: found.smtp.as_ref().map(|smtp| SmtpSettings {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security: smtp.security,
+        }),
         folders: policy_folders
             .or(request.folders)
             .filter(|folders| !folders.is_empty())

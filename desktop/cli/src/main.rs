@@ -68,6 +68,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct RegisterArgs {
     /// Your email address
     #[arg(long)]
@@ -84,11 +85,17 @@ struct RegisterArgs {
     imap_host: Option<String>,
     #[arg(long, default_value_t = 993, requires = "imap_host")]
     imap_port: u16,
+    /// `tls` (implicit, usually port 993) or `starttls` (usually 143)
+    #[arg(long, default_value = "tls", value_parser = parse_security, requires = "imap_host")]
+    imap_security: MailSecurity,
     /// SMTP server host for sending
     #[arg(long)]
     smtp_host: Option<String>,
     #[arg(long, default_value_t = 465, requires = "smtp_host")]
     smtp_port: u16,
+    /// `tls` (implicit, usually port 465) or `starttls` (usually 587)
+    #[arg(long, default_value = "tls", value_parser = parse_security, requires = "smtp_host")]
+    smtp_security: MailSecurity,
     /// A folder to watch (repeat for several) [default: INBOX]
     #[arg(long = "folder")]
     folders: Vec<String>,
@@ -104,6 +111,14 @@ struct RegisterArgs {
     /// How long to wait for the verification email, in seconds
     #[arg(long, default_value_t = CODE_WAIT.as_secs())]
     code_wait: u64,
+}
+
+fn parse_security(text: &str) -> Result<MailSecurity, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "tls" | "ssl" => Ok(MailSecurity::Tls),
+        "starttls" | "start_tls" => Ok(MailSecurity::StartTls),
+        _ => Err("expected tls or starttls (plain text is never used)".into()),
+    }
 }
 
 fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
@@ -211,15 +226,15 @@ async fn register_command(paths: &AgentPaths, args: RegisterArgs) -> anyhow::Res
         .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
         .transpose()?;
     let ca_file = args.ca_file.map(|path| std::path::absolute(&path).unwrap_or(path));
-    let endpoint = |host: Option<String>, port: u16| {
-        host.map(|host| MailEndpoint { host, port, security: MailSecurity::Tls })
+    let endpoint = |host: Option<String>, port: u16, security: MailSecurity| {
+        host.map(|host| MailEndpoint { host, port, security })
     };
     let request = RegisterRequest {
         discovery: DiscoveryRequest {
             email: args.email.trim().to_owned(),
             server_url: args.server,
-            imap: endpoint(args.imap_host, args.imap_port),
-            smtp: endpoint(args.smtp_host, args.smtp_port),
+            imap: endpoint(args.imap_host, args.imap_port, args.imap_security),
+            smtp: endpoint(args.smtp_host, args.smtp_port, args.smtp_security),
             policy,
             ca_pem,
             resolve: args.resolve,
