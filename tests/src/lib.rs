@@ -27,7 +27,9 @@ pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
 pub use app::{TestApp, TestUser};
 pub use client::{ApiClient, ApiResponse};
 pub use mail_capture::{CapturedMail, MailCapture};
-pub use mailstack::{MailStack, MailUser, MailboxMessage};
+pub use mailstack::{
+    CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailUser, MailboxMessage, StackOptions,
+};
 pub use process::{ServerProcess, workspace_binary};
 
 /// A sample MIME message with a text body and one binary attachment.

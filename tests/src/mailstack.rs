@@ -68,6 +68,19 @@ struct Ports {
     smtps: u16,
 }
 
+/// How a stack differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// The capabilities IMAP announces after login, instead of Dovecot's
+    /// own list: to stand in for servers that lack an extension.
+    pub imap_capability: Option<String>,
+}
+
+/// Dovecot's post-login capabilities without UIDPLUS (and with MOVE).
+pub const CAPABILITIES_WITHOUT_UIDPLUS: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE \
+SORT THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE CONDSTORE ESEARCH LIST-STATUS \
+SPECIAL-USE LITERAL+ MOVE";
+
 pub struct MailStack {
     users: Vec<MailUser>,
     ports: Ports,
@@ -90,9 +103,14 @@ impl MailStack {
     /// Ports picked at random may be taken by another test before the servers
     /// bind them; then the start is retried on new ports.
     pub async fn start(local_parts: &[&str]) -> Result<MailStack> {
+        Self::start_with(local_parts, &StackOptions::default()).await
+    }
+
+    /// As [`Self::start`], with Dovecot set up as `options` say.
+    pub async fn start_with(local_parts: &[&str], options: &StackOptions) -> Result<MailStack> {
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_once(local_parts).await {
+            match Self::start_once(local_parts, options).await {
                 Ok(stack) => return Ok(stack),
                 Err(error) => last_error = Some(error),
             }
@@ -100,7 +118,7 @@ impl MailStack {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the mail stack did not start")))
     }
 
-    async fn start_once(local_parts: &[&str]) -> Result<MailStack> {
+    async fn start_once(local_parts: &[&str], options: &StackOptions) -> Result<MailStack> {
         let dir = tempfile::Builder::new().prefix("sealpost-mailstack-").tempdir()?;
         // Dovecot's and Postfix's unprivileged processes must reach their files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -116,7 +134,7 @@ impl MailStack {
         let ca_pem = write_certificates(dir.path())?;
         std::fs::write(dir.path().join("ca.pem"), &ca_pem)?;
         let tls = tls_connector(&ca_pem)?;
-        write_dovecot_config(dir.path(), ports, &users, &banner)?;
+        write_dovecot_config(dir.path(), ports, &users, &banner, options)?;
         let (postfix_config, postfix_log) =
             write_postfix_config(dir.path(), ports, &users, &banner)?;
 
@@ -661,7 +679,13 @@ fn system_id(file: &str, name: &str) -> Result<u32> {
         .with_context(|| format!("no {name} in {file}: is the Debian package installed?"))
 }
 
-fn write_dovecot_config(root: &Path, ports: Ports, users: &[MailUser], banner: &str) -> Result<()> {
+fn write_dovecot_config(
+    root: &Path,
+    ports: Ports,
+    users: &[MailUser],
+    banner: &str,
+    options: &StackOptions,
+) -> Result<()> {
     let dir = root.join("dovecot");
     let homes = root.join("mail");
     std::fs::create_dir_all(&homes)?;
@@ -738,7 +762,10 @@ service auth {{
 protocol lmtp {{
   postmaster_address = postmaster@{DOMAIN}
 }}
-"#,
+{capability}"#,
+        capability = options.imap_capability.as_ref().map_or_else(String::new, |list| {
+            format!("protocol imap {{\n  imap_capability = {list}\n}}\n")
+        }),
         homes = homes.display(),
         imap = ports.imap,
         imaps = ports.imaps,

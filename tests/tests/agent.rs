@@ -9,7 +9,10 @@ use sealpost_agent::swap::SWAPPED_HEADER;
 use sealpost_agent::{
     MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper, Watcher,
 };
-use sealpost_harness::{MailStack, MailboxMessage, TestApp, TestUser, sample_mime};
+use sealpost_harness::{
+    CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailboxMessage, StackOptions, TestApp, TestUser,
+    sample_mime,
+};
 use sealpost_proto::api::{RetrievalLog, StoredMessage};
 use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +25,13 @@ struct World {
 }
 
 async fn world() -> World {
-    let stack = Arc::new(MailStack::start(&["sender", "alice", "bob"]).await.expect("mail stack"));
+    world_with(&StackOptions::default()).await
+}
+
+async fn world_with(options: &StackOptions) -> World {
+    let stack = Arc::new(
+        MailStack::start_with(&["sender", "alice", "bob"], options).await.expect("mail stack"),
+    );
     let app = TestApp::spawn_on(stack.clone(), |s| s.outbox.worker = false).await;
     let sender = app.register_agent("sender@example.test", "laptop").await;
     let alice = app.register_agent("alice@example.test", "alice laptop").await;
@@ -412,4 +421,51 @@ async fn a_signed_out_device_keeps_the_placeholder_and_says_why() {
     assert!(kept.reason.contains("signed out"), "{}", kept.reason);
     assert_eq!(count(&world.inbox().await, &stored), (0, 1), "the placeholder stays");
     assert!(report.next_uid > kept.uid, "an answer that will not change is not asked again");
+}
+
+#[tokio::test]
+async fn without_uidplus_the_placeholder_moves_to_trash() {
+    let options = StackOptions { imap_capability: Some(CAPABILITIES_WITHOUT_UIDPLUS.to_owned()) };
+    let world = world_with(&options).await;
+    // Something the user marked deleted stays exactly as it is.
+    world
+        .stack
+        .append("alice@example.test", "INBOX", &sample_mime("Keep me", "x", b""), &["\\Deleted"])
+        .await
+        .expect("append");
+    let stored = world.notify_alice("No UIDPLUS here").await;
+    let swapper = world.swapper(&world.alice).await;
+    let mut session = world.session("alice").await;
+    let report = swapper.process_folder(&mut session, "INBOX").await.expect("swap");
+    assert_eq!(report.swapped.len(), 1);
+
+    let inbox = world.inbox().await;
+    assert_eq!(count(&inbox, &stored), (1, 0));
+    assert!(
+        inbox.iter().any(|m| String::from_utf8_lossy(&m.raw).contains("Subject: Keep me")),
+        "the user's deleted message was not expunged"
+    );
+    let trash = world.stack.messages("alice@example.test", "Trash").await.expect("Trash");
+    assert_eq!(count(&trash, &stored), (0, 1), "the placeholder went to Trash");
+}
+
+#[tokio::test]
+async fn without_uidplus_or_move_the_placeholder_is_copied_to_trash_and_marked_deleted() {
+    let without_move = CAPABILITIES_WITHOUT_UIDPLUS.replace(" MOVE", "");
+    let world = world_with(&StackOptions { imap_capability: Some(without_move) }).await;
+    let stored = world.notify_alice("Neither extension").await;
+    let swapper = world.swapper(&world.alice).await;
+    for pass in 0..2 {
+        let mut session = world.session("alice").await;
+        swapper.process_folder(&mut session, "INBOX").await.expect("swap");
+        let inbox = world.inbox().await;
+        let placeholder = inbox
+            .iter()
+            .find(|m| parse(&m.raw).is_ok())
+            .expect("the placeholder waits for the user's client to expunge it");
+        assert!(placeholder.flags.iter().any(|f| f == "\\Deleted"), "pass {pass}");
+        assert_eq!(count(&inbox, &stored).0, 1, "pass {pass}: one real copy");
+        let trash = world.stack.messages("alice@example.test", "Trash").await.expect("Trash");
+        assert_eq!(count(&trash, &stored), (0, 1), "pass {pass}: copied to Trash once");
+    }
 }

@@ -53,8 +53,11 @@ pub enum ImapError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderFetch {
     pub uid: u32,
-    /// System and keyword flags, without `\Recent`.
+    /// System and keyword flags, without `\Recent` and `\Deleted`.
     pub flags: Vec<String>,
+    /// Marked `\Deleted`: on its way out, by the user or by a swap on a
+    /// server without UIDPLUS.
+    pub deleted: bool,
     /// `INTERNALDATE` in the form APPEND takes (`"01-Jan-2026 10:00:00 +0000"`).
     pub internal_date: Option<String>,
     pub header: Vec<u8>,
@@ -195,6 +198,7 @@ impl MailboxSession {
                 Some(HeaderFetch {
                     uid: fetch.uid?,
                     flags: fetch.flags().filter_map(|flag| flag_text(&flag)).collect(),
+                    deleted: fetch.flags().any(|flag| flag == Flag::Deleted),
                     internal_date: fetch
                         .internal_date()
                         .map(|date| date.format("%d-%b-%Y %H:%M:%S %z").to_string()),

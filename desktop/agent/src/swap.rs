@@ -176,7 +176,8 @@ impl Swapper {
         // pass waits too instead of timing out once per notification.
         let mut unavailable: Option<String> = None;
         for fetch in session.fetch_headers(&uids).await? {
-            if !looks_like_notification(&fetch) {
+            // A placeholder marked deleted is not brought back to life.
+            if fetch.deleted || !looks_like_notification(&fetch) {
                 continue;
             }
             let notification = match parse(&fetch.header) {
