@@ -41,6 +41,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gnome-keyring",
 ];
 
+/// Builds the binaries that tests and the demo run as child processes.
+const BINARIES_BUILD: &[&str] =
+    &["build", "--locked", "-p", "sealpost-server", "-p", "sealpost-agent-cli"];
+
 /// `debconf-set-selections` lines applied before installing, so that no
 /// package stops to ask a question.
 const DEBCONF_SELECTIONS: &[&str] = &["postfix postfix/main_mailer_type select No configuration"];
@@ -211,16 +215,8 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     // Tests that run the real server and agent binaries get them from here:
     // built once, with the features `cargo build` gives them, instead of
     // each test rebuilding them.
-    let binaries = "cargo build --locked -p sealpost-server -p sealpost-agent-cli";
-    steps.run("binaries", binaries, || {
-        run(cargo().args([
-            "build",
-            "--locked",
-            "-p",
-            "sealpost-server",
-            "-p",
-            "sealpost-agent-cli",
-        ]))
+    steps.run("binaries", &format!("cargo {}", BINARIES_BUILD.join(" ")), || {
+        run(cargo().args(BINARIES_BUILD))
     })?;
     steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
         run(cargo()
@@ -320,10 +316,15 @@ fn demo(no_install: bool, args: &[String]) -> Result<ExitCode> {
     if !no_install {
         install_debian_packages()?;
     }
+    // Built before the demo starts, so that no step's time includes a build.
+    run(cargo().args(BINARIES_BUILD))?;
+    let root = repo_root();
     let mut demo = cargo();
     demo.args(["run", "--quiet", "--locked", "-p", "sealpost-harness", "--bin", "sealpost-demo"])
         .arg("--")
-        .args(args);
+        .args(args)
+        .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
+        .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"));
     let (description, status) = status(&mut demo)?;
     match status.code() {
         Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),

@@ -7,14 +7,15 @@
 //! and notifications are read from the users' inboxes over IMAP, as the
 //! desktop agent reads them.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sealpost_agent::{MailboxSession, SearchIndex, ServerClient, Swapper};
-use sealpost_harness::{ApiClient, MailStack, ServerProcess, sample_mime};
+use sealpost_agent::swap::SWAPPED_HEADER;
+use sealpost_harness::{
+    AgentCli, ApiClient, KeyringSession, MailStack, ServerProcess, sample_mime,
+};
 use sealpost_proto::api::{DeliveryReport, DeviceTokens, StoredMessage, WellKnown};
-use sealpost_proto::notification::{TrustedServer, parse};
+use sealpost_proto::notification::parse;
 
 struct Steps {
     started: Instant,
@@ -84,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::read(data.join("tls/cert.pem")).context("reading the generated certificate")?;
     let api = ApiClient::new(&server.base_url, &cert)?;
 
-    let well_known: WellKnown = steps.run(
+    steps.run::<WellKnown>(
         "discover /.well-known/sealpost",
         async {
             let doc: WellKnown =
@@ -100,9 +101,25 @@ async fn main() -> anyhow::Result<()> {
         "register sender@example.test (code read over IMAP)",
         register(&api, &stack, &server.origin, "sender@example.test", "demo sender").await,
     )?;
-    let alice = steps.run(
-        "register alice@example.test (code read over IMAP)",
-        register(&api, &stack, &server.origin, "alice@example.test", "demo recipient").await,
+    let keyring = steps.run(
+        "start alice's keyring (D-Bus + GNOME Keyring)",
+        KeyringSession::start().await.map(|k| (k, "Secret Service unlocked".to_owned())),
+    )?;
+    let agent = AgentCli::new(keyring.env())?;
+    let mut trusted = cert.clone();
+    trusted.extend_from_slice(stack.ca_pem().as_bytes());
+    steps.run(
+        "sealpost-agent register --email alice@example.test",
+        async {
+            let output = agent
+                .register(&stack, "alice@example.test", &server.base_url, &trusted, &[])
+                .await?;
+            if !output.success {
+                bail!("{}{}", output.stdout, output.stderr);
+            }
+            Ok(((), output.stdout))
+        }
+        .await,
     )?;
 
     let attachment: Vec<u8> = (0..48_000u32).map(|i| (i % 251) as u8).collect();
@@ -160,18 +177,13 @@ async fn main() -> anyhow::Result<()> {
         .await,
     )?;
 
-    let index_dir = tempfile::Builder::new().prefix("sealpost-demo-index-").tempdir()?;
-    let index = Arc::new(SearchIndex::open(&index_dir.path().join("index.db")).await?);
     steps.run(
-        "alice's agent swaps the placeholder for the real message",
+        "sealpost-agent run --once swaps the placeholder",
         async {
-            let trusted = TrustedServer::from_well_known(&well_known)?;
-            let server_client = ServerClient::new(&server.base_url, Some(&cert), alice.clone())?;
-            let swapper = Swapper::new(server_client, trusted, "alice@example.test").with_index(index.clone());
-            let account = stack.agent_account("alice");
-            let mut session = MailboxSession::connect(&account).await?;
-            let report = swapper.process_folder(&mut session, "INBOX").await?;
-            session.logout().await;
+            let output = agent.run(&["run", "--once"], None).await?;
+            if !output.success {
+                bail!("{}{}", output.stdout, output.stderr);
+            }
             let inbox = stack.messages("alice@example.test", "INBOX").await?;
             let placeholders = inbox.iter().filter(|m| parse(&m.raw).is_ok()).count();
             let real = inbox
@@ -185,9 +197,9 @@ async fn main() -> anyhow::Result<()> {
             Ok((
                 (),
                 format!(
-                    "signature verified, content fetched, sha256 checked, {} swapped; INBOX UID {} now holds the real \
+                    "{}signature verified, content fetched, sha256 checked; INBOX UID {} now holds the real \
                      message (flags {:?}), no placeholder left",
-                    report.swapped.len(), real.uid, real.flags
+                    output.stdout, real.uid, real.flags
                 ),
             ))
         }
@@ -195,26 +207,72 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     steps.run(
-        "search alice's local index for \"results\"",
-        async {
-            let hits = index.search("results", 10).await?;
-            let lines = hits
-                .iter()
-                .map(|hit| {
-                    format!(
-                        "{} / UID {}: {} ({}) … {}",
-                        hit.folder, hit.uid, hit.subject, hit.sender, hit.snippet
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            if hits.is_empty() {
-                bail!("the index did not find the swapped message");
+        "sealpost-agent search results",
+        agent.run(&["search", "results"], None).await.and_then(|output| {
+            if !output.success || !output.stdout.contains("Your lab results") {
+                bail!(
+                    "the index did not find the swapped message: {}{}",
+                    output.stdout,
+                    output.stderr
+                );
             }
-            Ok(((), lines))
+            Ok(((), output.stdout))
+        }),
+    )?;
+
+    let mut watching = agent.command(&["run"]).spawn().context("starting sealpost-agent run")?;
+    let live: StoredMessage = steps.run(
+        "sealpost-agent run watches; another message is sent",
+        async {
+            // Give the watcher its first pass and IDLE before sending.
+            let connected = async {
+                loop {
+                    let status = agent.run(&["status", "--json"], None).await?;
+                    if status.stdout.contains("\"connected\"") {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(15), connected)
+                .await
+                .context("the agent did not connect")??;
+            let mime = sample_mime("Follow-up", "Please book a follow-up visit.", b"");
+            let stored: StoredMessage = api
+                .upload_with(&sender.access_token, &["alice@example.test"], mime, true)
+                .await?
+                .expect_status(201)?
+                .json();
+            Ok((stored, "uploaded; the server queues the notification".to_owned()))
         }
         .await,
     )?;
+    steps.run(
+        "the notification arrives and the agent swaps it live",
+        async {
+            let marker = format!("{SWAPPED_HEADER}: {}", live.message_id);
+            let swapped = |raw: &[u8]| String::from_utf8_lossy(raw).contains(&marker);
+            stack
+                .wait_for_email("alice@example.test", "INBOX", swapped, Duration::from_secs(30))
+                .await?;
+            let inbox = stack.messages("alice@example.test", "INBOX").await?;
+            let placeholders = inbox.iter().filter(|m| parse(&m.raw).is_ok()).count();
+            if placeholders != 0 {
+                bail!("a placeholder is left in the INBOX");
+            }
+            Ok((
+                (),
+                "Postfix -> Dovecot -> IDLE wakes the agent -> real message in place".to_owned(),
+            ))
+        }
+        .await,
+    )?;
+    steps.run(
+        "sealpost-agent status",
+        agent.run(&["status"], None).await.map(|output| ((), output.stdout)),
+    )?;
+    watching.start_kill()?;
+    watching.wait().await?;
 
     steps.run(
         "a stranger asks for it",
@@ -278,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?,
     )?;
+    drop(keyring);
     drop(stack);
     println!(
         "\nDone. Everything ran on 127.0.0.1; the mail stack is stopped and the demo's directories removed."
