@@ -32,6 +32,22 @@ pub use mailstack::{
 };
 pub use process::{ServerProcess, workspace_binary};
 
+/// How many real copies of secure message `message_id` (swapped in by an
+/// agent) and how many placeholders for it `messages` hold.
+pub fn swap_state(messages: &[MailboxMessage], message_id: &str) -> (usize, usize) {
+    let marker = format!("{}: {message_id}", sealpost_agent::swap::SWAPPED_HEADER);
+    let real =
+        messages.iter().filter(|m| String::from_utf8_lossy(&m.raw).contains(&marker)).count();
+    let placeholders = messages
+        .iter()
+        .filter(|m| {
+            sealpost_proto::notification::parse(&m.raw)
+                .is_ok_and(|n| n.fields.message_id.as_str() == message_id)
+        })
+        .count();
+    (real, placeholders)
+}
+
 /// A sample MIME message with a text body and one binary attachment.
 pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
     let boundary = "sealpost-sample-boundary";

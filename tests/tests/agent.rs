@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_agent::swap::SWAPPED_HEADER;
 use sealpost_agent::{
     MailboxSession, SearchIndex, ServerClient, SwapError, SwapStep, Swapper, Watcher,
 };
 use sealpost_harness::{
     CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailboxMessage, StackOptions, TestApp, TestUser,
-    sample_mime,
+    sample_mime, swap_state,
 };
 use sealpost_proto::api::{RetrievalLog, StoredMessage};
 use sealpost_proto::notification::{EmailEnvelope, TrustedServer, compose_email, parse};
@@ -81,18 +80,7 @@ impl World {
 
 /// Real copies of `stored` and placeholders for it in `messages`.
 fn count(messages: &[MailboxMessage], stored: &StoredMessage) -> (usize, usize) {
-    let real = messages
-        .iter()
-        .filter(|m| {
-            String::from_utf8_lossy(&m.raw)
-                .contains(&format!("{SWAPPED_HEADER}: {}", stored.message_id))
-        })
-        .count();
-    let placeholders = messages
-        .iter()
-        .filter(|m| parse(&m.raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id))
-        .count();
-    (real, placeholders)
+    swap_state(messages, &stored.message_id)
 }
 
 #[tokio::test]

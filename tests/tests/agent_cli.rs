@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_agent::swap::SWAPPED_HEADER;
-use sealpost_harness::{AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime};
+use sealpost_harness::{
+    AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime, swap_state,
+};
 use sealpost_proto::api::StoredMessage;
-use sealpost_proto::notification::{EmailEnvelope, compose_email, parse};
+use sealpost_proto::notification::{EmailEnvelope, compose_email};
 use sealpost_proto::verification::find_code;
 
 const ALICE: &str = "alice@example.test";
@@ -65,23 +66,10 @@ impl World {
             .expect("the notifications arrive");
     }
 
-    /// (real copies, placeholders) per message in INBOX.
+    /// (real copies, placeholders) of `stored` in INBOX.
     async fn copies(&self, stored: &StoredMessage) -> (usize, usize) {
         let inbox = self.stack.messages(ALICE, "INBOX").await.expect("INBOX");
-        let real = inbox
-            .iter()
-            .filter(|m| {
-                String::from_utf8_lossy(&m.raw)
-                    .contains(&format!("{SWAPPED_HEADER}: {}", stored.message_id))
-            })
-            .count();
-        let placeholders = inbox
-            .iter()
-            .filter(|m| {
-                parse(&m.raw).is_ok_and(|n| n.fields.message_id.as_str() == stored.message_id)
-            })
-            .count();
-        (real, placeholders)
+        swap_state(&inbox, &stored.message_id)
     }
 }
 
