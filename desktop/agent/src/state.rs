@@ -37,7 +37,7 @@ pub struct FolderCursor {
 }
 
 /// A watcher's connection, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ConnectionState {
     pub folder: String,
     /// `connected` or `reconnecting`.
@@ -48,9 +48,10 @@ pub struct ConnectionState {
 }
 
 /// A placeholder that was not swapped, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct KeptRecord {
     pub folder: String,
+    #[sqlx(try_from = "i64")]
     pub uid: u32,
     pub message_id: String,
     pub reason: String,
@@ -58,20 +59,22 @@ pub struct KeptRecord {
     pub temporary: bool,
     pub first_seen: i64,
     pub last_tried: i64,
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
 }
 
 /// A notification that failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct RejectedRecord {
     pub folder: String,
+    #[sqlx(try_from = "i64")]
     pub uid: u32,
     pub reason: String,
     pub seen_at: i64,
 }
 
 /// A secure message swapped in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct SwapRecord {
     pub folder: String,
     pub message_id: String,
@@ -229,66 +232,32 @@ impl AgentState {
     }
 
     pub async fn connections(&self) -> Result<Vec<ConnectionState>, StateError> {
-        let rows =
-            sqlx::query("SELECT folder, state, detail, since FROM connections ORDER BY folder")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ConnectionState {
-                    folder: row.try_get("folder")?,
-                    state: row.try_get("state")?,
-                    detail: row.try_get("detail")?,
-                    since: row.try_get("since")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as("SELECT folder, state, detail, since FROM connections ORDER BY folder")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn kept(&self) -> Result<Vec<KeptRecord>, StateError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT folder, uid, message_id, reason, temporary, first_seen, last_tried, attempts
              FROM kept_placeholders ORDER BY first_seen, folder, uid",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(KeptRecord {
-                    folder: row.try_get("folder")?,
-                    uid: u32_of(row.try_get("uid")?),
-                    message_id: row.try_get("message_id")?,
-                    reason: row.try_get("reason")?,
-                    temporary: row.try_get("temporary")?,
-                    first_seen: row.try_get("first_seen")?,
-                    last_tried: row.try_get("last_tried")?,
-                    attempts: u32_of(row.try_get("attempts")?),
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn rejected(&self) -> Result<Vec<RejectedRecord>, StateError> {
-        let rows = sqlx::query(
-            "SELECT folder, uid, reason, seen_at FROM rejected_notifications ORDER BY seen_at, folder, uid",
+        Ok(sqlx::query_as(
+            "SELECT folder, uid, reason, seen_at FROM rejected_notifications
+             ORDER BY seen_at, folder, uid",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RejectedRecord {
-                    folder: row.try_get("folder")?,
-                    uid: u32_of(row.try_get("uid")?),
-                    reason: row.try_get("reason")?,
-                    seen_at: row.try_get("seen_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The `limit` most recent swaps, newest first, and how many are recorded.
     pub async fn recent_swaps(&self, limit: u32) -> Result<(Vec<SwapRecord>, u64), StateError> {
-        let rows = sqlx::query(
+        let swaps = sqlx::query_as(
             "SELECT folder, message_id, swapped_at FROM swaps ORDER BY id DESC LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -296,16 +265,6 @@ impl AgentState {
         .await?;
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM swaps").fetch_one(&self.pool).await?;
-        let swaps = rows
-            .iter()
-            .map(|row| {
-                Ok(SwapRecord {
-                    folder: row.try_get("folder")?,
-                    message_id: row.try_get("message_id")?,
-                    swapped_at: row.try_get("swapped_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok((swaps, u64::try_from(total).unwrap_or_default()))
     }
 }
