@@ -143,9 +143,9 @@ impl Secrets {
     }
 
     pub async fn set_device_tokens(&self, tokens: &DeviceTokens) -> Result<(), SecretError> {
-        let text = serde_json::to_string(tokens)
-            .map_err(|error| SecretError::Damaged(error.to_string()))?;
-        self.set(Secret::DeviceTokens, text).await
+        let this = self.clone();
+        let tokens = tokens.clone();
+        run_blocking(move || this.set_device_tokens_blocking(&tokens)).await
     }
 
     /// Stores rotated tokens from a synchronous callback (the server client's).

@@ -91,17 +91,26 @@ impl ServerApi {
     }
 }
 
-/// The body of a `expected` answer as `T`, or the server's error.
-async fn read_json<T: DeserializeOwned>(
+/// The body of an `expected` answer, or the server's error.
+async fn read_body(
     response: reqwest::Result<reqwest::Response>,
     expected: u16,
-) -> Result<T, ServerError> {
+) -> Result<(u16, bytes::Bytes), ServerError> {
     let response = response.map_err(ServerError::Unreachable)?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(ServerError::Unreachable)?;
     if status != expected {
         return Err(refused(status, &body));
     }
+    Ok((status, body))
+}
+
+/// The body of an `expected` answer as `T`, or the server's error.
+async fn read_json<T: DeserializeOwned>(
+    response: reqwest::Result<reqwest::Response>,
+    expected: u16,
+) -> Result<T, ServerError> {
+    let (status, body) = read_body(response, expected).await?;
     serde_json::from_slice(&body).map_err(|error| ServerError::Refused {
         status,
         code: None,
@@ -182,14 +191,8 @@ impl ServerClient {
             .get(format!("{}/api/v1/messages/{message_id}/content", self.api.base_url))
             .bearer_auth(self.access_token())
             .send()
-            .await
-            .map_err(ServerError::Unreachable)?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(ServerError::Unreachable)?;
-        if status == 200 {
-            return Ok(body.to_vec());
-        }
-        Err(refused(status, &body))
+            .await;
+        Ok(read_body(response, 200).await?.1.into())
     }
 }
 
