@@ -235,6 +235,20 @@ impl AgentCli {
         trusted_pem: &[u8],
         extra: &[&str],
     ) -> anyhow::Result<CliOutput> {
+        let password = stack.user(address).password.clone();
+        self.register_with_password(stack, address, &password, server_url, trusted_pem, extra).await
+    }
+
+    /// As [`Self::register`], typing `password` as the mailbox password.
+    pub async fn register_with_password(
+        &self,
+        stack: &MailStack,
+        address: &str,
+        password: &str,
+        server_url: &str,
+        trusted_pem: &[u8],
+        extra: &[&str],
+    ) -> anyhow::Result<CliOutput> {
         let ca_file = self.data_dir.path().join("trusted.pem");
         std::fs::write(&ca_file, trusted_pem)?;
         let port = stack.imaps_addr().port().to_string();
@@ -254,7 +268,6 @@ impl AgentCli {
             &ca,
         ];
         args.extend_from_slice(extra);
-        let password = format!("{}\n", stack.user(address).password);
-        self.run(&args, Some(&password)).await
+        self.run(&args, Some(&format!("{password}\n"))).await
     }
 }

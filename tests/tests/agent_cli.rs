@@ -234,26 +234,14 @@ async fn without_a_keyring_registration_stops_first_and_says_what_to_install() {
 async fn a_wrong_mailbox_password_is_refused_before_the_server_is_asked() {
     let world = world().await;
     let agent = AgentCli::new(world.keyring.env()).expect("agent");
-    let ca_file = agent.data_dir().join("trusted.pem");
-    std::fs::write(&ca_file, world.trusted_pem()).expect("write");
-    let port = world.stack.imaps_addr().port().to_string();
     let output = agent
-        .run(
-            &[
-                "register",
-                "--email",
-                ALICE,
-                "--password-stdin",
-                "--server",
-                &world.app.base_url,
-                "--imap-host",
-                "localhost",
-                "--imap-port",
-                &port,
-                "--ca-file",
-                &ca_file.display().to_string(),
-            ],
-            Some("not the password\n"),
+        .register_with_password(
+            &world.stack,
+            ALICE,
+            "not the password",
+            &world.app.base_url,
+            &world.trusted_pem(),
+            &[],
         )
         .await
         .expect("run register");

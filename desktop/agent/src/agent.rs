@@ -65,9 +65,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Loads the registration and secrets and takes the mailbox lock.
-    pub async fn open(paths: &AgentPaths, secrets: Secrets) -> Result<Self, AgentError> {
-        let config = AgentConfig::load(paths)?;
+    /// Takes the mailbox lock and loads the secrets of `config`, the
+    /// registration read from `paths`.
+    pub async fn open(
+        paths: &AgentPaths,
+        config: AgentConfig,
+        secrets: Secrets,
+    ) -> Result<Self, AgentError> {
         let lock = take_lock(paths)?;
         let ca_pem = config.ca_pem()?;
         let tokens = secrets.device_tokens().await?;

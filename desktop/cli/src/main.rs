@@ -178,7 +178,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn open_agent(paths: &AgentPaths) -> anyhow::Result<Agent> {
     let config = AgentConfig::load(paths)?;
     let secrets = Secrets::os_keyring(&config.email).await?;
-    Ok(Agent::open(paths, secrets).await?)
+    Ok(Agent::open(paths, config, secrets).await?)
 }
 
 async fn run_command(paths: &AgentPaths, once: bool) -> anyhow::Result<ExitCode> {
