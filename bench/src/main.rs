@@ -7,6 +7,7 @@
 //! is printed and written, so `--quick` in CI proves every section works.
 
 mod backlog;
+mod imap;
 mod memory;
 mod report;
 mod retrieval;

@@ -260,6 +260,9 @@ impl Report {
                 );
             }
             if let Some(error) = &section.error {
+                // One table cell: no line breaks, no column separators.
+                let error =
+                    error.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "/");
                 let _ =
                     writeln!(out, "| {}: could not run | {error} | | | | **no** |", section.name);
             }

@@ -3,6 +3,7 @@
 //! with fresh state, plus registered agents.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sealpost_harness::{
@@ -10,6 +11,7 @@ use sealpost_harness::{
 };
 use sealpost_proto::api::{DeviceTokens, StoredMessage};
 use sealpost_proto::notification::{EmailEnvelope, compose_email};
+use tokio::io::AsyncBufReadExt;
 
 /// The binaries under measurement, built by `cargo xtask bench`.
 #[derive(Debug, Clone)]
@@ -132,7 +134,7 @@ impl Deployment {
 pub struct RegisteredAgent {
     pub cli: AgentCli,
     /// Wall time of the `register` command.
-    pub registration: std::time::Duration,
+    pub registration: Duration,
     _keyring: KeyringSession,
 }
 
@@ -151,4 +153,81 @@ pub fn notification_email(stored: &StoredMessage, subject: &str, sequence: u64) 
         references: vec![],
     };
     compose_email(&envelope, issued)
+}
+
+/// A `sealpost-agent` process whose log lines are read as they come, each
+/// with the moment it arrived.
+pub struct RunningAgent {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
+    pub started: Instant,
+}
+
+/// The agent's log line once a watched folder waits for mail.
+pub const IDLE_ESTABLISHED: &str = "IDLE established";
+
+impl RunningAgent {
+    /// Starts `sealpost-agent args…` with debug logging of its IMAP sessions.
+    pub fn spawn(cli: &AgentCli, args: &[&str]) -> Result<Self> {
+        let mut command = cli.command(args);
+        command.env("RUST_LOG", "info,sealpost_agent::imap=debug").env("NO_COLOR", "1");
+        let started = Instant::now();
+        let mut child = command.spawn().context("starting sealpost-agent")?;
+        let stderr = child.stderr.take().context("the agent's stderr")?;
+        let (sender, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines, started })
+    }
+
+    pub fn pid(&self) -> Result<u32> {
+        self.child.id().context("the agent has exited")
+    }
+
+    /// The next log line containing `needle`, and when it came.
+    pub async fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<Instant> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // What it logged instead, for the error.
+        let mut recent = std::collections::VecDeque::new();
+        loop {
+            let problem = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some((at, line))) if line.contains(needle) => return Ok(at),
+                Ok(Some((_, line))) => {
+                    if recent.len() == 10 {
+                        recent.pop_front();
+                    }
+                    recent.push_back(line);
+                    continue;
+                }
+                Ok(None) => "exited before logging",
+                Err(_) => "did not log",
+            };
+            let recent = Vec::from(recent).join("\n  ");
+            bail!("the agent {problem} {needle:?} within {timeout:?}; its last lines:\n  {recent}");
+        }
+    }
+
+    /// Forgets the lines logged so far.
+    pub fn drain(&mut self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .with_context(|| format!("the agent did not finish within {timeout:?}"))?
+            .context("waiting for the agent")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }

@@ -6,6 +6,8 @@
 //! - `demo`: the server on embedded defaults, one secure message stored,
 //!   delivered and retrieved, each step printed.
 //! - `fuzz`: runs the notification parser's fuzz target for a while.
+//! - `bench`: release builds measured on the real stack beside their floors
+//!   and peers; one table, written to `target/bench/`.
 //!
 //! Every child command runs from the repository root with inherited stdio.
 
@@ -39,11 +41,41 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dbus-daemon",
     "dbus-bin",
     "gnome-keyring",
+    // The peers the benchmarks measure against (`bench --quick` runs in CI).
+    "nginx",
+    "notmuch",
 ];
 
 /// Builds the binaries that tests and the demo run as child processes.
 const BINARIES_BUILD: &[&str] =
     &["build", "--locked", "-p", "sealpost-server", "-p", "sealpost-agent-cli"];
+
+/// Builds the benchmark program and the binaries it measures, in `profile`.
+fn bench_build(profile: BenchProfile) -> Vec<&'static str> {
+    let mut args = vec!["build", "--locked"];
+    if profile == BenchProfile::Release {
+        args.push("--release");
+    }
+    args.extend(["-p", "sealpost-server", "-p", "sealpost-agent-cli", "-p", "sealpost-bench"]);
+    args
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchProfile {
+    /// What the figures in the docs come from.
+    Release,
+    /// `--quick`: proves every section runs, reusing the test build.
+    Debug,
+}
+
+impl BenchProfile {
+    fn name(self) -> &'static str {
+        match self {
+            BenchProfile::Release => "release",
+            BenchProfile::Debug => "debug",
+        }
+    }
+}
 
 /// `debconf-set-selections` lines applied before installing, so that no
 /// package stops to ask a question.
@@ -80,6 +112,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build in release mode, start the real mail stack and server, measure every speed and memory target beside its floor or peer, print one table and write it to target/bench/.
+    Bench {
+        /// Do not check or install Debian packages.
+        #[arg(long)]
+        no_install: bool,
+        /// Small sizes on the debug build: proves every section still runs.
+        #[arg(long)]
+        quick: bool,
+        /// Passed to the benchmark program (`--only SECTION`, `--out DIR`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Fuzz the notification parser with libFuzzer (needs `cargo install cargo-fuzz`).
     Fuzz {
         /// How long to run, in seconds.
@@ -93,6 +137,9 @@ fn main() -> ExitCode {
         Task::Test { no_install, quick } => test(no_install, quick).map(|()| ExitCode::SUCCESS),
         Task::Demo { no_install, args } => demo(no_install, &args),
         Task::Fuzz { seconds } => fuzz(seconds).map(|()| ExitCode::SUCCESS),
+        Task::Bench { no_install, quick, args } => {
+            bench(no_install, quick, &args).map(|()| ExitCode::SUCCESS)
+        }
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("\nxtask: {error:#}");
@@ -224,6 +271,8 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
             .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
             .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent")))
     })?;
+    let quick_bench = "cargo xtask bench --quick --no-install";
+    steps.run("benchmarks (quick sizes)", quick_bench, || run_bench(BenchProfile::Debug, &[]))?;
     // nextest does not run doc tests.
     steps.run("doc tests", "cargo test --workspace --doc --locked", || {
         run(cargo().args(["test", "--workspace", "--doc", "--locked"]))
@@ -330,6 +379,31 @@ fn demo(no_install: bool, args: &[String]) -> Result<ExitCode> {
         Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
         None => bail!("{description} was stopped ({status})"),
     }
+}
+
+fn bench(no_install: bool, quick: bool, args: &[String]) -> Result<()> {
+    if !no_install {
+        install_debian_packages()?;
+    }
+    let profile = if quick { BenchProfile::Debug } else { BenchProfile::Release };
+    run_bench(profile, args)
+}
+
+/// Builds, then runs the benchmark program on the binaries of `profile`.
+/// Missing a target is reported, never an error; a section that cannot run is.
+fn run_bench(profile: BenchProfile, args: &[String]) -> Result<()> {
+    run(cargo().args(bench_build(profile)))?;
+    let target = repo_root().join("target").join(profile.name());
+    let mut bench = command(target.join("sealpost-bench"));
+    bench
+        .args(["--profile", profile.name()])
+        .args(args)
+        .env("SEALPOST_SERVER_BIN", target.join("sealpost-server"))
+        .env("SEALPOST_AGENT_BIN", target.join("sealpost-agent"));
+    if profile == BenchProfile::Debug {
+        bench.arg("--quick");
+    }
+    run(&mut bench)
 }
 
 fn fuzz(seconds: u64) -> Result<()> {

@@ -292,6 +292,8 @@ impl MailboxSession {
         let Self { session, uidplus, can_move, trash } = self;
         let mut idle = session.idle();
         timed("IDLE", idle.init()).await?;
+        // What start-up time is measured to: the agent is now waiting for mail.
+        tracing::debug!("IDLE established");
         let (wait, interrupt) = idle.wait_with_timeout(max);
         let response =
             wait.await.map_err(|source| ImapError::Command { command: "IDLE", source })?;

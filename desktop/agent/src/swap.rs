@@ -282,17 +282,12 @@ impl Swapper {
             };
             let entry = IndexedMessage { message_id, folder, uid, raw: &content };
             if let Err(error) = index.add(&entry, now_unix()).await {
-                tracing::warn!(message = message_id, %error, "could not index the message; search misses it until the index is rebuilt");
+                tracing::warn!(message_id, %error, "could not index the message; search misses it until the index is rebuilt");
             }
         }
         session.remove(&[placeholder.uid]).await?;
         self.step(SwapStep::PlaceholderRemoved)?;
-        tracing::info!(
-            folder,
-            message = message_id,
-            uid,
-            "placeholder swapped for the real message"
-        );
+        tracing::info!(folder, message_id, uid, "placeholder swapped for the real message");
         Ok(uid)
     }
 }
