@@ -34,6 +34,9 @@ struct Args {
     /// Small sizes, to prove every section still runs (what CI does).
     #[arg(long)]
     quick: bool,
+    /// Pending notifications for the backlog section, instead of the size's default.
+    #[arg(long)]
+    backlog: Option<usize>,
     /// Run only the sections whose names contain this (repeatable).
     #[arg(long = "only")]
     only: Vec<String>,
@@ -126,7 +129,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sizes = if args.quick { Sizes::quick() } else { Sizes::full() };
+    let mut sizes = if args.quick { Sizes::quick() } else { Sizes::full() };
+    if let Some(backlog) = args.backlog {
+        sizes.backlog = backlog;
+        sizes.backlog_rounds = 1;
+    }
     let context = Context { sizes, binaries, quick: args.quick };
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

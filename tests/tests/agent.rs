@@ -413,7 +413,10 @@ async fn a_signed_out_device_keeps_the_placeholder_and_says_why() {
 
 #[tokio::test]
 async fn without_uidplus_the_placeholder_moves_to_trash() {
-    let options = StackOptions { imap_capability: Some(CAPABILITIES_WITHOUT_UIDPLUS.to_owned()) };
+    let options = StackOptions {
+        imap_capability: Some(CAPABILITIES_WITHOUT_UIDPLUS.to_owned()),
+        ..StackOptions::default()
+    };
     let world = world_with(&options).await;
     // Something the user marked deleted stays exactly as it is.
     world
@@ -440,7 +443,11 @@ async fn without_uidplus_the_placeholder_moves_to_trash() {
 #[tokio::test]
 async fn without_uidplus_or_move_the_placeholder_is_copied_to_trash_and_marked_deleted() {
     let without_move = CAPABILITIES_WITHOUT_UIDPLUS.replace(" MOVE", "");
-    let world = world_with(&StackOptions { imap_capability: Some(without_move) }).await;
+    let world = world_with(&StackOptions {
+        imap_capability: Some(without_move),
+        ..StackOptions::default()
+    })
+    .await;
     let stored = world.notify_alice("Neither extension").await;
     let swapper = world.swapper(&world.alice).await;
     for pass in 0..2 {

@@ -1,13 +1,15 @@
 //! The IMAP operations the agent needs, each with a timeout, over TLS.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::imap_proto::{Response, Status};
 use async_imap::types::Flag;
 use futures_util::TryStreamExt;
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -72,6 +74,20 @@ pub struct MailboxSession {
     can_move: bool,
     /// Where removed messages go without UIDPLUS, found on first need.
     trash: Option<String>,
+    /// Whether literals may follow without waiting for the server's go-ahead
+    /// (RFC 7888), so many APPENDs travel in one round trip.
+    literal_plus: bool,
+    /// Numbers the tags of commands written past async-imap (pipelined APPENDs).
+    pipelined_tags: u64,
+}
+
+/// A message to APPEND, with the flags and date it should carry.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub flags: &'a [String],
+    /// `INTERNALDATE` in the form APPEND takes.
+    pub internal_date: Option<&'a str>,
+    pub content: &'a [u8],
 }
 
 /// What SELECT reports about a folder.
@@ -127,10 +143,18 @@ impl MailboxSession {
         .await
         .map_err(|_| ImapError::Timeout("LOGIN"))?
         .map_err(|_| ImapError::Login(account.username.clone()))?;
-        let mut this = Self { session, uidplus: false, can_move: false, trash: None };
+        let mut this = Self {
+            session,
+            uidplus: false,
+            can_move: false,
+            trash: None,
+            literal_plus: false,
+            pipelined_tags: 0,
+        };
         let capabilities = timed("CAPABILITY", this.session.capabilities()).await?;
         this.uidplus = capabilities.has_str("UIDPLUS");
         this.can_move = capabilities.has_str("MOVE");
+        this.literal_plus = capabilities.has_str("LITERAL+");
         Ok(this)
     }
 
@@ -219,16 +243,124 @@ impl MailboxSession {
         Ok(uids)
     }
 
-    pub async fn append(
+    /// For each of `values`, the UIDs (ascending) whose header field `name`
+    /// is exactly that value: one SEARCH and one FETCH for all of them.
+    pub async fn find_by_header(
+        &mut self,
+        name: &str,
+        values: &[&str],
+    ) -> Result<HashMap<String, Vec<u32>>, ImapError> {
+        let mut found: HashMap<String, Vec<u32>> = HashMap::new();
+        if values.is_empty() {
+            return Ok(found);
+        }
+        // SEARCH keys are ANDed; `OR a b` is binary, so n keys take n-1 ORs in front.
+        let keys: Vec<String> = values
+            .iter()
+            .map(|value| format!("HEADER {name} \"{}\"", value.replace(['"', '\\'], "")))
+            .collect();
+        let query = format!("{}{}", "OR ".repeat(keys.len() - 1), keys.join(" "));
+        let matches: HashSet<u32> = timed("UID SEARCH", self.session.uid_search(query)).await?;
+        if matches.is_empty() {
+            return Ok(found);
+        }
+        let mut uids: Vec<u32> = matches.into_iter().collect();
+        uids.sort_unstable();
+        let items = format!("(UID BODY.PEEK[HEADER.FIELDS ({name})])");
+        let fetches: Vec<_> = timed("UID FETCH", async {
+            self.session.uid_fetch(uid_set(&uids), &items).await?.try_collect().await
+        })
+        .await?;
+        // SEARCH matches substrings; only exact values count.
+        let wanted: HashSet<&str> = values.iter().copied().collect();
+        for fetch in &fetches {
+            let (Some(uid), Some(header)) = (fetch.uid, fetch.header()) else { continue };
+            if let Some(value) = header_value(header, name).filter(|v| wanted.contains(v.as_str()))
+            {
+                found.entry(value).or_default().push(uid);
+            }
+        }
+        for copies in found.values_mut() {
+            copies.sort_unstable();
+        }
+        Ok(found)
+    }
+
+    /// APPENDs every message to `folder`. With LITERAL+ all are written
+    /// before any answer is read: one round trip for the lot instead of two
+    /// per message.
+    pub async fn append_all(
         &mut self,
         folder: &str,
-        flags: &[String],
-        internal_date: Option<&str>,
-        message: &[u8],
+        messages: &[NewMessage<'_>],
     ) -> Result<(), ImapError> {
-        let flags = format!("({})", flags.join(" "));
-        let date = internal_date.map(|date| format!("\"{date}\""));
-        timed("APPEND", self.session.append(folder, Some(&flags), date.as_deref(), message)).await
+        if !self.literal_plus {
+            for message in messages {
+                let flags = format!("({})", message.flags.join(" "));
+                let date = message.internal_date.map(|date| format!("\"{date}\""));
+                timed(
+                    "APPEND",
+                    self.session.append(folder, Some(&flags), date.as_deref(), message.content),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        let mailbox = quoted(folder);
+        let mut tags = Vec::with_capacity(messages.len());
+        for message in messages {
+            self.pipelined_tags += 1;
+            let tag = format!("SPA{}", self.pipelined_tags);
+            let date =
+                message.internal_date.map_or_else(String::new, |date| format!(" \"{date}\""));
+            let command = format!(
+                "{tag} APPEND {mailbox} ({}){date} {{{}+}}\r\n",
+                message.flags.join(" "),
+                message.content.len()
+            );
+            let stream = self.session.get_mut();
+            let write = async {
+                stream.write_all(command.as_bytes()).await?;
+                stream.write_all(message.content).await?;
+                stream.write_all(b"\r\n").await
+            };
+            tokio::time::timeout(COMMAND_TIMEOUT, write)
+                .await
+                .map_err(|_| ImapError::Timeout("APPEND"))?
+                .map_err(|error| ImapError::Command { command: "APPEND", source: error.into() })?;
+            tags.push(tag);
+        }
+        tokio::time::timeout(COMMAND_TIMEOUT, self.session.get_mut().flush())
+            .await
+            .map_err(|_| ImapError::Timeout("APPEND"))?
+            .map_err(|error| ImapError::Command { command: "APPEND", source: error.into() })?;
+        // Every answer is read, even after a refusal, so the connection stays in step.
+        let mut refused = None;
+        let mut answered = 0;
+        while answered < tags.len() {
+            let response = timed("APPEND", async {
+                self.session.read_response().await?.ok_or(async_imap::error::Error::ConnectionLost)
+            })
+            .await?;
+            if let Response::Done { tag, status, outcome } = response.parsed()
+                && tags.contains(&tag.0)
+            {
+                answered += 1;
+                if *status != Status::Ok && refused.is_none() {
+                    refused = Some(format!(
+                        "{status:?}: {}",
+                        outcome.information.as_deref().unwrap_or("no reason given")
+                    ));
+                }
+            }
+        }
+        match refused {
+            Some(reason) => Err(ImapError::Command {
+                command: "APPEND",
+                source: async_imap::error::Error::No(reason),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Removes exactly `uids` from the selected folder, never with a
@@ -289,7 +421,7 @@ impl MailboxSession {
     /// `max` passes (keep it under the 29 minutes servers allow). Returns the
     /// session and whether something changed.
     pub async fn wait_for_change(self, max: Duration) -> Result<(Self, bool), ImapError> {
-        let Self { session, uidplus, can_move, trash } = self;
+        let Self { session, uidplus, can_move, trash, literal_plus, pipelined_tags } = self;
         let mut idle = session.idle();
         timed("IDLE", idle.init()).await?;
         // What start-up time is measured to: the agent is now waiting for mail.
@@ -301,7 +433,7 @@ impl MailboxSession {
         drop(interrupt);
         let session = timed("DONE", idle.done()).await?;
         Ok((
-            Self { session, uidplus, can_move, trash },
+            Self { session, uidplus, can_move, trash, literal_plus, pipelined_tags },
             matches!(response, IdleResponse::NewData(_)),
         ))
     }
@@ -323,8 +455,50 @@ where
     Ok(())
 }
 
+/// A UID set with runs written as ranges (`1:500,502`), keeping commands
+/// short for thousands of UIDs.
 fn uid_set(uids: &[u32]) -> String {
-    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let uids = sorted;
+    let mut parts = Vec::new();
+    let mut index = 0;
+    while index < uids.len() {
+        let start = uids[index];
+        let mut end = start;
+        while index + 1 < uids.len() && uids[index + 1] == end + 1 {
+            index += 1;
+            end = uids[index];
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        index += 1;
+    }
+    parts.join(",")
+}
+
+/// A mailbox name as an IMAP quoted string.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The unfolded value of header field `name` in a fetched header block.
+fn header_value(header: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let mut lines = text.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        if !line.to_ascii_lowercase().starts_with(&prefix) {
+            continue;
+        }
+        let mut value = line[prefix.len()..].trim().to_owned();
+        while let Some(next) = lines.next_if(|next| next.starts_with([' ', '\t'])) {
+            value.push(' ');
+            value.push_str(next.trim());
+        }
+        return Some(value);
+    }
+    None
 }
 
 /// Flags a copy should carry: everything but `\Recent` (server-managed) and
@@ -338,4 +512,31 @@ fn flag_text(flag: &Flag<'_>) -> Option<String> {
         Flag::Custom(name) => name.to_string(),
         Flag::Deleted | Flag::Recent | Flag::MayCreate => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_write_runs_as_ranges() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[9, 4, 4, 5]), "4:5,9");
+        assert_eq!(uid_set(&[42]), "42");
+        let many: Vec<u32> = (1..=10_000).collect();
+        assert_eq!(uid_set(&many), "1:10000");
+    }
+
+    #[test]
+    fn header_values_are_found_unfolded_and_case_blind() {
+        let header = b"Subject: hi\r\nx-sealpost-swapped: abc\r\n def\r\nTo: a@b\r\n\r\n";
+        assert_eq!(header_value(header, "X-Sealpost-Swapped").as_deref(), Some("abc def"));
+        assert_eq!(header_value(header, "Cc"), None);
+    }
+
+    #[test]
+    fn mailbox_names_are_quoted() {
+        assert_eq!(quoted("INBOX"), "\"INBOX\"");
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
 }

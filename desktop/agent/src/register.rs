@@ -30,6 +30,11 @@ use crate::server::{ServerApi, ServerError};
 pub const CODE_WAIT: Duration = Duration::from_secs(60);
 /// How long one IDLE waits before looking again regardless.
 const CODE_POLL: Duration = Duration::from_secs(2);
+/// The code email usually lands within a second or two of the request,
+/// and servers delay IDLE's news of it (Dovecot by half a second): for
+/// this long the agent looks every [`CODE_LOOK_EVERY`] instead of idling.
+const CODE_QUICK_LOOKS: Duration = Duration::from_secs(5);
+const CODE_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// The steps, for progress output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +207,8 @@ async fn wait_for_code(
     origin: &str,
     wait: Duration,
 ) -> Result<(u32, String), RegisterError> {
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     let mut next = first_uid;
     loop {
         for uid in session.uids_from(next).await? {
@@ -219,8 +225,13 @@ async fn wait_for_code(
             session.logout().await;
             return Err(RegisterError::NoCodeEmail { origin: origin.to_owned(), waited: wait });
         }
-        let (again, _) = session.wait_for_change(left.min(CODE_POLL)).await?;
-        session = again;
+        if started.elapsed() < CODE_QUICK_LOOKS {
+            // Each command makes the server look at the mailbox afresh.
+            tokio::time::sleep(left.min(CODE_LOOK_EVERY)).await;
+        } else {
+            let (again, _) = session.wait_for_change(left.min(CODE_POLL)).await?;
+            session = again;
+        }
     }
 }
 

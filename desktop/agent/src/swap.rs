@@ -20,10 +20,12 @@
 use sealpost_proto::ContentDigest;
 use sealpost_proto::notification::{SignedNotification, TrustedServer, parse};
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::imap::{HeaderFetch, ImapError, MailboxSession};
+use futures_util::StreamExt;
+
+use crate::imap::{HeaderFetch, ImapError, MailboxSession, NewMessage};
 use crate::index::{IndexedMessage, SearchIndex};
 use crate::server::{ServerClient, ServerError};
 use crate::state::now_unix;
@@ -110,6 +112,48 @@ pub struct KeptPlaceholder {
 
 type Hook = Box<dyn Fn(SwapStep) -> bool + Send + Sync>;
 
+/// Notifications swapped together: one search for copies, one pipelined
+/// APPEND, one removal for them all.
+const BATCH_MESSAGES: usize = 64;
+/// A batch also ends once its contents reach this size, so large messages
+/// are not all held at once.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Contents fetched from the server at the same time.
+const FETCHES_IN_FLIGHT: usize = 8;
+/// Headers read per FETCH, so a large backlog is not held at once.
+const HEADERS_PER_FETCH: usize = 500;
+
+/// A genuine notification waiting to be swapped.
+struct Pending {
+    placeholder: HeaderFetch,
+    notification: SignedNotification,
+    message_id: String,
+}
+
+/// What a pass has done so far.
+struct Pass {
+    report: FolderReport,
+    /// The lowest UID of a placeholder kept for a temporary reason.
+    first_retry: Option<u32>,
+    /// Why the server is unavailable, once it failed for a temporary reason.
+    unavailable: Option<String>,
+}
+
+impl Pass {
+    fn keep(&mut self, pending: Pending, reason: String, temporary: bool) {
+        let uid = pending.placeholder.uid;
+        if temporary {
+            self.first_retry = Some(self.first_retry.map_or(uid, |first| first.min(uid)));
+        }
+        self.report.kept.push(KeptPlaceholder {
+            uid,
+            message_id: pending.message_id,
+            reason,
+            temporary,
+        });
+    }
+}
+
 pub struct Swapper {
     server: ServerClient,
     trusted: TrustedServer,
@@ -165,77 +209,42 @@ impl Swapper {
     ) -> Result<FolderReport, SwapError> {
         let uid_validity = session.select(folder).await?;
         let uids = session.uids_from(first).await?;
-        let mut report = FolderReport {
-            uid_validity,
-            examined: uids.len(),
-            next_uid: uids.last().map_or(first, |last| last + 1),
-            ..FolderReport::default()
+        let mut pass = Pass {
+            report: FolderReport {
+                uid_validity,
+                examined: uids.len(),
+                next_uid: uids.last().map_or(first, |last| last + 1),
+                ..FolderReport::default()
+            },
+            first_retry: None,
+            unavailable: None,
         };
-        let mut first_retry = None;
-        // Once the server failed for a temporary reason, the rest of the
-        // pass waits too instead of timing out once per notification.
-        let mut unavailable: Option<String> = None;
-        for fetch in session.fetch_headers(&uids).await? {
-            // A placeholder marked deleted is not brought back to life.
-            if fetch.deleted || !looks_like_notification(&fetch) {
-                continue;
-            }
-            let notification = match parse(&fetch.header) {
-                Ok(notification) => notification,
-                Err(error) => {
-                    tracing::warn!(folder, uid = fetch.uid, %error, "malformed Sealpost headers; left alone");
-                    report.rejected.push(RejectedNotification {
-                        uid: fetch.uid,
-                        reason: format!("malformed Sealpost headers: {error}"),
-                    });
-                    continue;
-                }
-            };
-            if let Err(error) = notification.verify(&self.trusted, &self.recipient) {
-                tracing::warn!(folder, uid = fetch.uid, %error, "notification failed verification: possible phishing; not fetched, left alone");
-                report.rejected.push(RejectedNotification {
-                    uid: fetch.uid,
-                    reason: format!("possible phishing, not fetched: {error}"),
-                });
-                continue;
-            }
-            let message_id = notification.fields.message_id.to_string();
-            if let Some(reason) = &unavailable {
-                report.kept.push(KeptPlaceholder {
-                    uid: fetch.uid,
-                    message_id,
-                    reason: reason.clone(),
-                    temporary: true,
-                });
-                first_retry = first_retry.or(Some(fetch.uid));
-                continue;
-            }
-            match self.swap(session, folder, &fetch, &notification).await {
-                Ok(uid) => report.swapped.push(SwappedMessage { message_id, uid }),
-                Err(SwapError::Server(error)) => {
-                    let kept = KeptPlaceholder {
-                        uid: fetch.uid,
-                        message_id,
-                        reason: explain(&error),
-                        temporary: error.is_temporary(),
-                    };
-                    tracing::warn!(folder, uid = fetch.uid, %error, temporary = kept.temporary, "placeholder kept");
-                    if kept.temporary {
-                        first_retry = first_retry.or(Some(fetch.uid));
-                        unavailable = Some(kept.reason.clone());
+        for chunk in uids.chunks(HEADERS_PER_FETCH) {
+            let mut pending: VecDeque<Pending> = session
+                .fetch_headers(chunk)
+                .await?
+                .into_iter()
+                .filter_map(|fetch| self.genuine(folder, fetch, &mut pass.report))
+                .collect();
+            while !pending.is_empty() {
+                if let Some(reason) = pass.unavailable.clone() {
+                    // The server failed for a temporary reason: the rest of
+                    // the pass waits too instead of timing out once each.
+                    for waiting in pending.drain(..) {
+                        pass.keep(waiting, reason.clone(), true);
                     }
-                    report.kept.push(kept);
+                    break;
                 }
-                Err(error @ SwapError::DigestMismatch { .. }) => {
-                    tracing::warn!(folder, uid = fetch.uid, %error, "placeholder kept");
-                    report
-                        .rejected
-                        .push(RejectedNotification { uid: fetch.uid, reason: error.to_string() });
+                let batch: Vec<Pending> =
+                    pending.drain(..BATCH_MESSAGES.min(pending.len())).collect();
+                let unfetched = self.swap_batch(session, folder, batch, &mut pass).await?;
+                for waiting in unfetched.into_iter().rev() {
+                    pending.push_front(waiting);
                 }
-                Err(error) => return Err(error),
             }
         }
-        match first_retry {
+        let mut report = pass.report;
+        match pass.first_retry {
             Some(uid) => report.next_uid = uid,
             None if !report.swapped.is_empty() => {
                 report.next_uid = self.after_own_copies(session, &report).await?;
@@ -245,50 +254,161 @@ impl Swapper {
         Ok(report)
     }
 
-    async fn swap(
+    /// The notification `fetch` holds, when it is one and genuine; forged
+    /// and malformed ones are recorded as rejected and left alone.
+    fn genuine(
+        &self,
+        folder: &str,
+        fetch: HeaderFetch,
+        report: &mut FolderReport,
+    ) -> Option<Pending> {
+        // A placeholder marked deleted is not brought back to life.
+        if fetch.deleted || !looks_like_notification(&fetch) {
+            return None;
+        }
+        let notification = match parse(&fetch.header) {
+            Ok(notification) => notification,
+            Err(error) => {
+                tracing::warn!(folder, uid = fetch.uid, %error, "malformed Sealpost headers; left alone");
+                report.rejected.push(RejectedNotification {
+                    uid: fetch.uid,
+                    reason: format!("malformed Sealpost headers: {error}"),
+                });
+                return None;
+            }
+        };
+        if let Err(error) = notification.verify(&self.trusted, &self.recipient) {
+            tracing::warn!(folder, uid = fetch.uid, %error, "notification failed verification: possible phishing; not fetched, left alone");
+            report.rejected.push(RejectedNotification {
+                uid: fetch.uid,
+                reason: format!("possible phishing, not fetched: {error}"),
+            });
+            return None;
+        }
+        let message_id = notification.fields.message_id.to_string();
+        Some(Pending { placeholder: fetch, notification, message_id })
+    }
+
+    /// Swaps `batch` (the steps in the module documentation, each done once
+    /// for the whole batch). Returns the notifications left unfetched
+    /// because the batch's contents reached [`BATCH_BYTES`].
+    async fn swap_batch(
         &self,
         session: &mut MailboxSession,
         folder: &str,
-        placeholder: &HeaderFetch,
-        notification: &SignedNotification,
-    ) -> Result<u32, SwapError> {
-        let message_id = notification.fields.message_id.as_str();
-        let mut copies = session.search_header(SWAPPED_HEADER, message_id).await?;
-        let mut content = None;
-        if copies.is_empty() {
-            let fetched = self.fetch_verified(notification).await?;
-            self.step(SwapStep::Fetched)?;
-            let mut marked = format!("{SWAPPED_HEADER}: {message_id}\r\n").into_bytes();
-            marked.extend_from_slice(&fetched);
-            session
-                .append(folder, &placeholder.flags, placeholder.internal_date.as_deref(), &marked)
-                .await?;
-            self.step(SwapStep::Appended)?;
-            copies = session.search_header(SWAPPED_HEADER, message_id).await?;
-            content = Some(fetched);
-        }
-        if copies.len() > 1 {
-            session.remove(&copies[1..]).await?;
-        }
-        self.step(SwapStep::DuplicatesRemoved)?;
-        let Some(&uid) = copies.first() else {
-            return Err(SwapError::CopyMissing { message_id: message_id.to_owned() });
-        };
-        if let Some(index) = &self.index {
-            // A copy left by an interrupted run was not fetched this time.
-            let content = match content {
-                Some(content) => content,
-                None => self.fetch_verified(notification).await?,
-            };
-            let entry = IndexedMessage { message_id, folder, uid, raw: &content };
-            if let Err(error) = index.add(&entry, now_unix()).await {
-                tracing::warn!(message_id, %error, "could not index the message; search misses it until the index is rebuilt");
+        mut batch: Vec<Pending>,
+        pass: &mut Pass,
+    ) -> Result<Vec<Pending>, SwapError> {
+        let ids: Vec<&str> = batch.iter().map(|pending| pending.message_id.as_str()).collect();
+        let existing = session.find_by_header(SWAPPED_HEADER, &ids).await?;
+        // A copy left by an interrupted run needs no content, unless for the index.
+        let needs_content =
+            |pending: &Pending| self.index.is_some() || !existing.contains_key(&pending.message_id);
+        let mut contents: Vec<Option<Result<Vec<u8>, SwapError>>> = Vec::new();
+        let mut bytes = 0;
+        {
+            // Created up front (not yet running) so the stream's item is one concrete future type.
+            let requests: Vec<_> = batch
+                .iter()
+                .map(|pending| self.content_if(needs_content(pending), &pending.notification))
+                .collect();
+            let mut fetches = futures_util::stream::iter(requests).buffered(FETCHES_IN_FLIGHT);
+            while let Some(content) = fetches.next().await {
+                bytes += content.as_ref().and_then(|c| c.as_ref().ok()).map_or(0, Vec::len);
+                contents.push(content);
+                if bytes >= BATCH_BYTES {
+                    break;
+                }
             }
         }
-        session.remove(&[placeholder.uid]).await?;
+        let unfetched = batch.split_off(contents.len());
+
+        let mut ready: Vec<(Pending, Option<Vec<u8>>)> = Vec::with_capacity(batch.len());
+        for (pending, content) in batch.into_iter().zip(contents) {
+            match content {
+                None => ready.push((pending, None)),
+                Some(Ok(content)) => ready.push((pending, Some(content))),
+                Some(Err(SwapError::Server(error))) => {
+                    let temporary = error.is_temporary();
+                    tracing::warn!(folder, uid = pending.placeholder.uid, %error, temporary, "placeholder kept");
+                    let reason = explain(&error);
+                    if temporary {
+                        pass.unavailable = Some(reason.clone());
+                    }
+                    pass.keep(pending, reason, temporary);
+                }
+                Some(Err(error @ SwapError::DigestMismatch { .. })) => {
+                    tracing::warn!(folder, uid = pending.placeholder.uid, %error, "placeholder kept");
+                    pass.report.rejected.push(RejectedNotification {
+                        uid: pending.placeholder.uid,
+                        reason: error.to_string(),
+                    });
+                }
+                Some(Err(error)) => return Err(error),
+            }
+        }
+        if ready.is_empty() {
+            return Ok(unfetched);
+        }
+        self.step(SwapStep::Fetched)?;
+
+        let new: Vec<NewMessage<'_>> = ready
+            .iter()
+            .filter(|(pending, _)| !existing.contains_key(&pending.message_id))
+            .filter_map(|(pending, content)| {
+                Some(NewMessage {
+                    flags: &pending.placeholder.flags,
+                    internal_date: pending.placeholder.internal_date.as_deref(),
+                    content: content.as_deref()?,
+                })
+            })
+            .collect();
+        let copies = if new.is_empty() {
+            existing
+        } else {
+            session.append_all(folder, &new).await?;
+            self.step(SwapStep::Appended)?;
+            // Another agent may have appended too: look again, keep the lowest UID.
+            let ids: Vec<&str> =
+                ready.iter().map(|(pending, _)| pending.message_id.as_str()).collect();
+            session.find_by_header(SWAPPED_HEADER, &ids).await?
+        };
+        let duplicates: Vec<u32> = ready
+            .iter()
+            .filter_map(|(pending, _)| copies.get(&pending.message_id))
+            .flat_map(|uids| uids.iter().skip(1).copied())
+            .collect();
+        session.remove(&duplicates).await?;
+        self.step(SwapStep::DuplicatesRemoved)?;
+
+        let mut swapped = Vec::with_capacity(ready.len());
+        for (pending, content) in &ready {
+            let Some(&uid) = copies.get(&pending.message_id).and_then(|uids| uids.first()) else {
+                return Err(SwapError::CopyMissing { message_id: pending.message_id.clone() });
+            };
+            if let (Some(index), Some(content)) = (&self.index, content) {
+                let entry =
+                    IndexedMessage { message_id: &pending.message_id, folder, uid, raw: content };
+                if let Err(error) = index.add(&entry, now_unix()).await {
+                    tracing::warn!(message_id = pending.message_id, %error, "could not index the message; search misses it until the index is rebuilt");
+                }
+            }
+            swapped.push(SwappedMessage { message_id: pending.message_id.clone(), uid });
+        }
+        let placeholders: Vec<u32> =
+            ready.iter().map(|(pending, _)| pending.placeholder.uid).collect();
+        session.remove(&placeholders).await?;
         self.step(SwapStep::PlaceholderRemoved)?;
-        tracing::info!(folder, message_id, uid, "placeholder swapped for the real message");
-        Ok(uid)
+        for message in &swapped {
+            tracing::info!(
+                folder,
+                message_id = message.message_id,
+                uid = message.uid,
+                "placeholder swapped for the real message"
+            );
+        }
+        pass.report.swapped.extend(swapped);
+        Ok(unfetched)
     }
 }
 
@@ -310,16 +430,25 @@ impl Swapper {
         })
     }
 
-    async fn fetch_verified(
+    async fn content_if(
         &self,
+        needed: bool,
         notification: &SignedNotification,
-    ) -> Result<Vec<u8>, SwapError> {
+    ) -> Option<Result<Vec<u8>, SwapError>> {
+        if needed { Some(self.fetch_marked(notification).await) } else { None }
+    }
+
+    /// The real message, checked against the notification's digest, with
+    /// the [`SWAPPED_HEADER`] line on top that marks it as swapped in.
+    async fn fetch_marked(&self, notification: &SignedNotification) -> Result<Vec<u8>, SwapError> {
         let message_id = notification.fields.message_id.as_str();
         let content = self.server.content(message_id).await?;
         if ContentDigest::of(&content) != notification.fields.content_sha256 {
             return Err(SwapError::DigestMismatch { message_id: message_id.to_owned() });
         }
-        Ok(content)
+        let mut marked = format!("{SWAPPED_HEADER}: {message_id}\r\n").into_bytes();
+        marked.extend_from_slice(&content);
+        Ok(marked)
     }
 }
 
