@@ -126,15 +126,13 @@ impl Deployment {
         if !output.success {
             bail!("registering {address} failed: {}{}", output.stdout, output.stderr);
         }
-        Ok(RegisteredAgent { cli, registration: output.elapsed, _keyring: keyring })
+        Ok(RegisteredAgent { cli, _keyring: keyring })
     }
 }
 
 /// An agent registered against a [`Deployment`].
 pub struct RegisteredAgent {
     pub cli: AgentCli,
-    /// Wall time of the `register` command.
-    pub registration: Duration,
     _keyring: KeyringSession,
 }
 

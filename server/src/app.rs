@@ -11,7 +11,8 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderName;
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -202,13 +203,16 @@ impl Application {
             ))
         });
         let app = with_middleware(routes::router(self.state.clone()), self.state);
-        let served = axum_server::from_tcp_rustls(
-            self.listener,
-            RustlsConfig::from_config(self.tls.config),
-        )?
-        .handle(self.handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await;
+        // Without TCP_NODELAY a response written in two parts (the head, then
+        // a body streamed from disk) waits for the client's delayed ACK of
+        // the first: some 40 ms on every such response.
+        let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(self.tls.config))
+            .acceptor(NoDelayAcceptor::new());
+        let served = axum_server::from_tcp(self.listener)?
+            .acceptor(acceptor)
+            .handle(self.handle)
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await;
         stop_worker.cancel();
         if let Some(monitor) = monitor {
             let _ = monitor.await;

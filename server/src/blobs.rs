@@ -108,6 +108,16 @@ impl BlobStore {
         }
     }
 
+    /// The whole content, read at once: one trip to the blocking thread pool
+    /// where streaming takes one per chunk, and one more to find the end.
+    pub async fn read(&self, id: &MessageId) -> Result<Bytes, BlobError> {
+        let path = self.path_of(id);
+        match tokio::fs::read(&path).await {
+            Ok(content) => Ok(Bytes::from(content)),
+            Err(source) => Err(BlobError::Io { path, source }),
+        }
+    }
+
     pub async fn open(&self, id: &MessageId) -> Result<tokio::fs::File, BlobError> {
         let path = self.path_of(id);
         tokio::fs::File::open(&path).await.map_err(|source| BlobError::Io { path, source })

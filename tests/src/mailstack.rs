@@ -74,6 +74,9 @@ pub struct StackOptions {
     /// The capabilities IMAP announces after login, instead of Dovecot's
     /// own list: to stand in for servers that lack an extension.
     pub imap_capability: Option<String>,
+    /// A domain (not the stack's own) whose mail Postfix accepts for any
+    /// local part and then discards: a sink for sending at volume.
+    pub discard_domain: Option<String>,
 }
 
 /// Dovecot's post-login capabilities without UIDPLUS (and with MOVE).
@@ -136,7 +139,7 @@ impl MailStack {
         let tls = tls_connector(&ca_pem)?;
         write_dovecot_config(dir.path(), ports, &users, &banner, options)?;
         let (postfix_config, postfix_log) =
-            write_postfix_config(dir.path(), ports, &users, &banner)?;
+            write_postfix_config(dir.path(), ports, &users, &banner, options)?;
 
         let dovecot = spawn_dovecot(dir.path())?;
         let stack = MailStack {
@@ -783,6 +786,7 @@ fn write_postfix_config(
     ports: Ports,
     users: &[MailUser],
     banner: &str,
+    options: &StackOptions,
 ) -> Result<(PathBuf, PathBuf)> {
     let config = root.join("postfix");
     let queue = root.join("postfix-queue");
@@ -852,7 +856,7 @@ smtpd_sasl_path = inet:127.0.0.1:{auth}
 biff = no
 maillog_file = {log}
 maillog_file_prefixes = {root}
-",
+{discard}",
         queue = queue.display(),
         data = data.display(),
         certs = root.join("dovecot").display(),
@@ -861,6 +865,10 @@ maillog_file_prefixes = {root}
         lmtp = ports.lmtp,
         log = log.display(),
         root = root.display(),
+        discard = options.discard_domain.as_ref().map_or_else(String::new, |domain| {
+            // Relayed (so accepted for any local part), then handed to discard.
+            format!("relay_domains = {domain}\ntransport_maps = inline:{{ {domain}=discard: }}\n")
+        }),
     );
     std::fs::write(config.join("main.cf"), main_cf)?;
     let master_cf = format!(

@@ -196,12 +196,23 @@ impl Agent {
             session.select(folder).await.map_err(SwapError::from)?;
             let uids = session.search_header(SWAPPED_HEADER, "").await.map_err(SwapError::from)?;
             for batch in uids.chunks(REINDEX_BATCH) {
-                for (uid, raw) in session.fetch_messages(batch).await.map_err(SwapError::from)? {
-                    let Some(message_id) = swapped_message_id(&raw) else { continue };
-                    let entry = IndexedMessage { message_id: &message_id, folder, uid, raw: &raw };
-                    self.index.add(&entry, now_unix()).await?;
-                    indexed += 1;
-                }
+                let fetched = session.fetch_messages(batch).await.map_err(SwapError::from)?;
+                let found: Vec<(u32, String, &[u8])> = fetched
+                    .iter()
+                    .filter_map(|(uid, raw)| Some((*uid, swapped_message_id(raw)?, raw.as_slice())))
+                    .collect();
+                let entries: Vec<IndexedMessage<'_>> = found
+                    .iter()
+                    .map(|(uid, message_id, raw)| IndexedMessage {
+                        message_id,
+                        folder,
+                        uid: *uid,
+                        raw,
+                    })
+                    .collect();
+                // One transaction per batch: a rebuild of many thousands stays quick.
+                self.index.add_all(&entries, now_unix()).await?;
+                indexed += entries.len();
                 progress(indexed, uids.len());
             }
         }

@@ -382,18 +382,25 @@ impl Swapper {
         self.step(SwapStep::DuplicatesRemoved)?;
 
         let mut swapped = Vec::with_capacity(ready.len());
+        let mut entries = Vec::new();
         for (pending, content) in &ready {
             let Some(&uid) = copies.get(&pending.message_id).and_then(|uids| uids.first()) else {
                 return Err(SwapError::CopyMissing { message_id: pending.message_id.clone() });
             };
-            if let (Some(index), Some(content)) = (&self.index, content) {
-                let entry =
-                    IndexedMessage { message_id: &pending.message_id, folder, uid, raw: content };
-                if let Err(error) = index.add(&entry, now_unix()).await {
-                    tracing::warn!(message_id = pending.message_id, %error, "could not index the message; search misses it until the index is rebuilt");
-                }
+            if let Some(content) = content {
+                entries.push(IndexedMessage {
+                    message_id: &pending.message_id,
+                    folder,
+                    uid,
+                    raw: content,
+                });
             }
             swapped.push(SwappedMessage { message_id: pending.message_id.clone(), uid });
+        }
+        if let Some(index) = &self.index
+            && let Err(error) = index.add_all(&entries, now_unix()).await
+        {
+            tracing::warn!(count = entries.len(), %error, "could not index the swapped messages; search misses them until the index is rebuilt");
         }
         let placeholders: Vec<u32> =
             ready.iter().map(|(pending, _)| pending.placeholder.uid).collect();

@@ -224,7 +224,12 @@ pub async fn content(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let message = visible_message(&state, &caller, &id).await?;
-    let file = state.blobs.open(&message.id).await?;
+    let body = if message.size <= STREAM_CHUNK as u64 {
+        Body::from(state.blobs.read(&message.id).await?)
+    } else {
+        let file = state.blobs.open(&message.id).await?;
+        Body::from_stream(ReaderStream::with_capacity(file, STREAM_CHUNK))
+    };
     state
         .store
         .record_retrieval(&message.id, &caller.account.id, &caller.device.id, state.clock.now())
@@ -241,10 +246,14 @@ pub async fn content(
                 message.content_sha256.to_hex(),
             ),
         ],
-        Body::from_stream(ReaderStream::with_capacity(file, 64 * 1024)),
+        body,
     )
         .into_response())
 }
+
+/// Content up to this size is read whole and sent at once; larger content
+/// is streamed in chunks of this size.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Who retrieved the message, when and from which device: for its sender only.
 #[utoipa::path(get, path = "/api/v1/messages/{message_id}/retrievals", tag = "messages", security(("bearer" = [])),

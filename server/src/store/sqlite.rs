@@ -1,12 +1,14 @@
 //! The embedded store: one SQLite file in WAL mode.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::{
     AccountRecord, CodeCheck, DeviceRecord, MessageRecord, NewNotification, NotificationRecord,
@@ -19,7 +21,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// For the reads nearly every request makes.
+    readers: Readers,
+    /// Writes committed together with those waiting at the same time.
+    group_writes: mpsc::UnboundedSender<PendingWrite>,
 }
+
+/// Read-only connections for the reads nearly every request makes.
+const READERS: usize = 4;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
@@ -32,10 +41,178 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            // A file on this machine does not drop connections: checking each
+            // one before use would add a round trip to its thread.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let readers = Readers::open(&options.clone().read_only(true), READERS).await?;
+        let writer = SqliteConnection::connect_with(&options).await?;
+        let (group_writes, queue) = mpsc::unbounded_channel();
+        // Ends when the store is dropped, with the last sender.
+        tokio::spawn(commit_in_groups(writer, queue));
+        Ok(Self { pool, readers, group_writes })
     }
+
+    /// Has `write` committed together with the others waiting, and returns
+    /// once it is durable.
+    async fn write_in_group(&self, write: GroupWrite) -> StoreResult<()> {
+        let (committed, outcome) = oneshot::channel();
+        self.group_writes
+            .send(PendingWrite { write, committed })
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        outcome.await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// Connections kept out of the pool. Each connection has a thread of its
+/// own, and the pool checks every connection returned to it with a round
+/// trip to that thread: for a one-statement read, twice the work. Only
+/// single statements outside transactions run here, so a read abandoned
+/// half-way (its request cancelled) leaves nothing behind for the next.
+struct Readers {
+    connections: Vec<Mutex<SqliteConnection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    async fn open(options: &SqliteConnectOptions, count: usize) -> StoreResult<Self> {
+        let mut connections = Vec::with_capacity(count);
+        for _ in 0..count {
+            connections.push(Mutex::new(SqliteConnection::connect_with(options).await?));
+        }
+        Ok(Self { connections, next: AtomicUsize::new(0) })
+    }
+
+    /// A free connection, or else the next in turn once it is free.
+    async fn get(&self) -> MutexGuard<'_, SqliteConnection> {
+        for connection in &self.connections {
+            if let Ok(free) = connection.try_lock() {
+                return free;
+            }
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[turn].lock().await
+    }
+}
+
+/// Most writes one commit takes: four bound values each stay far below
+/// SQLite's limit on a statement's variables.
+const GROUP_COMMIT_MAX: usize = 512;
+
+/// A small write that many requests make at once. Each must be durable
+/// before its caller goes on, and with `synchronous = FULL` every commit
+/// waits for the disk: one commit for all the writes waiting at the time
+/// costs one flush instead of one each. Each kind is written with one
+/// statement for the whole group, as every statement is a round trip to the
+/// connection's thread.
+enum GroupWrite {
+    Retrieval(RetrievalRow),
+    NotificationSent(SentMark),
+}
+
+struct RetrievalRow {
+    message_id: String,
+    account_id: String,
+    device_id: String,
+    at: i64,
+}
+
+struct SentMark {
+    id: i64,
+    relay_answer: String,
+    at: i64,
+}
+
+struct PendingWrite {
+    write: GroupWrite,
+    committed: oneshot::Sender<StoreResult<()>>,
+}
+
+/// Commits whatever writes are waiting, again and again, on a connection
+/// of its own: while one commit waits for the disk, the next group gathers.
+async fn commit_in_groups(
+    mut connection: SqliteConnection,
+    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
+) {
+    let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while queue.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+        let writes: Vec<&GroupWrite> = group.iter().map(|pending| &pending.write).collect();
+        if commit_together(&mut connection, &writes).await.is_ok() {
+            for pending in group.drain(..) {
+                let _ = pending.committed.send(Ok(()));
+            }
+        } else {
+            // One failing write must not fail the others: each on its own.
+            for pending in group.drain(..) {
+                let outcome = commit_together(&mut connection, &[&pending.write]).await;
+                let _ = pending.committed.send(outcome);
+            }
+        }
+    }
+}
+
+async fn commit_together(
+    connection: &mut SqliteConnection,
+    writes: &[&GroupWrite],
+) -> StoreResult<()> {
+    let mut retrievals = Vec::new();
+    let mut sent = Vec::new();
+    for write in writes {
+        match write {
+            GroupWrite::Retrieval(row) => retrievals.push(row),
+            GroupWrite::NotificationSent(mark) => sent.push(mark),
+        }
+    }
+    match (retrievals.is_empty(), sent.is_empty()) {
+        (false, false) => {
+            let mut tx = connection.begin().await?;
+            insert_retrievals(&mut *tx, &retrievals).await?;
+            mark_sent(&mut *tx, &sent).await?;
+            tx.commit().await?;
+        }
+        // One statement is a transaction of its own.
+        (false, true) => insert_retrievals(connection, &retrievals).await?,
+        (true, false) => mark_sent(connection, &sent).await?,
+        (true, true) => {}
+    }
+    Ok(())
+}
+
+async fn insert_retrievals<'e>(
+    executor: impl SqliteExecutor<'e>,
+    rows: &[&RetrievalRow],
+) -> StoreResult<()> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO retrievals (message_id, account_id, device_id, retrieved_at) ",
+    );
+    query.push_values(rows, |mut values, row| {
+        values
+            .push_bind(row.message_id.as_str())
+            .push_bind(row.account_id.as_str())
+            .push_bind(row.device_id.as_str())
+            .push_bind(row.at);
+    });
+    // Each group size is another statement: not worth keeping prepared.
+    query.build().persistent(false).execute(executor).await?;
+    Ok(())
+}
+
+async fn mark_sent<'e>(executor: impl SqliteExecutor<'e>, marks: &[&SentMark]) -> StoreResult<()> {
+    let mut query = QueryBuilder::<Sqlite>::new("WITH settled (id, relay_answer, updated_at) AS (");
+    query.push_values(marks, |mut values, mark| {
+        values.push_bind(mark.id).push_bind(mark.relay_answer.as_str()).push_bind(mark.at);
+    });
+    query.push(
+        ") UPDATE outbox SET state = 'sent', relay_answer = settled.relay_answer, last_error = NULL,
+             updated_at = settled.updated_at
+         FROM settled WHERE outbox.id = settled.id AND outbox.state = 'queued'",
+    );
+    query.build().persistent(false).execute(executor).await?;
+    Ok(())
 }
 
 fn unix(at: OffsetDateTime) -> i64 {
@@ -223,7 +400,7 @@ impl Store for SqliteStore {
              WHERE d.access_hash = ?",
         )
         .bind(&access_hash[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.readers.get().await)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let device = device_from_row(&row)?;
@@ -335,20 +512,22 @@ impl Store for SqliteStore {
     }
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
+        // One statement, recipients as a JSON array: every retrieval reads
+        // this, and each statement is a round trip to the connection's thread.
         let row = sqlx::query(
-            "SELECT m.id, m.sender_account_id, a.email AS sender_email, m.content_sha256, m.size, m.created_at
+            "SELECT m.id, m.sender_account_id, a.email AS sender_email, m.content_sha256, m.size, m.created_at,
+                    (SELECT json_group_array(r.email ORDER BY r.rowid) FROM message_recipients r
+                     WHERE r.message_id = m.id) AS recipients
              FROM messages m JOIN accounts a ON a.id = m.sender_account_id WHERE m.id = ?",
         )
         .bind(id.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.readers.get().await)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let recipients: Vec<String> = sqlx::query_scalar(
-            "SELECT email FROM message_recipients WHERE message_id = ? ORDER BY rowid",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let recipients: String = row.try_get("recipients")?;
+        let recipients: Vec<String> = serde_json::from_str(&recipients).map_err(|_| {
+            StoreError::Corrupt(format!("message {id} has recipients {recipients:?}"))
+        })?;
         let digest: String = row.try_get("content_sha256")?;
         let size: i64 = row.try_get("size")?;
         Ok(Some(MessageRecord {
@@ -371,14 +550,13 @@ impl Store for SqliteStore {
         device_id: &DeviceId,
         at: OffsetDateTime,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO retrievals (message_id, account_id, device_id, retrieved_at) VALUES (?, ?, ?, ?)")
-            .bind(message_id.as_str())
-            .bind(account_id.as_str())
-            .bind(device_id.as_str())
-            .bind(unix(at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write_in_group(GroupWrite::Retrieval(RetrievalRow {
+            message_id: message_id.as_str().to_owned(),
+            account_id: account_id.as_str().to_owned(),
+            device_id: device_id.as_str().to_owned(),
+            at: unix(at),
+        }))
+        .await
     }
 
     async fn retrievals(&self, message_id: &MessageId) -> StoreResult<Vec<RetrievalRecord>> {
@@ -454,16 +632,12 @@ impl Store for SqliteStore {
         relay_answer: &str,
         at: OffsetDateTime,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'sent', relay_answer = ?, last_error = NULL, updated_at = ?
-             WHERE id = ? AND state = 'queued'",
-        )
-        .bind(relay_answer)
-        .bind(unix(at))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write_in_group(GroupWrite::NotificationSent(SentMark {
+            id,
+            relay_answer: relay_answer.to_owned(),
+            at: unix(at),
+        }))
+        .await
     }
 
     async fn mark_notification_retry(
