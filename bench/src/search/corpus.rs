@@ -18,11 +18,10 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use sealpost_proto::ids::MessageId;
 
-/// Where the prose comes from; the repository's own documents stand in
-/// where the shared folders are absent.
-const PROSE_SOURCES: [(&str, &str); 2] =
-    [("/work/shared/seeds", ""), ("/work/shared/design", ".md")];
-const FALLBACK_PROSE: [&str; 2] = ["README.md", "ARCHITECTURE.md"];
+/// Where the prose comes from: the repository's own documents, so the
+/// corpus is the same wherever the benchmark runs.
+const PROSE_SOURCES: [&str; 4] =
+    ["README.md", "ARCHITECTURE.md", "proto/NOTIFICATION.md", "desktop/README.md"];
 
 /// The mailbox owner every message is addressed to.
 pub const OWNER_NAME: &str = "Alice Martin";
@@ -126,23 +125,10 @@ pub struct Prose {
 }
 
 impl Prose {
-    /// Reads the shared prose folders, or the repository's documents when
-    /// they are absent.
+    /// Reads the repository's documents.
     pub fn read() -> Result<Self> {
-        let mut sources = Vec::new();
-        for (dir, suffix) in PROSE_SOURCES {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.is_file() && path.to_string_lossy().ends_with(suffix))
-                .collect();
-            files.sort();
-            sources.extend(files);
-        }
-        if sources.is_empty() {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            sources.extend(FALLBACK_PROSE.iter().map(|name| root.join(name)));
-        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources: Vec<PathBuf> = PROSE_SOURCES.iter().map(|name| root.join(name)).collect();
         let mut texts = Vec::new();
         for path in &sources {
             texts.push(
