@@ -44,6 +44,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The peers the benchmarks measure against (`bench --quick` runs in CI).
     "nginx",
     "notmuch",
+    "python3-notmuch2",
 ];
 
 /// Builds the binaries that tests and the demo run as child processes.
