@@ -857,6 +857,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retrievals_made_at_once_are_all_recorded_and_a_bad_one_fails_alone() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let account = store.create_account("s@example.test", None, None).await.expect("account");
+        let later = now + time::Duration::hours(1);
+        let tokens = TokenHashes {
+            access_hash: [1; 32],
+            access_expires_at: later,
+            refresh_hash: [2; 32],
+            refresh_expires_at: later,
+        };
+        let device = store.create_device(&account.id, "laptop", &tokens).await.expect("device");
+        let message = MessageRecord {
+            id: MessageId::generate(),
+            sender_account_id: account.id.clone(),
+            sender_email: account.email.clone(),
+            content_sha256: ContentDigest::of(b"x"),
+            size: 1,
+            created_at: now,
+            recipients: vec!["a@example.test".into()],
+        };
+        store.insert_message(&message, &[]).await.expect("insert");
+        // Not stored: its row breaks the foreign key, in whichever group it lands.
+        let unknown = MessageId::generate();
+
+        let attempts = (0..40).map(|index| {
+            let id = if index == 17 { &unknown } else { &message.id };
+            store.record_retrieval(id, &account.id, &device.id, now)
+        });
+        let outcomes = futures_util::future::join_all(attempts).await;
+        let failed: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, outcome)| outcome.is_err().then_some(index))
+            .collect();
+        assert_eq!(failed, [17]);
+        assert_eq!(store.retrievals(&message.id).await.expect("retrievals").len(), 39);
+    }
+
+    #[tokio::test]
+    async fn a_message_reads_back_with_its_recipients_in_order() {
+        let (_dir, store) = store().await;
+        let sender = store.create_account("s@example.test", None, None).await.expect("account");
+        let message = MessageRecord {
+            id: MessageId::generate(),
+            sender_account_id: sender.id.clone(),
+            sender_email: sender.email.clone(),
+            content_sha256: ContentDigest::of(b"x"),
+            size: 1,
+            created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
+            recipients: vec![
+                "z@example.test".into(),
+                "a@example.test".into(),
+                "m@example.test".into(),
+            ],
+        };
+        store.insert_message(&message, &[]).await.expect("insert");
+        assert_eq!(store.message(&message.id).await.expect("read"), Some(message));
+        assert_eq!(store.message(&MessageId::generate()).await.expect("read"), None);
+    }
+
+    #[tokio::test]
     async fn queued_notifications_are_leased_retried_and_settled() {
         let (_dir, store) = store().await;
         let sender = store.create_account("s@example.test", None, None).await.expect("account");
