@@ -90,13 +90,15 @@ pub enum Target {
 }
 
 impl Target {
-    fn describe(self, unit: Unit) -> String {
+    /// The target in words, naming the reference (`reference`: its name).
+    fn describe(self, unit: Unit, reference: Option<&str>) -> String {
         let suffix = unit.suffix();
+        let reference = reference.unwrap_or("the reference");
         match self {
             Target::AboveFloorAtMost(limit) => format!("floor + ≤ {limit} {suffix}"),
-            Target::RatioAtLeast(ratio) => format!("≥ {:.0}% of the floor", ratio * 100.0),
-            Target::RatioAtMost(ratio) => format!("≤ {ratio}× the peer"),
-            Target::BelowReference => "below the peer".to_owned(),
+            Target::RatioAtLeast(ratio) => format!("≥ {:.0}% of {reference}", ratio * 100.0),
+            Target::RatioAtMost(ratio) => format!("≤ {ratio}× {reference}"),
+            Target::BelowReference => format!("below {reference}"),
             Target::Below(limit) => format!("< {limit} {suffix}"),
             Target::None => "—".to_owned(),
         }
@@ -256,7 +258,10 @@ impl Report {
                     section.name,
                     row.measurement,
                     row.ours,
-                    row.target.describe(row.ours.unit),
+                    row.target.describe(
+                        row.ours.unit,
+                        row.reference.as_ref().map(|reference| reference.name.as_str()),
+                    ),
                 );
             }
             if let Some(error) = &section.error {

@@ -101,6 +101,36 @@ pub struct Caller {
     pub device: DeviceRecord,
 }
 
+impl Caller {
+    /// The caller behind a token, given what the store found for its hash:
+    /// refused if there is no such device, it was revoked or the token expired.
+    pub fn admit(
+        found: Option<(DeviceRecord, AccountRecord)>,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let (device, account) = found.ok_or_else(|| {
+            ApiError::unauthenticated(
+                "The access token is not valid. Refresh it or enroll the device again.",
+            )
+        })?;
+        if device.revoked_at.is_some() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::DeviceRevoked,
+                "This device was signed out. Enroll it again to continue.",
+            ));
+        }
+        if device.access_expires_at <= state.clock.now() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::TokenExpired,
+                "The access token has expired. Trade the refresh token for a new one at /api/v1/devices/refresh.",
+            ));
+        }
+        Ok(Caller { account, device })
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -108,6 +138,20 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let AccessToken(hash) = AccessToken::from_request_parts(parts, state).await?;
+        Caller::admit(state.store.device_by_access_hash(hash).await?, state)
+    }
+}
+
+/// The hash of a request's bearer access token, not yet looked up: for
+/// handlers that look the caller up together with what the request names.
+/// Everything else takes a [`Caller`].
+pub struct AccessToken(pub [u8; 32]);
+
+impl<S: Sync> FromRequestParts<S> for AccessToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthenticated(
                 "Send the device's access token as `Authorization: Bearer <token>`.",
@@ -124,27 +168,7 @@ impl FromRequestParts<AppState> for Caller {
                     "The Authorization header must be `Bearer <access token>`.",
                 )
             })?;
-        let (device, account) =
-            state.store.device_by_access_hash(token_hash(token)).await?.ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "The access token is not valid. Refresh it or enroll the device again.",
-                )
-            })?;
-        if device.revoked_at.is_some() {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::DeviceRevoked,
-                "This device was signed out. Enroll it again to continue.",
-            ));
-        }
-        if device.access_expires_at <= state.clock.now() {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::TokenExpired,
-                "The access token has expired. Trade the refresh token for a new one at /api/v1/devices/refresh.",
-            ));
-        }
-        Ok(Caller { account, device })
+        Ok(AccessToken(token_hash(token)))
     }
 }
 

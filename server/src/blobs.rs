@@ -110,9 +110,12 @@ impl BlobStore {
 
     /// The whole content, read at once: one trip to the blocking thread pool
     /// where streaming takes one per chunk, and one more to find the end.
-    pub async fn read(&self, id: &MessageId) -> Result<Bytes, BlobError> {
+    /// Reads small content (up to tens of kilobytes) whole, on the calling
+    /// thread: from the page cache that takes microseconds, less than handing
+    /// the read to the blocking pool and back; from disk, one short wait.
+    pub fn read_small(&self, id: &MessageId) -> Result<Bytes, BlobError> {
         let path = self.path_of(id);
-        match tokio::fs::read(&path).await {
+        match std::fs::read(&path) {
             Ok(content) => Ok(Bytes::from(content)),
             Err(source) => Err(BlobError::Io { path, source }),
         }

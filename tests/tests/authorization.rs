@@ -166,6 +166,11 @@ async fn every_message_endpoint_answers_each_caller_as_specified() {
     assert!(table.is_empty(), "authorization matrix mismatches:\n{}", table.join("\n"));
 }
 
+const REFUSED_CALLERS: [(Caller, ErrorCode); 2] = [
+    (Caller::Anonymous, ErrorCode::Unauthenticated),
+    (Caller::RevokedDevice, ErrorCode::DeviceRevoked),
+];
+
 #[tokio::test]
 async fn unknown_and_malformed_message_ids_look_the_same_as_hidden_ones() {
     let world = world().await;
@@ -181,6 +186,20 @@ async fn unknown_and_malformed_message_ids_look_the_same_as_hidden_ones() {
                 .expect("request");
             assert_eq!(response.status, 404, "{id}{suffix}: {}", response.text());
             assert_eq!(response.error_code(), Some(ErrorCode::NotFound));
+            // A refused caller is told so before anything about the id
+            // (`%2e%2e` reaches no message route at all).
+            let refused_callers = if id == "%2e%2e" { &[][..] } else { &REFUSED_CALLERS[..] };
+            for &(caller, code) in refused_callers {
+                let path = format!("/api/v1/messages/{id}{suffix}");
+                let response = world
+                    .app
+                    .api
+                    .get(&path, world.token(caller).as_deref())
+                    .await
+                    .expect("request");
+                assert_eq!(response.status, 401, "{path} as {caller:?}: {}", response.text());
+                assert_eq!(response.error_code(), Some(code), "{path} as {caller:?}");
+            }
         }
     }
 }

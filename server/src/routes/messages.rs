@@ -14,7 +14,7 @@ use sealpost_proto::notification::{Notification, compose_email};
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
-use crate::auth::Caller;
+use crate::auth::{AccessToken, Caller};
 use crate::blobs::StoredBlob;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::notify;
@@ -117,7 +117,7 @@ pub async fn upload(
     }
     state.metrics.messages_stored.inc();
     state.metrics.message_bytes_stored.inc_by(blob.size);
-    tracing::info!(message = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
+    tracing::info!(message_id = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
     Ok((
         StatusCode::CREATED,
         ApiJson(StoredMessage {
@@ -178,10 +178,32 @@ fn recipients(metadata: &UploadMetadata, max: usize) -> ApiResult<Vec<String>> {
 /// 404, exactly as if it did not exist.
 async fn visible_message(state: &AppState, caller: &Caller, id: &str) -> ApiResult<MessageRecord> {
     let id = MessageId::parse(id).map_err(|_| ApiError::not_found())?;
-    let message = state.store.message(&id).await?.ok_or_else(ApiError::not_found)?;
+    visible_to(caller, state.store.message(&id).await?)
+}
+
+fn visible_to(caller: &Caller, message: Option<MessageRecord>) -> ApiResult<MessageRecord> {
+    let message = message.ok_or_else(ApiError::not_found)?;
     let allowed = message.sender_account_id == caller.account.id
         || message.recipients.contains(&caller.account.email);
     if allowed { Ok(message) } else { Err(ApiError::not_found()) }
+}
+
+/// The caller and the message, if visible to them, looked up together: the
+/// lookups every retrieval makes, as one.
+async fn caller_and_visible_message(
+    state: &AppState,
+    AccessToken(hash): AccessToken,
+    id: &str,
+) -> ApiResult<(Caller, MessageRecord)> {
+    let Ok(id) = MessageId::parse(id) else {
+        // Refused callers learn nothing, not even that the id is malformed.
+        Caller::admit(state.store.device_by_access_hash(hash).await?, state)?;
+        return Err(ApiError::not_found());
+    };
+    let (found, message) = state.store.device_and_message(hash, &id).await?;
+    let caller = Caller::admit(found, state)?;
+    let message = visible_to(&caller, message)?;
+    Ok((caller, message))
 }
 
 /// The message if the caller sent it; recipients get the same 404 as strangers.
@@ -220,12 +242,12 @@ pub async fn info(
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
-    caller: Caller,
+    token: AccessToken,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let message = visible_message(&state, &caller, &id).await?;
+    let (caller, message) = caller_and_visible_message(&state, token, &id).await?;
     let body = if message.size <= STREAM_CHUNK as u64 {
-        Body::from(state.blobs.read(&message.id).await?)
+        Body::from(state.blobs.read_small(&message.id)?)
     } else {
         let file = state.blobs.open(&message.id).await?;
         Body::from_stream(ReaderStream::with_capacity(file, STREAM_CHUNK))
@@ -235,7 +257,7 @@ pub async fn content(
         .record_retrieval(&message.id, &caller.account.id, &caller.device.id, state.clock.now())
         .await?;
     state.metrics.retrievals.inc();
-    tracing::info!(message = %message.id, account = %caller.account.id, device = %caller.device.id, "message retrieved");
+    tracing::info!(message_id = %message.id, account = %caller.account.id, device = %caller.device.id, "message retrieved");
     Ok((
         [
             (header::CONTENT_TYPE, "message/rfc822".to_owned()),

@@ -218,6 +218,21 @@ pub trait Store: Send + Sync + 'static {
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>>;
 
+    /// For a request about one message: the device and account behind
+    /// `access_hash` (as [`Store::device_by_access_hash`]) and the message
+    /// (as [`Store::message`]), which a store may look up together. With no
+    /// such device, the message is not looked up.
+    async fn device_and_message(
+        &self,
+        access_hash: [u8; 32],
+        id: &MessageId,
+    ) -> StoreResult<(Option<(DeviceRecord, AccountRecord)>, Option<MessageRecord>)> {
+        let Some(device) = self.device_by_access_hash(access_hash).await? else {
+            return Ok((None, None));
+        };
+        Ok((Some(device), self.message(id).await?))
+    }
+
     async fn record_retrieval(
         &self,
         message_id: &MessageId,

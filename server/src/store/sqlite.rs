@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
@@ -19,6 +21,9 @@ use sealpost_proto::{ContentDigest, MessageId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Read-only connections for the reads nearly every request makes.
+const READERS: usize = 4;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// For the reads nearly every request makes.
@@ -26,9 +31,6 @@ pub struct SqliteStore {
     /// Writes committed together with those waiting at the same time.
     group_writes: mpsc::UnboundedSender<PendingWrite>,
 }
-
-/// Read-only connections for the reads nearly every request makes.
-const READERS: usize = 4;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
@@ -238,7 +240,7 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<AccountRecord>
     })
 }
 
-fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeviceRecord> {
+fn device_from_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
     let revoked_at: Option<i64> = row.try_get("revoked_at")?;
     Ok(DeviceRecord {
         id: DeviceId::from_stored(row.try_get("id")?),
@@ -248,6 +250,65 @@ fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeviceRecord> {
         refresh_expires_at: from_unix(row.try_get("refresh_expires_at")?)?,
         created_at: from_unix(row.try_get("created_at")?)?,
         revoked_at: revoked_at.map(from_unix).transpose()?,
+    })
+}
+
+/// The columns [`caller_from_row`] reads, from `devices d JOIN accounts a`.
+macro_rules! caller_columns {
+    () => {
+        "d.id, d.account_id, d.name, d.access_expires_at, d.refresh_expires_at,
+         d.created_at, d.revoked_at,
+         a.email, a.display_name, a.password_hash, a.created_at AS account_created_at"
+    };
+}
+
+/// The device behind a token and its account.
+fn caller_from_row(row: &SqliteRow) -> StoreResult<(DeviceRecord, AccountRecord)> {
+    let device = device_from_row(row)?;
+    let account = AccountRecord {
+        id: device.account_id.clone(),
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: from_unix(row.try_get("account_created_at")?)?,
+    };
+    Ok((device, account))
+}
+
+/// The columns [`message_from_row`] reads, from `messages m` and
+/// [`message_joins`]; named apart from a device's and account's.
+macro_rules! message_columns {
+    () => {
+        "m.id AS message_id, m.sender_account_id, s.email AS sender_email, m.content_sha256,
+         m.size, m.created_at AS message_created_at,
+         (SELECT json_group_array(r.email ORDER BY r.rowid) FROM message_recipients r
+          WHERE r.message_id = m.id) AS recipients"
+    };
+}
+
+/// The sender's account, for [`message_columns`].
+macro_rules! message_joins {
+    () => {
+        "LEFT JOIN accounts s ON s.id = m.sender_account_id"
+    };
+}
+
+fn message_from_row(row: &SqliteRow, id: &MessageId) -> StoreResult<MessageRecord> {
+    let recipients: String = row.try_get("recipients")?;
+    let recipients: Vec<String> = serde_json::from_str(&recipients)
+        .map_err(|_| StoreError::Corrupt(format!("message {id} has recipients {recipients:?}")))?;
+    let digest: String = row.try_get("content_sha256")?;
+    let size: i64 = row.try_get("size")?;
+    Ok(MessageRecord {
+        id: id.clone(),
+        sender_account_id: AccountId::from_stored(row.try_get("sender_account_id")?),
+        sender_email: row.try_get("sender_email")?,
+        content_sha256: ContentDigest::parse_hex(&digest)
+            .map_err(|_| StoreError::Corrupt(format!("message {id} has digest {digest:?}")))?,
+        size: u64::try_from(size)
+            .map_err(|_| StoreError::Corrupt(format!("message {id} has size {size}")))?,
+        created_at: from_unix(row.try_get("message_created_at")?)?,
+        recipients,
     })
 }
 
@@ -392,26 +453,15 @@ impl Store for SqliteStore {
         &self,
         access_hash: [u8; 32],
     ) -> StoreResult<Option<(DeviceRecord, AccountRecord)>> {
-        let row = sqlx::query(
-            "SELECT d.id, d.account_id, d.name, d.access_expires_at, d.refresh_expires_at,
-                    d.created_at, d.revoked_at,
-                    a.email, a.display_name, a.password_hash, a.created_at AS account_created_at
-             FROM devices d JOIN accounts a ON a.id = d.account_id
-             WHERE d.access_hash = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            caller_columns!(),
+            " FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.access_hash = ?"
+        ))
         .bind(&access_hash[..])
         .fetch_optional(&mut *self.readers.get().await)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let device = device_from_row(&row)?;
-        let account = AccountRecord {
-            id: device.account_id.clone(),
-            email: row.try_get("email")?,
-            display_name: row.try_get("display_name")?,
-            password_hash: row.try_get("password_hash")?,
-            created_at: from_unix(row.try_get("account_created_at")?)?,
-        };
-        Ok(Some((device, account)))
+        row.map(|row| caller_from_row(&row)).transpose()
     }
 
     async fn rotate_tokens(
@@ -514,33 +564,47 @@ impl Store for SqliteStore {
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
         // One statement, recipients as a JSON array: every retrieval reads
         // this, and each statement is a round trip to the connection's thread.
-        let row = sqlx::query(
-            "SELECT m.id, m.sender_account_id, a.email AS sender_email, m.content_sha256, m.size, m.created_at,
-                    (SELECT json_group_array(r.email ORDER BY r.rowid) FROM message_recipients r
-                     WHERE r.message_id = m.id) AS recipients
-             FROM messages m JOIN accounts a ON a.id = m.sender_account_id WHERE m.id = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m ",
+            message_joins!(),
+            " WHERE m.id = ?"
+        ))
         .bind(id.as_str())
         .fetch_optional(&mut *self.readers.get().await)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let recipients: String = row.try_get("recipients")?;
-        let recipients: Vec<String> = serde_json::from_str(&recipients).map_err(|_| {
-            StoreError::Corrupt(format!("message {id} has recipients {recipients:?}"))
-        })?;
-        let digest: String = row.try_get("content_sha256")?;
-        let size: i64 = row.try_get("size")?;
-        Ok(Some(MessageRecord {
-            id: id.clone(),
-            sender_account_id: AccountId::from_stored(row.try_get("sender_account_id")?),
-            sender_email: row.try_get("sender_email")?,
-            content_sha256: ContentDigest::parse_hex(&digest)
-                .map_err(|_| StoreError::Corrupt(format!("message {id} has digest {digest:?}")))?,
-            size: u64::try_from(size)
-                .map_err(|_| StoreError::Corrupt(format!("message {id} has size {size}")))?,
-            created_at: from_unix(row.try_get("created_at")?)?,
-            recipients,
-        }))
+        row.map(|row| message_from_row(&row, id)).transpose()
+    }
+
+    async fn device_and_message(
+        &self,
+        access_hash: [u8; 32],
+        id: &MessageId,
+    ) -> StoreResult<(Option<(DeviceRecord, AccountRecord)>, Option<MessageRecord>)> {
+        // Every retrieval makes both look-ups: one statement is one round
+        // trip to the connection's thread instead of two.
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            caller_columns!(),
+            ", ",
+            message_columns!(),
+            " FROM devices d JOIN accounts a ON a.id = d.account_id
+              LEFT JOIN messages m ON m.id = ? ",
+            message_joins!(),
+            " WHERE d.access_hash = ?"
+        ))
+        .bind(id.as_str())
+        .bind(&access_hash[..])
+        .fetch_optional(&mut *self.readers.get().await)
+        .await?;
+        let Some(row) = row else { return Ok((None, None)) };
+        let message_found: Option<String> = row.try_get("message_id")?;
+        let message = match message_found {
+            Some(_) => Some(message_from_row(&row, id)?),
+            None => None,
+        };
+        Ok((Some(caller_from_row(&row)?), message))
     }
 
     async fn record_retrieval(
@@ -916,6 +980,45 @@ mod tests {
         store.insert_message(&message, &[]).await.expect("insert");
         assert_eq!(store.message(&message.id).await.expect("read"), Some(message));
         assert_eq!(store.message(&MessageId::generate()).await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn a_device_and_a_message_are_found_together_as_they_are_apart() {
+        let (_dir, store) = store().await;
+        let account = store.create_account("s@example.test", None, None).await.expect("account");
+        let later = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+        let tokens = TokenHashes {
+            access_hash: [7; 32],
+            access_expires_at: later,
+            refresh_hash: [8; 32],
+            refresh_expires_at: later,
+        };
+        store.create_device(&account.id, "laptop", &tokens).await.expect("device");
+        let message = MessageRecord {
+            id: MessageId::generate(),
+            sender_account_id: account.id.clone(),
+            sender_email: account.email.clone(),
+            content_sha256: ContentDigest::of(b"x"),
+            size: 1,
+            created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
+            recipients: vec!["b@example.test".into(), "a@example.test".into()],
+        };
+        store.insert_message(&message, &[]).await.expect("insert");
+
+        let apart = store.device_by_access_hash([7; 32]).await.expect("device");
+        let (together, found) =
+            store.device_and_message([7; 32], &message.id).await.expect("together");
+        assert!(together.is_some());
+        assert_eq!(together, apart);
+        assert_eq!(found, Some(message.clone()));
+
+        let (device, missing) =
+            store.device_and_message([7; 32], &MessageId::generate()).await.expect("together");
+        assert_eq!(device, apart);
+        assert_eq!(missing, None);
+
+        let nobody = store.device_and_message([9; 32], &message.id).await.expect("together");
+        assert_eq!(nobody, (None, None));
     }
 
     #[tokio::test]
