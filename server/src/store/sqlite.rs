@@ -838,6 +838,29 @@ mod tests {
         (dir, store)
     }
 
+    /// Tokens `[seed; 32]` (access) and `[seed + 100; 32]` (refresh), valid until `until`.
+    fn tokens(seed: u8, until: OffsetDateTime) -> TokenHashes {
+        TokenHashes {
+            access_hash: [seed; 32],
+            access_expires_at: until,
+            refresh_hash: [seed + 100; 32],
+            refresh_expires_at: until,
+        }
+    }
+
+    /// A one-byte message from `sender` to `recipients`, created at `at`.
+    fn message(sender: &AccountRecord, recipients: &[&str], at: OffsetDateTime) -> MessageRecord {
+        MessageRecord {
+            id: MessageId::generate(),
+            sender_account_id: sender.id.clone(),
+            sender_email: sender.email.clone(),
+            content_sha256: ContentDigest::of(b"x"),
+            size: 1,
+            created_at: at,
+            recipients: recipients.iter().map(|&r| r.to_owned()).collect(),
+        }
+    }
+
     #[tokio::test]
     async fn a_code_is_accepted_once_and_attempts_are_capped() {
         let (_dir, store) = store().await;
@@ -901,12 +924,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let later = now + time::Duration::hours(1);
         let account = store.create_account("a@example.test", None, None).await.expect("account");
-        let pair = |seed: u8| TokenHashes {
-            access_hash: [seed; 32],
-            access_expires_at: later,
-            refresh_hash: [seed + 100; 32],
-            refresh_expires_at: later,
-        };
+        let pair = |seed: u8| tokens(seed, later);
         let device = store.create_device(&account.id, "laptop", &pair(1)).await.expect("device");
         assert!(store.rotate_tokens([101; 32], &pair(2), now).await.expect("rotate").is_some());
         assert!(
@@ -926,22 +944,9 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let account = store.create_account("s@example.test", None, None).await.expect("account");
         let later = now + time::Duration::hours(1);
-        let tokens = TokenHashes {
-            access_hash: [1; 32],
-            access_expires_at: later,
-            refresh_hash: [2; 32],
-            refresh_expires_at: later,
-        };
-        let device = store.create_device(&account.id, "laptop", &tokens).await.expect("device");
-        let message = MessageRecord {
-            id: MessageId::generate(),
-            sender_account_id: account.id.clone(),
-            sender_email: account.email.clone(),
-            content_sha256: ContentDigest::of(b"x"),
-            size: 1,
-            created_at: now,
-            recipients: vec!["a@example.test".into()],
-        };
+        let device =
+            store.create_device(&account.id, "laptop", &tokens(1, later)).await.expect("device");
+        let message = message(&account, &["a@example.test"], now);
         store.insert_message(&message, &[]).await.expect("insert");
         // Not stored: its row breaks the foreign key, in whichever group it lands.
         let unknown = MessageId::generate();
@@ -964,19 +969,9 @@ mod tests {
     async fn a_message_reads_back_with_its_recipients_in_order() {
         let (_dir, store) = store().await;
         let sender = store.create_account("s@example.test", None, None).await.expect("account");
-        let message = MessageRecord {
-            id: MessageId::generate(),
-            sender_account_id: sender.id.clone(),
-            sender_email: sender.email.clone(),
-            content_sha256: ContentDigest::of(b"x"),
-            size: 1,
-            created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
-            recipients: vec![
-                "z@example.test".into(),
-                "a@example.test".into(),
-                "m@example.test".into(),
-            ],
-        };
+        let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let recipients = ["z@example.test", "a@example.test", "m@example.test"];
+        let message = message(&sender, &recipients, created);
         store.insert_message(&message, &[]).await.expect("insert");
         assert_eq!(store.message(&message.id).await.expect("read"), Some(message));
         assert_eq!(store.message(&MessageId::generate()).await.expect("read"), None);
@@ -987,22 +982,9 @@ mod tests {
         let (_dir, store) = store().await;
         let account = store.create_account("s@example.test", None, None).await.expect("account");
         let later = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
-        let tokens = TokenHashes {
-            access_hash: [7; 32],
-            access_expires_at: later,
-            refresh_hash: [8; 32],
-            refresh_expires_at: later,
-        };
-        store.create_device(&account.id, "laptop", &tokens).await.expect("device");
-        let message = MessageRecord {
-            id: MessageId::generate(),
-            sender_account_id: account.id.clone(),
-            sender_email: account.email.clone(),
-            content_sha256: ContentDigest::of(b"x"),
-            size: 1,
-            created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
-            recipients: vec!["b@example.test".into(), "a@example.test".into()],
-        };
+        store.create_device(&account.id, "laptop", &tokens(7, later)).await.expect("device");
+        let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let message = message(&account, &["b@example.test", "a@example.test"], created);
         store.insert_message(&message, &[]).await.expect("insert");
 
         let apart = store.device_by_access_hash([7; 32]).await.expect("device");
@@ -1026,15 +1008,7 @@ mod tests {
         let (_dir, store) = store().await;
         let sender = store.create_account("s@example.test", None, None).await.expect("account");
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let message = MessageRecord {
-            id: MessageId::generate(),
-            sender_account_id: sender.id.clone(),
-            sender_email: sender.email.clone(),
-            content_sha256: ContentDigest::of(b"x"),
-            size: 1,
-            created_at: now,
-            recipients: vec!["a@example.test".into(), "b@example.test".into()],
-        };
+        let message = message(&sender, &["a@example.test", "b@example.test"], now);
         let outgoing: Vec<NewNotification> = message
             .recipients
             .iter()
