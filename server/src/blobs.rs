@@ -108,8 +108,6 @@ impl BlobStore {
         }
     }
 
-    /// The whole content, read at once: one trip to the blocking thread pool
-    /// where streaming takes one per chunk, and one more to find the end.
     /// Reads small content (up to tens of kilobytes) whole, on the calling
     /// thread: from the page cache that takes microseconds, less than handing
     /// the read to the blocking pool and back; from disk, one short wait.

@@ -21,9 +21,6 @@ use sealpost_proto::{ContentDigest, MessageId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Read-only connections for the reads nearly every request makes.
-const READERS: usize = 4;
-
 pub struct SqliteStore {
     pool: SqlitePool,
     /// For the reads nearly every request makes.
@@ -31,6 +28,9 @@ pub struct SqliteStore {
     /// Writes committed together with those waiting at the same time.
     group_writes: mpsc::UnboundedSender<PendingWrite>,
 }
+
+/// Read-only connections for the reads nearly every request makes.
+const READERS: usize = 4;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
