@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecut
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
+use super::read_cache::{Generation, ReadCache};
 use super::{
     AccountRecord, CodeCheck, DeviceRecord, MessageRecord, NewNotification, NotificationRecord,
     OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
@@ -27,7 +29,17 @@ pub struct SqliteStore {
     readers: Readers,
     /// Writes committed together with those waiting at the same time.
     group_writes: mpsc::UnboundedSender<PendingWrite>,
+    /// The device and account behind each access token hash that a request
+    /// has shown, dropped whenever any device changes.
+    callers: Arc<ReadCache<[u8; 32], (DeviceRecord, AccountRecord)>>,
+    /// Messages as read; a stored message never changes.
+    messages: ReadCache<MessageId, MessageRecord>,
 }
+
+/// Kept callers at most: a few hundred bytes each.
+const CALLERS_KEPT: usize = 10_000;
+/// Kept messages at most, counting each recipient as one more.
+const MESSAGES_KEPT_WEIGHT: usize = 100_000;
 
 /// Read-only connections for the reads nearly every request makes.
 const READERS: usize = 4;
@@ -56,7 +68,35 @@ impl SqliteStore {
         let (group_writes, queue) = mpsc::unbounded_channel();
         // Ends when the store is dropped, with the last sender.
         tokio::spawn(commit_in_groups(writer, queue));
-        Ok(Self { pool, readers, group_writes })
+        Ok(Self {
+            pool,
+            readers,
+            group_writes,
+            callers: Arc::new(ReadCache::new(CALLERS_KEPT)),
+            messages: ReadCache::new(MESSAGES_KEPT_WEIGHT),
+        })
+    }
+
+    /// Runs `write`, which may change devices, to its end even if the caller
+    /// stops waiting, then drops the kept callers: cancelled between its
+    /// commit and the invalidation, it would leave a revoked device admitted.
+    async fn write_devices<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = StoreResult<T>> + Send + 'static,
+    ) -> StoreResult<T> {
+        let callers = self.callers.clone();
+        tokio::spawn(async move {
+            let outcome = write.await;
+            callers.invalidate();
+            outcome
+        })
+        .await
+        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    fn keep_message(&self, read_at: Generation, message: &MessageRecord) {
+        let weight = 1 + message.recipients.len();
+        self.messages.keep(read_at, message.id.clone(), message.clone(), weight);
     }
 
     /// Has `write` committed together with the others waiting, and returns
@@ -453,6 +493,10 @@ impl Store for SqliteStore {
         &self,
         access_hash: [u8; 32],
     ) -> StoreResult<Option<(DeviceRecord, AccountRecord)>> {
+        if let Some(caller) = self.callers.get(&access_hash) {
+            return Ok(Some(caller));
+        }
+        let read_at = self.callers.generation();
         let row = sqlx::query(concat!(
             "SELECT ",
             caller_columns!(),
@@ -461,7 +505,10 @@ impl Store for SqliteStore {
         .bind(&access_hash[..])
         .fetch_optional(&mut *self.readers.get().await)
         .await?;
-        row.map(|row| caller_from_row(&row)).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let caller = caller_from_row(&row)?;
+        self.callers.keep(read_at, access_hash, caller.clone(), 1);
+        Ok(Some(caller))
     }
 
     async fn rotate_tokens(
@@ -470,21 +517,26 @@ impl Store for SqliteStore {
         tokens: &TokenHashes,
         now: OffsetDateTime,
     ) -> StoreResult<Option<DeviceRecord>> {
-        let row = sqlx::query(concat!(
-            "UPDATE devices SET access_hash = ?, access_expires_at = ?, refresh_hash = ?, refresh_expires_at = ?
-             WHERE refresh_hash = ? AND refresh_expires_at > ? AND revoked_at IS NULL
-             RETURNING ",
-            device_columns!()
-        ))
-        .bind(&tokens.access_hash[..])
-        .bind(unix(tokens.access_expires_at))
-        .bind(&tokens.refresh_hash[..])
-        .bind(unix(tokens.refresh_expires_at))
-        .bind(&refresh_hash[..])
-        .bind(unix(now))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(device_from_row).transpose()
+        let pool = self.pool.clone();
+        let tokens = tokens.clone();
+        self.write_devices(async move {
+            let row = sqlx::query(concat!(
+                "UPDATE devices SET access_hash = ?, access_expires_at = ?, refresh_hash = ?, refresh_expires_at = ?
+                 WHERE refresh_hash = ? AND refresh_expires_at > ? AND revoked_at IS NULL
+                 RETURNING ",
+                device_columns!()
+            ))
+            .bind(&tokens.access_hash[..])
+            .bind(unix(tokens.access_expires_at))
+            .bind(&tokens.refresh_hash[..])
+            .bind(unix(tokens.refresh_expires_at))
+            .bind(&refresh_hash[..])
+            .bind(unix(now))
+            .fetch_optional(&pool)
+            .await?;
+            row.as_ref().map(device_from_row).transpose()
+        })
+        .await
     }
 
     async fn devices_of(&self, account_id: &AccountId) -> StoreResult<Vec<DeviceRecord>> {
@@ -505,15 +557,20 @@ impl Store for SqliteStore {
         device_id: &DeviceId,
         now: OffsetDateTime,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND account_id = ?",
-        )
-        .bind(unix(now))
-        .bind(device_id.as_str())
-        .bind(account_id.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let pool = self.pool.clone();
+        let (account_id, device_id) = (account_id.clone(), device_id.clone());
+        self.write_devices(async move {
+            let result = sqlx::query(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND account_id = ?",
+            )
+            .bind(unix(now))
+            .bind(device_id.as_str())
+            .bind(account_id.as_str())
+            .execute(&pool)
+            .await?;
+            Ok(result.rows_affected() == 1)
+        })
+        .await
     }
 
     async fn insert_message(
@@ -562,8 +619,12 @@ impl Store for SqliteStore {
     }
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
-        // One statement, recipients as a JSON array: every retrieval reads
-        // this, and each statement is a round trip to the connection's thread.
+        if let Some(message) = self.messages.get(id) {
+            return Ok(Some(message));
+        }
+        let read_at = self.messages.generation();
+        // One statement, recipients as a JSON array: each statement is a
+        // round trip to the connection's thread.
         let row = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
@@ -574,7 +635,10 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_optional(&mut *self.readers.get().await)
         .await?;
-        row.map(|row| message_from_row(&row, id)).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let message = message_from_row(&row, id)?;
+        self.keep_message(read_at, &message);
+        Ok(Some(message))
     }
 
     async fn device_and_message(
@@ -582,8 +646,15 @@ impl Store for SqliteStore {
         access_hash: [u8; 32],
         id: &MessageId,
     ) -> StoreResult<(Option<(DeviceRecord, AccountRecord)>, Option<MessageRecord>)> {
-        // Every retrieval makes both look-ups: one statement is one round
-        // trip to the connection's thread instead of two.
+        // Every retrieval makes both look-ups: from what is kept, else with
+        // one statement, one round trip to the connection's thread.
+        if let (Some(caller), Some(message)) =
+            (self.callers.get(&access_hash), self.messages.get(id))
+        {
+            return Ok((Some(caller), Some(message)));
+        }
+        let (callers_read_at, messages_read_at) =
+            (self.callers.generation(), self.messages.generation());
         let row = sqlx::query(concat!(
             "SELECT ",
             caller_columns!(),
@@ -604,7 +675,12 @@ impl Store for SqliteStore {
             Some(_) => Some(message_from_row(&row, id)?),
             None => None,
         };
-        Ok((Some(caller_from_row(&row)?), message))
+        let caller = caller_from_row(&row)?;
+        self.callers.keep(callers_read_at, access_hash, caller.clone(), 1);
+        if let Some(message) = &message {
+            self.keep_message(messages_read_at, message);
+        }
+        Ok((Some(caller), message))
     }
 
     async fn record_retrieval(
@@ -1001,6 +1077,37 @@ mod tests {
 
         let nobody = store.device_and_message([9; 32], &message.id).await.expect("together");
         assert_eq!(nobody, (None, None));
+    }
+
+    #[tokio::test]
+    async fn a_caller_read_before_is_never_admitted_after_a_revocation_or_rotation() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::now_utc();
+        let later = now + time::Duration::hours(1);
+        let account = store.create_account("a@example.test", None, None).await.expect("account");
+        let laptop =
+            store.create_device(&account.id, "laptop", &tokens(1, later)).await.expect("device");
+        store.create_device(&account.id, "phone", &tokens(2, later)).await.expect("device");
+        let message = message(&account, &["b@example.test"], now);
+        store.insert_message(&message, &[]).await.expect("insert");
+        // Read, and so kept, both ways a request reads a caller.
+        for _ in 0..2 {
+            assert!(store.device_by_access_hash([1; 32]).await.expect("read").is_some());
+            assert!(
+                store.device_and_message([2; 32], &message.id).await.expect("read").0.is_some()
+            );
+        }
+
+        assert!(store.revoke_device(&account.id, &laptop.id, now).await.expect("revoke"));
+        let (device, _) = store.device_by_access_hash([1; 32]).await.expect("read").expect("found");
+        assert!(device.revoked_at.is_some(), "a kept caller outlived its revocation");
+
+        assert!(
+            store.rotate_tokens([102; 32], &tokens(3, later), now).await.expect("rotate").is_some()
+        );
+        assert_eq!(store.device_and_message([2; 32], &message.id).await.expect("read").0, None);
+        assert_eq!(store.device_by_access_hash([2; 32]).await.expect("read"), None);
+        assert!(store.device_by_access_hash([3; 32]).await.expect("read").is_some());
     }
 
     #[tokio::test]
