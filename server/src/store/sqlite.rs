@@ -38,8 +38,9 @@ pub struct SqliteStore {
 
 /// Kept callers at most: a few hundred bytes each.
 const CALLERS_KEPT: usize = 10_000;
-/// Kept messages at most, counting each recipient as one more.
-const MESSAGES_KEPT_WEIGHT: usize = 100_000;
+/// Kept messages at most, counting each recipient as one more: a few
+/// megabytes at worst.
+const MESSAGES_KEPT_WEIGHT: usize = 20_000;
 
 /// Read-only connections for the reads nearly every request makes.
 const READERS: usize = 4;
