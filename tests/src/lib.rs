@@ -30,7 +30,7 @@ pub use mail_capture::{CapturedMail, MailCapture};
 pub use mailstack::{
     CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailUser, MailboxMessage, StackOptions,
 };
-pub use process::{ServerProcess, workspace_binary};
+pub use process::{ServerProcess, start_with_retries, workspace_binary};
 
 /// How many real copies of secure message `message_id` (swapped in by an
 /// agent) and how many placeholders for it `messages` hold.

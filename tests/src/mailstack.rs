@@ -111,14 +111,7 @@ impl MailStack {
 
     /// As [`Self::start`], with Dovecot set up as `options` say.
     pub async fn start_with(local_parts: &[&str], options: &StackOptions) -> Result<MailStack> {
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::start_once(local_parts, options).await {
-                Ok(stack) => return Ok(stack),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the mail stack did not start")))
+        crate::start_with_retries(|| Self::start_once(local_parts, options)).await
     }
 
     async fn start_once(local_parts: &[&str], options: &StackOptions) -> Result<MailStack> {

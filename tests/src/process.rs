@@ -20,6 +20,24 @@ pub struct ServerProcess {
 /// A binary of this workspace: the path in `$env_var` (set by `cargo xtask
 /// test`, which builds it once), else the debug build of `package`, brought
 /// up to date with `cargo build` first.
+/// Starts something listening on a port found free, up to three times: the
+/// port may be taken by someone else before it binds. The last error if all fail.
+pub async fn start_with_retries<T, Start>(
+    mut start_once: impl FnMut() -> Start,
+) -> anyhow::Result<T>
+where
+    Start: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut outcome = start_once().await;
+    for _ in 1..3 {
+        if outcome.is_ok() {
+            break;
+        }
+        outcome = start_once().await;
+    }
+    outcome
+}
+
 pub fn workspace_binary(env_var: &str, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));

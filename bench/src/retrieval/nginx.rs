@@ -104,15 +104,7 @@ impl Nginx {
         if !Path::new(BINARY).is_file() {
             bail!("{BINARY} does not exist: install the Debian package nginx-light or nginx");
         }
-        let mut last_error = None;
-        // A port found free may be taken before nginx binds it: try again on another.
-        for _ in 0..3 {
-            match Self::start_once(root, probe).await {
-                Ok(nginx) => return Ok(nginx),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+        sealpost_harness::start_with_retries(|| Self::start_once(root, probe)).await
     }
 
     async fn start_once(root: &Path, probe: &str) -> Result<Self> {
