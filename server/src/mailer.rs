@@ -257,15 +257,13 @@ fn implicit_tls(
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(pem) = extra_root {
+        let bad_ca_file = |error: &dyn std::fmt::Display| MailError::Settings {
+            key: "smtp.ca_file",
+            problem: error.to_string(),
+        };
         for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate.map_err(|error| MailError::Settings {
-                key: "smtp.ca_file",
-                problem: error.to_string(),
-            })?;
-            roots.add(certificate).map_err(|error| MailError::Settings {
-                key: "smtp.ca_file",
-                problem: error.to_string(),
-            })?;
+            let certificate = certificate.map_err(|error| bad_ca_file(&error))?;
+            roots.add(certificate).map_err(|error| bad_ca_file(&error))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
