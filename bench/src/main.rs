@@ -77,7 +77,7 @@ impl Sizes {
             backlog: 10_000,
             backlog_rounds: 3,
             retrieval_seconds: 10,
-            retrieval_rounds: 3,
+            retrieval_rounds: 5,
             sending: 10_000,
             sending_rounds: 3,
             search_corpus: 100_000,

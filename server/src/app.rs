@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::hash_password;
@@ -236,7 +238,22 @@ fn with_middleware(router: Router, state: AppState) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+}
+
+/// A random UUID for each request, from the thread's generator: the
+/// operating system's, which tower-http's own maker asks, costs a system
+/// call a request.
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let value =
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        value.ok().map(RequestId::new)
+    }
 }
 
 /// How long in-flight requests may finish after a stop signal.

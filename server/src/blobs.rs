@@ -3,8 +3,13 @@
 //! Content is written to a temporary file while it is hashed and counted,
 //! synced, then renamed into place: a crash leaves either nothing or the whole
 //! message, never a truncated one. Metadata lives in the [`crate::store`].
+//!
+//! Small content is kept in memory as it is written and read: each recipient's
+//! agent fetches a message moments after its notification arrives, and the
+//! file never changes once in place.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -12,12 +17,22 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::files::sync_dir;
+use crate::read_cache::ReadCache;
 use sealpost_proto::{ContentDigest, MessageId};
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Small content, by message: a few thousand messages at most.
+    kept: Arc<ReadCache<MessageId, Bytes>>,
 }
+
+/// Content up to this size is small: read whole with [`BlobStore::read_small`]
+/// and kept in memory.
+pub const SMALL_CONTENT: u64 = 64 * 1024;
+
+/// Kept small content at most, in bytes.
+const CONTENT_KEPT_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -44,7 +59,7 @@ pub const HEAD_BYTES: usize = 256 * 1024;
 
 impl BlobStore {
     pub fn new(data_dir: &Path) -> Self {
-        Self { root: data_dir.join("messages") }
+        Self { root: data_dir.join("messages"), kept: Arc::new(ReadCache::new(CONTENT_KEPT_BYTES)) }
     }
 
     /// Spreads files over 1024 directories by the id's first two characters.
@@ -63,6 +78,7 @@ impl BlobStore {
         E: std::fmt::Display,
     {
         let path = self.path_of(id);
+        let kept_from = self.kept.generation();
         let dir = path.parent().unwrap_or(&self.root).to_owned();
         let io = |source| BlobError::Io { path: path.clone(), source };
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
@@ -99,6 +115,10 @@ impl BlobStore {
                     .await
                     .map_err(|error| io(std::io::Error::other(error)))?
                     .map_err(io)?;
+                if stored.size <= SMALL_CONTENT {
+                    let content = Bytes::copy_from_slice(&stored.head);
+                    self.kept.keep(kept_from, id.clone(), content, stored.head.len());
+                }
                 Ok(stored)
             }
             Err(error) => {
@@ -108,13 +128,23 @@ impl BlobStore {
         }
     }
 
-    /// Reads small content (up to tens of kilobytes) whole, on the calling
-    /// thread: from the page cache that takes microseconds, less than handing
-    /// the read to the blocking pool and back; from disk, one short wait.
+    /// Small content (up to [`SMALL_CONTENT`]) whole: kept, or read on the
+    /// calling thread: from the page cache that takes microseconds, less than
+    /// handing the read to the blocking pool and back; from disk, one short wait.
     pub fn read_small(&self, id: &MessageId) -> Result<Bytes, BlobError> {
+        if let Some(content) = self.kept.get(id) {
+            return Ok(content);
+        }
+        let read_at = self.kept.generation();
         let path = self.path_of(id);
         match std::fs::read(&path) {
-            Ok(content) => Ok(Bytes::from(content)),
+            Ok(content) => {
+                let content = Bytes::from(content);
+                if content.len() as u64 <= SMALL_CONTENT {
+                    self.kept.keep(read_at, id.clone(), content.clone(), content.len());
+                }
+                Ok(content)
+            }
             Err(source) => Err(BlobError::Io { path, source }),
         }
     }
@@ -127,5 +157,46 @@ impl BlobStore {
     /// Removes content whose metadata could not be recorded.
     pub async fn remove(&self, id: &MessageId) {
         let _ = tokio::fs::remove_file(self.path_of(id)).await;
+        self.kept.forget(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(blobs: &BlobStore, content: &[u8]) -> MessageId {
+        let id = MessageId::generate();
+        let chunks =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(content))]);
+        blobs.write(&id, chunks, u64::MAX).await.expect("write");
+        id
+    }
+
+    #[tokio::test]
+    async fn small_content_is_kept_as_written_until_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let blobs = BlobStore::new(dir.path());
+        let id = store(&blobs, b"Subject: kept\r\n\r\nbody").await;
+        std::fs::remove_file(blobs.path_of(&id)).expect("remove the file behind the store's back");
+        assert_eq!(&blobs.read_small(&id).expect("kept")[..], b"Subject: kept\r\n\r\nbody");
+        blobs.remove(&id).await;
+        assert!(matches!(blobs.read_small(&id), Err(BlobError::Io { .. })));
+    }
+
+    #[tokio::test]
+    async fn small_content_read_from_disk_is_kept_and_large_content_is_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = BlobStore::new(dir.path());
+        let small = store(&writer, &[b'a'; 100]).await;
+        let large = store(&writer, &vec![b'b'; SMALL_CONTENT as usize + 1]).await;
+        // A store started afresh finds the files but keeps nothing yet.
+        let blobs = BlobStore::new(dir.path());
+        assert_eq!(blobs.read_small(&small).expect("small").len(), 100);
+        assert_eq!(blobs.read_small(&large).expect("large").len(), SMALL_CONTENT as usize + 1);
+        std::fs::remove_file(blobs.path_of(&small)).expect("remove");
+        std::fs::remove_file(blobs.path_of(&large)).expect("remove");
+        assert_eq!(blobs.read_small(&small).expect("kept").len(), 100);
+        assert!(blobs.read_small(&large).is_err(), "large content is read from disk each time");
     }
 }

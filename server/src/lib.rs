@@ -20,6 +20,7 @@ pub mod notify;
 pub mod organization;
 pub mod outbox;
 pub mod rate_limit;
+mod read_cache;
 pub mod routes;
 pub mod settings;
 pub mod signing;

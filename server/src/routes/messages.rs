@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
 use crate::auth::{AccessToken, Caller};
-use crate::blobs::StoredBlob;
+use crate::blobs::{SMALL_CONTENT, StoredBlob};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::notify;
 use crate::routes::input::email_address;
@@ -246,7 +246,7 @@ pub async fn content(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let (caller, message) = caller_and_visible_message(&state, token, &id).await?;
-    let body = if message.size <= STREAM_CHUNK as u64 {
+    let body = if message.size <= SMALL_CONTENT {
         Body::from(state.blobs.read_small(&message.id)?)
     } else {
         let file = state.blobs.open(&message.id).await?;
@@ -273,8 +273,7 @@ pub async fn content(
         .into_response())
 }
 
-/// Content up to this size is read whole and sent at once; larger content
-/// is streamed in chunks of this size.
+/// Content larger than [`SMALL_CONTENT`] is streamed in chunks of this size.
 const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Who retrieved the message, when and from which device: for its sender only.

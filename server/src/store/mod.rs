@@ -6,7 +6,6 @@
 //! Each method is one unit of work: where it checks and writes, it does both
 //! in one transaction.
 
-mod read_cache;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -9,16 +9,16 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
-use super::read_cache::{Generation, ReadCache};
 use super::{
     AccountRecord, CodeCheck, DeviceRecord, MessageRecord, NewNotification, NotificationRecord,
     OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
 };
 use crate::ids::{AccountId, DeviceId};
+use crate::read_cache::{Generation, ReadCache};
 use sealpost_proto::{ContentDigest, MessageId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -142,8 +142,7 @@ impl Readers {
     }
 }
 
-/// Most writes one commit takes: four bound values each stay far below
-/// SQLite's limit on a statement's variables.
+/// Most writes one commit takes.
 const GROUP_COMMIT_MAX: usize = 512;
 
 /// A small write that many requests make at once. Each must be durable
@@ -183,6 +182,16 @@ async fn commit_in_groups(
 ) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queue.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+        // Under load, requests running right now are about to add writes of
+        // their own: letting them run first makes one commit of what would
+        // be several. Idle, the runtime comes straight back here.
+        tokio::task::yield_now().await;
+        while group.len() < GROUP_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok(pending) => group.push(pending),
+                Err(_) => break,
+            }
+        }
         let writes: Vec<&GroupWrite> = group.iter().map(|pending| &pending.write).collect();
         if commit_together(&mut connection, &writes).await.is_ok() {
             for pending in group.drain(..) {
@@ -229,33 +238,42 @@ async fn insert_retrievals<'e>(
     executor: impl SqliteExecutor<'e>,
     rows: &[&RetrievalRow],
 ) -> StoreResult<()> {
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO retrievals (message_id, account_id, device_id, retrieved_at) ",
-    );
-    query.push_values(rows, |mut values, row| {
-        values
-            .push_bind(row.message_id.as_str())
-            .push_bind(row.account_id.as_str())
-            .push_bind(row.device_id.as_str())
-            .push_bind(row.at);
-    });
-    // Each group size is another statement: not worth keeping prepared.
-    query.build().persistent(false).execute(executor).await?;
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            (row.message_id.as_str(), row.account_id.as_str(), row.device_id.as_str(), row.at)
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO retrievals (message_id, account_id, device_id, retrieved_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
+    )
+    .bind(group_as_json(&rows)?)
+    .execute(executor)
+    .await?;
     Ok(())
 }
 
 async fn mark_sent<'e>(executor: impl SqliteExecutor<'e>, marks: &[&SentMark]) -> StoreResult<()> {
-    let mut query = QueryBuilder::<Sqlite>::new("WITH settled (id, relay_answer, updated_at) AS (");
-    query.push_values(marks, |mut values, mark| {
-        values.push_bind(mark.id).push_bind(mark.relay_answer.as_str()).push_bind(mark.at);
-    });
-    query.push(
-        ") UPDATE outbox SET state = 'sent', relay_answer = settled.relay_answer, last_error = NULL,
-             updated_at = settled.updated_at
-         FROM settled WHERE outbox.id = settled.id AND outbox.state = 'queued'",
-    );
-    query.build().persistent(false).execute(executor).await?;
+    let marks: Vec<_> =
+        marks.iter().map(|mark| (mark.id, mark.relay_answer.as_str(), mark.at)).collect();
+    sqlx::query(
+        "UPDATE outbox SET state = 'sent', relay_answer = settled.value ->> 1, last_error = NULL,
+             updated_at = settled.value ->> 2
+         FROM json_each(?) AS settled
+         WHERE outbox.id = settled.value ->> 0 AND outbox.state = 'queued'",
+    )
+    .bind(group_as_json(&marks)?)
+    .execute(executor)
+    .await?;
     Ok(())
+}
+
+/// A group's rows as one JSON array of arrays, for `json_each`: one bound
+/// value, so one statement, prepared once, whatever the group's size.
+fn group_as_json(rows: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(rows)
+        .map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))
 }
 
 fn unix(at: OffsetDateTime) -> i64 {
