@@ -104,6 +104,21 @@ impl Sizes {
     }
 }
 
+/// Waits for Ctrl-C or SIGTERM (what `timeout` sends) and names it.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    if let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "Ctrl-C",
+            _ = terminate.recv() => return "SIGTERM",
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
+
 /// What every section gets.
 pub struct Context {
     pub sizes: Sizes,
@@ -154,7 +169,15 @@ async fn main() -> ExitCode {
         }
         println!("==> {name}");
         let started = Instant::now();
-        let outcome = run_section(name, &context).await;
+        // Stopped half-way, the section's mail stack, servers and peers are
+        // dropped, which stops them, instead of outliving the benchmark.
+        let outcome = tokio::select! {
+            outcome = run_section(name, &context) => outcome,
+            signal = stop_signal() => {
+                eprintln!("sealpost-bench: stopped by {signal}; what the section started is stopped too");
+                return ExitCode::from(130);
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         let section = match outcome {
             Ok(outcome) => {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
@@ -142,7 +142,8 @@ impl Readers {
     }
 }
 
-/// Most writes one commit takes.
+/// Most writes one commit takes: three bound values per sent mark stay far
+/// below SQLite's limit on a statement's variables.
 const GROUP_COMMIT_MAX: usize = 512;
 
 /// A small write that many requests make at once. Each must be durable
@@ -255,17 +256,18 @@ async fn insert_retrievals<'e>(
 }
 
 async fn mark_sent<'e>(executor: impl SqliteExecutor<'e>, marks: &[&SentMark]) -> StoreResult<()> {
-    let marks: Vec<_> =
-        marks.iter().map(|mark| (mark.id, mark.relay_answer.as_str(), mark.at)).collect();
-    sqlx::query(
-        "UPDATE outbox SET state = 'sent', relay_answer = settled.value ->> 1, last_error = NULL,
-             updated_at = settled.value ->> 2
-         FROM json_each(?) AS settled
-         WHERE outbox.id = settled.value ->> 0 AND outbox.state = 'queued'",
-    )
-    .bind(group_as_json(&marks)?)
-    .execute(executor)
-    .await?;
+    // A VALUES list, not `json_each`: joined to a table-valued function the
+    // planner scans the whole outbox for every group.
+    let mut query = QueryBuilder::<Sqlite>::new("WITH settled (id, relay_answer, updated_at) AS (");
+    query.push_values(marks, |mut values, mark| {
+        values.push_bind(mark.id).push_bind(mark.relay_answer.as_str()).push_bind(mark.at);
+    });
+    query.push(
+        ") UPDATE outbox SET state = 'sent', relay_answer = settled.relay_answer, last_error = NULL,
+             updated_at = settled.updated_at
+         FROM settled WHERE outbox.id = settled.id AND outbox.state = 'queued'",
+    );
+    query.build().persistent(false).execute(executor).await?;
     Ok(())
 }
 
