@@ -312,7 +312,7 @@ async fn swapped_messages_are_found_by_local_search() {
         ("INBOX", real.uid),
         "the hit opens the real message"
     );
-    assert!(hits[0].snippet.contains("[Zygomorphic]"), "{}", hits[0].snippet);
+    assert!(hits[0].snippet_marked("[", "]").contains("[Zygomorphic]"), "{}", hits[0].snippet);
 }
 
 /// Waits until `stored` has exactly one real copy and no placeholder.

@@ -8,6 +8,11 @@
 //! - `fuzz`: runs the notification parser's fuzz target for a while.
 //! - `bench`: release builds measured on the real stack beside their floors
 //!   and peers; one table, written to `target/bench/`.
+//! - `ui`: the desktop app's front end (`ui/`): npm install, type check,
+//!   Vitest, build. `test` runs it before anything compiles the app, which
+//!   embeds `ui/dist`.
+//! - `ipc-types`: rewrites `ui/src/lib/ipc-types.ts` from the app's Rust
+//!   IPC types; a test fails while the checked-in file is behind.
 //!
 //! Every child command runs from the repository root with inherited stdio.
 
@@ -45,6 +50,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "notmuch",
     "python3-notmuch2",
+    // The desktop app (Tauri 2 on WebKitGTK).
+    "libwebkit2gtk-4.1-dev",
+    "libxdo-dev",
+    "librsvg2-dev",
 ];
 
 /// Builds the binaries that tests and the demo run as child processes.
@@ -125,6 +134,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Install the front end's npm packages (when the lock file changed), type-check it, run its Vitest tests and build it into ui/dist.
+    Ui,
+    /// Rewrite ui/src/lib/ipc-types.ts from the app's IPC types in desktop/app/src/ipc.rs.
+    IpcTypes,
     /// Fuzz the notification parser with libFuzzer (needs `cargo install cargo-fuzz`).
     Fuzz {
         /// How long to run, in seconds.
@@ -138,6 +151,8 @@ fn main() -> ExitCode {
         Task::Test { no_install, quick } => test(no_install, quick).map(|()| ExitCode::SUCCESS),
         Task::Demo { no_install, args } => demo(no_install, &args),
         Task::Fuzz { seconds } => fuzz(seconds).map(|()| ExitCode::SUCCESS),
+        Task::Ui => front_end().map(|()| ExitCode::SUCCESS),
+        Task::IpcTypes => ipc_types().map(|()| ExitCode::SUCCESS),
         Task::Bench { no_install, quick, args } => {
             bench(no_install, quick, &args).map(|()| ExitCode::SUCCESS)
         }
@@ -233,6 +248,8 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
         let rerun = "cargo xtask test (this step runs first; --no-install skips it)";
         steps.run("system packages", rerun, install_debian_packages)?;
     }
+    // Before anything compiles the app: it embeds the built front end.
+    steps.run("front end (ui/)", "cargo xtask ui", front_end)?;
     steps.run("rustfmt", "cargo fmt --all -- --check", || {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         if has_fuzz {
@@ -298,6 +315,56 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
         })?;
     }
     steps.summary();
+    Ok(())
+}
+
+/// The desktop app's front end: npm packages as locked, then type check,
+/// unit tests and the build the app embeds.
+fn front_end() -> Result<()> {
+    let ui = repo_root().join("ui");
+    if !succeeds(command("npm").arg("--version")) {
+        bail!(
+            "npm is not installed; the desktop app's front end needs Node.js 20 or later with npm \
+             (Debian: apt-get install nodejs npm)"
+        );
+    }
+    let npm = |args: &[&str]| {
+        let mut npm = command("npm");
+        npm.current_dir(&ui).args(args);
+        npm
+    };
+    // npm records what it installed in node_modules/.package-lock.json:
+    // the same as the lock file means nothing to install.
+    let installed = std::fs::read(ui.join("node_modules/.package-lock.json")).ok();
+    let locked = std::fs::read(ui.join("package-lock.json")).context("ui/package-lock.json")?;
+    if !installed.is_some_and(|installed| same_packages(&installed, &locked)) {
+        // `npm install` with the lock, not `npm ci`: the registry here lacks
+        // some other platforms' optional packages, which the lock then leaves
+        // out and `npm ci` refuses.
+        run(&mut npm(&["install", "--no-audit", "--no-fund", "--no-save"]))?;
+    }
+    run(&mut npm(&["run", "check"]))?;
+    run(&mut npm(&["test"]))?;
+    run(&mut npm(&["run", "build"]))
+}
+
+/// Whether npm's record of installed packages lists the same packages as
+/// the lock file (the record leaves out the root package and the header).
+fn same_packages(installed: &[u8], locked: &[u8]) -> bool {
+    let packages = |bytes: &[u8]| -> Option<serde_json::Value> {
+        let mut packages =
+            serde_json::from_slice::<serde_json::Value>(bytes).ok()?.get("packages")?.clone();
+        packages.as_object_mut()?.remove("");
+        Some(packages)
+    };
+    matches!((packages(installed), packages(locked)), (Some(a), Some(b)) if a == b)
+}
+
+fn ipc_types() -> Result<()> {
+    run(cargo()
+        .args(["test", "--locked", "-p", "sealpost-app", "--lib", "ipc::tests"])
+        .env("SEALPOST_WRITE_IPC_TYPES", "1"))?;
+    println!("wrote ui/src/lib/ipc-types.ts");
     Ok(())
 }
 

@@ -260,6 +260,9 @@ fn agent_running(paths: &AgentPaths) -> bool {
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
+/// How many of the newest swaps [`Status`] lists.
+pub const RECENT_SWAPS: u32 = 10;
+
 /// Everything `sealpost-agent status` shows; read without the keyring.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -275,6 +278,8 @@ pub struct Status {
     pub connections: Vec<ConnectionState>,
     pub swapped_total: u64,
     pub last_swap: Option<SwapRecord>,
+    /// The newest swaps, newest first, up to [`RECENT_SWAPS`].
+    pub recent: Vec<SwapRecord>,
     /// Placeholders waiting for the server to come back.
     pub pending: Vec<KeptRecord>,
     /// Placeholders that will not be swapped, with the reason.
@@ -289,7 +294,7 @@ impl Status {
         let config = AgentConfig::load(paths)?;
         let state = AgentState::open(&paths.state_db()).await?;
         let running = agent_running(paths);
-        let (recent, swapped_total) = state.recent_swaps(1).await?;
+        let (recent, swapped_total) = state.recent_swaps(RECENT_SWAPS).await?;
         let (pending, failed) = state.kept().await?.into_iter().partition(|kept| kept.temporary);
         let indexed = if paths.index_db().exists() {
             SearchIndex::open(&paths.index_db()).await?.count().await?
@@ -307,7 +312,8 @@ impl Status {
             running,
             connections: if running { state.connections().await? } else { Vec::new() },
             swapped_total,
-            last_swap: recent.into_iter().next(),
+            last_swap: recent.first().cloned(),
+            recent,
             pending,
             failed,
             rejected: state.rejected().await?,

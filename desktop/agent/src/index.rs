@@ -5,6 +5,7 @@
 //! client opens it by. Searches match word prefixes (results as you type),
 //! rank with BM25 and return a snippet with the match marked.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -15,9 +16,11 @@ use sqlx::{Row, SqlitePool};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/index");
 
-/// Marks the matched words inside [`SearchHit::snippet`].
-pub const MATCH_START: &str = "[";
-pub const MATCH_END: &str = "]";
+/// Marks the matched words inside [`SearchHit::snippet`]: control
+/// characters, which message text never shows, so a bracket in the text
+/// cannot be taken for a mark. [`SearchHit::snippet_pieces`] splits on them.
+pub const MATCH_START: &str = "\u{2}";
+pub const MATCH_END: &str = "\u{3}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -47,6 +50,36 @@ pub struct SearchHit {
     pub date: Option<i64>,
     /// Text around the match, matched words between [`MATCH_START`] and [`MATCH_END`].
     pub snippet: String,
+}
+
+/// One run of a snippet's text: matched by the query or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnippetPiece<'a> {
+    Text(&'a str),
+    Match(&'a str),
+}
+
+impl SearchHit {
+    /// The snippet as runs of plain and matched text, in order.
+    pub fn snippet_pieces(&self) -> Vec<SnippetPiece<'_>> {
+        let mut pieces = Vec::new();
+        let mut rest = self.snippet.as_str();
+        while let Some(start) = rest.find(MATCH_START) {
+            let (before, marked) = rest.split_at(start);
+            let marked = &marked[MATCH_START.len()..];
+            let (matched, after) = marked.split_once(MATCH_END).unwrap_or((marked, ""));
+            pieces.extend([SnippetPiece::Text(before), SnippetPiece::Match(matched)]);
+            rest = after;
+        }
+        pieces.push(SnippetPiece::Text(rest));
+        pieces.retain(|piece| !matches!(piece, SnippetPiece::Text("") | SnippetPiece::Match("")));
+        pieces
+    }
+
+    /// The snippet with the matches between `start` and `end`, for terminals.
+    pub fn snippet_marked(&self, start: &str, end: &str) -> String {
+        self.snippet.replace(MATCH_START, start).replace(MATCH_END, end)
+    }
 }
 
 pub struct SearchIndex {
@@ -189,6 +222,29 @@ impl SearchIndex {
         self.pool.close().await;
     }
 
+    /// The sender and subject of each indexed message among `message_ids`.
+    pub async fn describe(
+        &self,
+        message_ids: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, IndexError> {
+        if message_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids = serde_json::to_string(message_ids).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT message_id, sender, subject FROM messages
+             WHERE message_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((row.try_get("message_id")?, (row.try_get("sender")?, row.try_get("subject")?)))
+            })
+            .collect()
+    }
+
     pub async fn count(&self) -> Result<u64, IndexError> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await?;
@@ -267,6 +323,32 @@ impl MessageText {
 mod tests {
     use super::*;
 
+    fn hit(snippet: &str) -> SearchHit {
+        SearchHit {
+            message_id: "msg_1".into(),
+            folder: "INBOX".into(),
+            uid: 1,
+            sender: String::new(),
+            subject: String::new(),
+            date: None,
+            snippet: snippet.replace('[', MATCH_START).replace(']', MATCH_END),
+        }
+    }
+
+    #[test]
+    fn a_snippet_splits_into_plain_and_matched_runs() {
+        use SnippetPiece::{Match, Text};
+        assert_eq!(
+            hit("…the [lab] results [are] in").snippet_pieces(),
+            [Text("…the "), Match("lab"), Text(" results "), Match("are"), Text(" in")]
+        );
+        assert_eq!(hit("[all]").snippet_pieces(), [Match("all")]);
+        assert_eq!(hit("none").snippet_pieces(), [Text("none")]);
+        // A mark left open (the snippet was cut) still ends the text.
+        assert_eq!(hit("cut [mid").snippet_pieces(), [Text("cut "), Match("mid")]);
+        assert_eq!(hit("a [b] c").snippet_marked("<", ">"), "a <b> c");
+    }
+
     const MESSAGE: &[u8] = b"From: Dr. Sam Sender <sam@clinic.example>\r\nTo: Alice <alice@example.org>\r\n\
 Subject: Your lab results\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
@@ -293,7 +375,16 @@ Content-Disposition: attachment; filename=\"bloodwork-2026.pdf\"\r\n\r\n%PDF\r\n
         }
         let hit = &index.search("cholesterol", 10).await.expect("search")[0];
         assert_eq!(hit.subject, "Your lab results");
-        assert!(hit.snippet.contains("[cholesterol]"), "{}", hit.snippet);
+        assert!(hit.snippet_marked("[", "]").contains("[cholesterol]"), "{}", hit.snippet);
+        assert!(
+            hit.snippet_pieces().contains(&SnippetPiece::Match("cholesterol")),
+            "{}",
+            hit.snippet
+        );
+        let described =
+            index.describe(&[hit.message_id.as_str(), "msg_unknown"]).await.expect("describe");
+        assert_eq!(described.len(), 1);
+        assert_eq!(described[&hit.message_id].1, "Your lab results");
         assert!(
             index.search("cholesterol missing", 10).await.expect("search").is_empty(),
             "every word must match"

@@ -101,6 +101,19 @@ pub struct RegisterRequest {
     pub code_wait: Duration,
 }
 
+/// This computer's name as the account's device list shows it, with the
+/// program that registered it: `laptop (Sealpost app)`.
+pub fn default_device_name(program: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "this computer".to_owned());
+    format!("{host} ({program})")
+}
+
 /// What a registration did, and how long it took.
 #[derive(Debug, Clone)]
 pub struct Registered {

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sealpost_agent::discover::DiscoveryRequest;
 use sealpost_agent::policy::Policy;
-use sealpost_agent::register::{CODE_WAIT, RegisterRequest, register};
+use sealpost_agent::register::{CODE_WAIT, RegisterRequest, default_device_name, register};
 use sealpost_agent::{Agent, AgentConfig, AgentPaths, SearchIndex, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
@@ -240,7 +240,7 @@ async fn register_command(paths: &AgentPaths, args: RegisterArgs) -> anyhow::Res
             resolve: args.resolve,
         },
         password,
-        device_name: args.device_name.unwrap_or_else(default_device_name),
+        device_name: args.device_name.unwrap_or_else(|| default_device_name("sealpost-agent")),
         folders: (!args.folders.is_empty()).then_some(args.folders),
         ca_file,
         code_wait: Duration::from_secs(args.code_wait),
@@ -283,15 +283,4 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
         bail!("the mailbox password is empty");
     }
     Ok(password)
-}
-
-fn default_device_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .or_else(|_| std::env::var("COMPUTERNAME"))
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "this computer".to_owned());
-    format!("{host} (sealpost-agent)")
 }

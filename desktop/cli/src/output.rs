@@ -59,7 +59,12 @@ pub fn print_hits(hits: &[SearchHit], json: bool) -> anyhow::Result<()> {
     }
     for hit in hits {
         println!("{}  {}  {}", date(hit.date), hit.sender, hit.subject);
-        println!("    {}  ({} UID {})", hit.snippet.replace('\n', " "), hit.folder, hit.uid);
+        println!(
+            "    {}  ({} UID {})",
+            hit.snippet_marked("[", "]").replace('\n', " "),
+            hit.folder,
+            hit.uid
+        );
     }
     Ok(())
 }

@@ -1,0 +1,240 @@
+//! What crosses between the window and the Rust side: the commands'
+//! arguments, answers and errors. The TypeScript declarations in
+//! `ui/src/lib/ipc-types.ts` are generated from these types (see
+//! [`typescript`]) and a test fails when they fall behind. No secret is
+//! ever part of an answer: the password only travels inward, in
+//! [`RegisterForm`].
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Every command fails with this: a stable code the window can act on, and a
+/// sentence for the person that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct IpcError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The computer is not registered yet: show the wizard.
+    NotRegistered,
+    /// The Sealpost server or the mailbox could not be found.
+    Discovery,
+    /// The mailbox refused the login or could not be reached.
+    Mailbox,
+    /// The Sealpost server refused or could not be reached.
+    Server,
+    /// The system keyring is missing or locked.
+    Keyring,
+    /// The verification email did not arrive in time.
+    CodeTimeout,
+    /// Another Sealpost agent watches this mailbox.
+    AlreadyRunning,
+    /// The IT policy file cannot be used.
+    Policy,
+    /// The input was not usable; the message says which field.
+    Invalid,
+    /// Anything else; the message and the log say more.
+    Internal,
+}
+
+impl IpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// What the window needs first: which screen to show.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct Overview {
+    pub registered: bool,
+    pub preset: Preset,
+}
+
+/// The settings IT preset in the policy file: shown as set by the
+/// organization, never editable.
+#[derive(Debug, Clone, Default, Serialize, TS)]
+pub struct Preset {
+    pub server_url: Option<String>,
+    pub folders: Option<Vec<String>>,
+    /// The policy file they come from.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct RegisterForm {
+    pub email: String,
+    pub password: String,
+    /// Only when no policy presets one; otherwise found from the address.
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterStepKind {
+    Discovering,
+    Discovered,
+    MailboxLogin,
+    RequestingCode,
+    WaitingForCode,
+    Enrolling,
+    StoringSecrets,
+}
+
+/// Sent as each registration step starts.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct RegisterProgress {
+    pub step: RegisterStepKind,
+    /// For `discovered`: where the server and the mailbox were found.
+    pub detail: Option<String>,
+    /// Since the registration began.
+    #[ts(type = "number")]
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct Registration {
+    pub email: String,
+    pub server: String,
+    #[ts(type = "number")]
+    pub elapsed_ms: u64,
+}
+
+/// The Status screen.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StatusView {
+    pub email: String,
+    pub server: String,
+    /// Every watched folder has a live connection.
+    pub connected: bool,
+    /// Who watches the mailbox: this app, another agent (the service), or
+    /// nobody, with the reason.
+    pub watcher: Watcher,
+    pub folders: Vec<FolderView>,
+    #[ts(type = "number")]
+    pub swapped_total: u64,
+    /// Newest first.
+    pub recent: Vec<RecentMessage>,
+    /// Placeholders the agent keeps retrying.
+    pub pending: Vec<KeptView>,
+    /// Placeholders that will not be swapped, with the reason.
+    pub failed: Vec<KeptView>,
+    /// Notifications left alone as possible phishing.
+    pub rejected: u32,
+    #[ts(type = "number")]
+    pub indexed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Watcher {
+    ThisApp,
+    /// The headless agent (or another copy of the app) holds the mailbox's lock.
+    OtherAgent,
+    Stopped {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct FolderView {
+    pub name: String,
+    /// `connected`, `reconnecting` or `not watched`.
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct RecentMessage {
+    pub message_id: String,
+    pub folder: String,
+    pub subject: String,
+    pub sender: String,
+    #[ts(type = "number")]
+    pub swapped_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct KeptView {
+    pub message_id: String,
+    pub folder: String,
+    pub uid: u32,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SearchResult {
+    pub message_id: String,
+    pub folder: String,
+    pub uid: u32,
+    pub sender: String,
+    pub subject: String,
+    /// Seconds since the Unix epoch.
+    #[ts(type = "number | null")]
+    pub date: Option<i64>,
+    /// The text around the match, in order; matched words have `matched`.
+    pub snippet: Vec<SnippetPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct SnippetPart {
+    pub text: String,
+    pub matched: bool,
+}
+
+/// The TypeScript declarations of every type above, as checked in.
+pub fn typescript() -> String {
+    let declarations = [
+        IpcError::decl(),
+        ErrorCode::decl(),
+        Overview::decl(),
+        Preset::decl(),
+        RegisterForm::decl(),
+        RegisterStepKind::decl(),
+        RegisterProgress::decl(),
+        Registration::decl(),
+        StatusView::decl(),
+        Watcher::decl(),
+        FolderView::decl(),
+        RecentMessage::decl(),
+        KeptView::decl(),
+        SearchResult::decl(),
+        SnippetPart::decl(),
+    ];
+    let mut out = String::from(
+        "// Generated from desktop/app/src/ipc.rs by `cargo xtask ipc-types`; do not edit.\n",
+    );
+    for declaration in declarations {
+        out.push_str("\nexport ");
+        out.push_str(&declaration);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Set to rewrite the checked-in declarations instead of comparing.
+    const WRITE_ENV: &str = "SEALPOST_WRITE_IPC_TYPES";
+
+    #[test]
+    fn the_typescript_declarations_are_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/lib/ipc-types.ts");
+        let generated = super::typescript();
+        if std::env::var_os(WRITE_ENV).is_some() {
+            std::fs::write(&path, &generated).expect("write the declarations");
+            return;
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "ui/src/lib/ipc-types.ts is out of date with desktop/app/src/ipc.rs: run `cargo xtask ipc-types`"
+        );
+    }
+}

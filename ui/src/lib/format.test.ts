@@ -1,0 +1,39 @@
+import { describe, expect, it } from "vitest";
+import { ago, duration, emailProblem } from "./format";
+
+describe("ago", () => {
+  const now = Date.UTC(2026, 10, 23, 12, 0, 0);
+  const at = (secondsBefore: number) => now / 1000 - secondsBefore;
+
+  it("says just now, minutes and hours", () => {
+    expect(ago(at(10), now)).toBe("just now");
+    expect(ago(at(60), now)).toBe("1 minute ago");
+    expect(ago(at(5 * 60), now)).toBe("5 minutes ago");
+    expect(ago(at(3 * 3600), now)).toBe("3 hours ago");
+  });
+
+  it("falls back to the date after a day", () => {
+    expect(ago(at(3 * 86400), now)).toBe(new Date((now / 1000 - 3 * 86400) * 1000).toLocaleDateString());
+  });
+});
+
+describe("duration", () => {
+  it("uses milliseconds below a second", () => {
+    expect(duration(850)).toBe("850 ms");
+    expect(duration(4210)).toBe("4.2 s");
+  });
+});
+
+describe("emailProblem", () => {
+  it("accepts an ordinary address", () => {
+    expect(emailProblem(" dana@example.org ")).toBeNull();
+  });
+
+  it("says what is wrong", () => {
+    expect(emailProblem("")).toMatch(/Enter your email/);
+    expect(emailProblem("dana")).toMatch(/whole address/);
+    expect(emailProblem("dana@")).toMatch(/whole address/);
+    expect(emailProblem("dana@localhost")).toMatch(/domain/);
+    expect(emailProblem("da na@example.org")).toMatch(/whole address/);
+  });
+});

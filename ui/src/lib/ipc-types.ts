@@ -1,0 +1,84 @@
+// Generated from desktop/app/src/ipc.rs by `cargo xtask ipc-types`; do not edit.
+
+export type IpcError = { code: ErrorCode, message: string, };
+
+export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "invalid" | "internal";
+
+export type Overview = { registered: boolean, preset: Preset, };
+
+export type Preset = { server_url: string | null, folders: Array<string> | null, 
+/**
+ * The policy file they come from.
+ */
+source: string | null, };
+
+export type RegisterForm = { email: string, password: string, 
+/**
+ * Only when no policy presets one; otherwise found from the address.
+ */
+server: string | null, };
+
+export type RegisterStepKind = "discovering" | "discovered" | "mailbox_login" | "requesting_code" | "waiting_for_code" | "enrolling" | "storing_secrets";
+
+export type RegisterProgress = { step: RegisterStepKind, 
+/**
+ * For `discovered`: where the server and the mailbox were found.
+ */
+detail: string | null, 
+/**
+ * Since the registration began.
+ */
+elapsed_ms: number, };
+
+export type Registration = { email: string, server: string, elapsed_ms: number, };
+
+export type StatusView = { email: string, server: string, 
+/**
+ * Every watched folder has a live connection.
+ */
+connected: boolean, 
+/**
+ * Who watches the mailbox: this app, another agent (the service), or
+ * nobody, with the reason.
+ */
+watcher: Watcher, folders: Array<FolderView>, swapped_total: number, 
+/**
+ * Newest first.
+ */
+recent: Array<RecentMessage>, 
+/**
+ * Placeholders the agent keeps retrying.
+ */
+pending: Array<KeptView>, 
+/**
+ * Placeholders that will not be swapped, with the reason.
+ */
+failed: Array<KeptView>, 
+/**
+ * Notifications left alone as possible phishing.
+ */
+rejected: number, indexed: number, };
+
+export type Watcher = { "kind": "this_app" } | { "kind": "other_agent" } | { "kind": "stopped", reason: string, };
+
+export type FolderView = { name: string, 
+/**
+ * `connected`, `reconnecting` or `not watched`.
+ */
+state: string, detail: string | null, };
+
+export type RecentMessage = { message_id: string, folder: string, subject: string, sender: string, swapped_at: number, };
+
+export type KeptView = { message_id: string, folder: string, uid: number, reason: string, attempts: number, };
+
+export type SearchResult = { message_id: string, folder: string, uid: number, sender: string, subject: string, 
+/**
+ * Seconds since the Unix epoch.
+ */
+date: number | null, 
+/**
+ * The text around the match, in order; matched words have `matched`.
+ */
+snippet: Array<SnippetPart>, };
+
+export type SnippetPart = { text: string, matched: boolean, };

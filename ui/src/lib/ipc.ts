@@ -1,0 +1,55 @@
+// Calls into the app's Rust side. Every command fails with an IpcError
+// ({ code, message }); anything else that reaches here is turned into one so
+// the screens have a single shape to show.
+import { Channel, invoke } from "@tauri-apps/api/core";
+import type {
+  ErrorCode,
+  IpcError,
+  Overview,
+  RegisterForm,
+  RegisterProgress,
+  Registration,
+  SearchResult,
+  StatusView,
+} from "./ipc-types";
+
+export type * from "./ipc-types";
+
+export function asIpcError(error: unknown): IpcError {
+  if (typeof error === "object" && error !== null && "code" in error && "message" in error) {
+    const { code, message } = error as Record<string, unknown>;
+    // The Rust side only sends codes of ErrorCode.
+    if (typeof code === "string" && typeof message === "string") return { code: code as ErrorCode, message };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: "internal", message: message || "Something went wrong in the app." };
+}
+
+async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(command, args);
+  } catch (error) {
+    throw asIpcError(error);
+  }
+}
+
+export function overview(): Promise<Overview> {
+  return call("overview");
+}
+
+export function status(): Promise<StatusView> {
+  return call("status");
+}
+
+export function register(
+  form: RegisterForm,
+  onProgress: (progress: RegisterProgress) => void,
+): Promise<Registration> {
+  const channel = new Channel<RegisterProgress>();
+  channel.onmessage = onProgress;
+  return call("register", { form, onProgress: channel });
+}
+
+export function search(query: string, limit = 50): Promise<SearchResult[]> {
+  return call("search", { query, limit });
+}
