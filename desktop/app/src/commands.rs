@@ -29,6 +29,10 @@ const SEARCH_LIMIT_MAX: u32 = 200;
 
 #[tauri::command]
 pub async fn overview(shell: State<'_, Shell>) -> Result<Overview, IpcError> {
+    overview_of(&shell)
+}
+
+fn overview_of(shell: &Shell) -> Result<Overview, IpcError> {
     let policy = Policy::load_system()?;
     Ok(Overview { registered: shell.registered(), preset: preset(policy.as_ref()) })
 }
@@ -44,6 +48,10 @@ fn preset(policy: Option<&Policy>) -> Preset {
 
 #[tauri::command]
 pub async fn status(shell: State<'_, Shell>) -> Result<StatusView, IpcError> {
+    status_of(&shell).await
+}
+
+async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
     let status = Status::read(shell.paths()).await?;
     let index = shell.index().await?;
     let ids: Vec<&str> = status.recent.iter().map(|swap| swap.message_id.as_str()).collect();
@@ -182,8 +190,12 @@ pub async fn search(
     query: String,
     limit: u32,
 ) -> Result<Vec<SearchResult>, IpcError> {
+    search_in(&shell, &query, limit).await
+}
+
+async fn search_in(shell: &Shell, query: &str, limit: u32) -> Result<Vec<SearchResult>, IpcError> {
     let index = shell.index().await?;
-    let hits = index.search(&query, limit.clamp(1, SEARCH_LIMIT_MAX)).await?;
+    let hits = index.search(query, limit.clamp(1, SEARCH_LIMIT_MAX)).await?;
     Ok(hits
         .into_iter()
         .map(|hit| SearchResult {
@@ -270,6 +282,47 @@ fn sentence(error: &dyn std::fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sealpost_agent::AgentPaths;
+    use sealpost_agent::index::IndexedMessage;
+
+    fn shell() -> (tempfile::TempDir, Shell) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shell = Shell::new(AgentPaths::new(dir.path()));
+        (dir, shell)
+    }
+
+    #[tokio::test]
+    async fn an_unregistered_computer_gets_the_wizard_and_a_status_that_says_so() {
+        let (_dir, shell) = shell();
+        assert!(!overview_of(&shell).expect("overview").registered);
+        let error = status_of(&shell).await.expect_err("no status before registration");
+        assert_eq!(error.code, ErrorCode::NotRegistered);
+    }
+
+    #[tokio::test]
+    async fn search_answers_with_the_matched_words_apart() {
+        let (_dir, shell) = shell();
+        let raw = b"From: Dr Sam <sam@clinic.example>\r\nSubject: Your lab results\r\n\
+                    Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nThe cholesterol [values] are in.\r\n";
+        let index = shell.index().await.expect("index");
+        let message = IndexedMessage { message_id: "msg_1", folder: "INBOX", uid: 7, raw };
+        index.add(&message, 1_800_000_000).await.expect("add");
+
+        let results = search_in(&shell, "choles", 10).await.expect("search");
+        assert_eq!(results.len(), 1);
+        let result = &results[0];
+        assert_eq!((result.subject.as_str(), result.uid), ("Your lab results", 7));
+        let matched: Vec<&str> = result
+            .snippet
+            .iter()
+            .filter(|part| part.matched)
+            .map(|part| part.text.as_str())
+            .collect();
+        assert_eq!(matched, ["cholesterol"]);
+        let text: String = result.snippet.iter().map(|part| part.text.as_str()).collect();
+        assert!(text.contains("[values]"), "brackets in the text stay text: {text}");
+        assert!(search_in(&shell, "   ", 10).await.expect("empty query").is_empty());
+    }
 
     #[test]
     fn library_messages_become_sentences() {
