@@ -291,15 +291,28 @@ pub struct Status {
 
 impl Status {
     pub async fn read(paths: &AgentPaths) -> Result<Self, AgentError> {
+        let index = if paths.index_db().exists() {
+            Some(SearchIndex::open(&paths.index_db()).await?)
+        } else {
+            None
+        };
+        Self::read_with_index(paths, index.as_ref()).await
+    }
+
+    /// As [`Status::read`], counting with a search index the caller keeps
+    /// open instead of opening it again.
+    pub async fn read_with_index(
+        paths: &AgentPaths,
+        index: Option<&SearchIndex>,
+    ) -> Result<Self, AgentError> {
         let config = AgentConfig::load(paths)?;
         let state = AgentState::open(&paths.state_db()).await?;
         let running = agent_running(paths);
         let (recent, swapped_total) = state.recent_swaps(RECENT_SWAPS).await?;
         let (pending, failed) = state.kept().await?.into_iter().partition(|kept| kept.temporary);
-        let indexed = if paths.index_db().exists() {
-            SearchIndex::open(&paths.index_db()).await?.count().await?
-        } else {
-            0
+        let indexed = match index {
+            Some(index) => index.count().await?,
+            None => 0,
         };
         Ok(Self {
             email: config.email,

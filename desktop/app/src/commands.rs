@@ -52,8 +52,14 @@ pub async fn status(shell: State<'_, Shell>) -> Result<StatusView, IpcError> {
 }
 
 async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
-    let status = Status::read(shell.paths()).await?;
+    // Checked first: the index would otherwise be created for nobody.
+    if !shell.registered() {
+        return Err(
+            AgentError::from(ConfigError::NotRegistered(shell.paths().config_file())).into()
+        );
+    }
     let index = shell.index().await?;
+    let status = Status::read_with_index(shell.paths(), Some(&index)).await?;
     let ids: Vec<&str> = status.recent.iter().map(|swap| swap.message_id.as_str()).collect();
     let mut described = index.describe(&ids).await?;
     let connected_folders: HashMap<&str, _> = status
