@@ -14,5 +14,5 @@ fn main() {
 
 /// Every command `src/lib.rs` registers.
 fn sealpost_commands() -> &'static [&'static str] {
-    &["overview", "status", "register", "search"]
+    &["overview", "status", "register", "search", "open_message", "save_attachment"]
 }

@@ -96,14 +96,7 @@ impl Agent {
         let state = Arc::new(AgentState::open(&paths.state_db()).await?);
         let swapper =
             Arc::new(Swapper::new(server, trusted, &config.email).with_index(index.clone()));
-        let account = ImapAccount {
-            host: config.imap.host.clone(),
-            port: config.imap.port,
-            security: config.imap.security,
-            username: config.imap.username.clone(),
-            password,
-            ca_pem,
-        };
+        let account = config.imap_account(password)?;
         Ok(Self {
             config,
             paths: paths.clone(),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use sealpost_proto::api::{MailSecurity, PublicSigningKey};
 use serde::{Deserialize, Serialize};
 
+use crate::imap::ImapAccount;
 use crate::secrets::SecretStoreKind;
 
 /// Overrides the data directory (also `--data-dir`).
@@ -168,6 +169,18 @@ impl AgentConfig {
         })?;
         write_atomically(&path, text.as_bytes())
             .map_err(|source| ConfigError::Write { path, source })
+    }
+
+    /// The mailbox this registration reads, logging in with `password`.
+    pub fn imap_account(&self, password: String) -> Result<ImapAccount, ConfigError> {
+        Ok(ImapAccount {
+            host: self.imap.host.clone(),
+            port: self.imap.port,
+            security: self.imap.security,
+            username: self.imap.username.clone(),
+            password,
+            ca_pem: self.ca_pem()?,
+        })
     }
 
     /// The CA bundle's contents, when one is configured.

@@ -14,6 +14,8 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::reader::address_list;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/index");
 
 /// Marks the matched words inside [`SearchHit::snippet`]: control
@@ -285,20 +287,6 @@ impl MessageText {
                 attachments: String::new(),
             };
         };
-        let addresses = |list: Option<&mail_parser::Address<'_>>| -> String {
-            list.map(|list| {
-                list.iter()
-                    .map(|addr| match (addr.name(), addr.address()) {
-                        (Some(name), Some(address)) => format!("{name} <{address}>"),
-                        (None, Some(address)) => address.to_owned(),
-                        (Some(name), None) => name.to_owned(),
-                        (None, None) => String::new(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-        };
         let body = (0..message.text_body_count())
             .filter_map(|index| message.body_text(index))
             .collect::<Vec<_>>()
@@ -309,8 +297,8 @@ impl MessageText {
             .collect::<Vec<_>>()
             .join(" ");
         Self {
-            sender: addresses(message.from()),
-            recipients: [addresses(message.to()), addresses(message.cc())].join(", "),
+            sender: address_list(message.from()),
+            recipients: [address_list(message.to()), address_list(message.cc())].join(", "),
             subject: message.subject().unwrap_or_default().to_owned(),
             date: message.date().map(|date| date.to_timestamp()),
             body,

@@ -10,6 +10,7 @@
 //! server_url = "https://sealpost.example.org"
 //! lock_server = true            # refuse any other server given on the command line
 //! folders = ["INBOX", "Archive"]
+//! ca_file = "/etc/sealpost/ca.pem" # the organization's CA, trusted instead of the system roots
 //!
 //! [imap]
 //! host = "imap.example.org"
@@ -50,6 +51,9 @@ pub struct Policy {
     pub folders: Option<Vec<String>>,
     pub imap: Option<MailEndpoint>,
     pub smtp: Option<MailEndpoint>,
+    /// A PEM bundle trusted instead of the system roots, for an organization
+    /// whose servers have certificates from its own CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A policy file that exists but cannot be used.
@@ -57,6 +61,15 @@ pub struct Policy {
 pub enum PolicyError {
     #[error("cannot read the IT policy file {path}: {source}; ask IT to check its permissions")]
     Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot read {path}, the CA file the IT policy {policy} names: {source}; ask IT to install it"
+    )]
+    UnreadableCa {
+        policy: PathBuf,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -77,6 +90,7 @@ struct PolicyFile {
     folders: Option<Vec<String>>,
     imap: Option<EndpointTable>,
     smtp: Option<EndpointTable>,
+    ca_file: Option<PathBuf>,
 }
 
 /// `[imap]` and `[smtp]`. A copy of [`MailEndpoint`] that refuses unknown
@@ -172,6 +186,14 @@ impl Policy {
                 security: table.security,
             })),
         };
+        if let Some(ca_file) = &file.ca_file
+            && !ca_file.is_absolute()
+        {
+            return Err(invalid(
+                "ca_file",
+                "must be an absolute path such as /etc/sealpost/ca.pem",
+            ));
+        }
         Ok(Policy {
             path: path.to_owned(),
             server_url,
@@ -179,6 +201,17 @@ impl Policy {
             folders: file.folders,
             imap: endpoint("imap", file.imap)?,
             smtp: endpoint("smtp", file.smtp)?,
+            ca_file: file.ca_file,
+        })
+    }
+
+    /// The contents of [`Policy::ca_file`], when the policy names one.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, PolicyError> {
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        std::fs::read(path).map(Some).map_err(|source| PolicyError::UnreadableCa {
+            policy: self.path.clone(),
+            path: path.clone(),
+            source,
         })
     }
 }
@@ -217,6 +250,7 @@ mod tests {
 server_url = "https://Sealpost.example.org/"
 lock_server = true
 folders = ["INBOX", "Archive"]
+ca_file = "/etc/sealpost/ca.pem"
 
 [imap]
 host = "imap.example.org"
@@ -243,6 +277,7 @@ security = "start_tls"
         );
         assert_eq!(policy.smtp.map(|smtp| smtp.security), Some(MailSecurity::StartTls));
         assert_eq!(policy.path, Path::new("/etc/sealpost/policy.toml"));
+        assert_eq!(policy.ca_file.as_deref(), Some(Path::new("/etc/sealpost/ca.pem")));
     }
 
     #[test]
@@ -288,6 +323,24 @@ security = "start_tls"
         let error = parse("server_url = \"http://sealpost.example.org\"\n")
             .expect_err("plain http refused");
         assert!(error.to_string().contains("`server_url`"), "{error}");
+        let error = parse("ca_file = \"ca.pem\"\n").expect_err("relative CA file refused");
+        assert!(error.to_string().contains("`ca_file`"), "{error}");
+    }
+
+    #[test]
+    fn the_ca_file_is_read_when_asked_and_a_missing_one_says_so() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.pem");
+        let text = format!("ca_file = {:?}\n", ca.display().to_string());
+        let policy = parse(&text).expect("policy");
+        let error = policy.ca_pem().expect_err("no file yet").to_string();
+        assert!(error.contains("ca.pem") && error.contains("ask IT"), "{error}");
+        std::fs::write(&ca, b"-----BEGIN CERTIFICATE-----\n").expect("write");
+        assert_eq!(
+            policy.ca_pem().expect("read").as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----\n"[..])
+        );
+        assert_eq!(parse("").expect("empty").ca_pem().expect("none"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! The configuration is written last: an interrupted registration leaves
 //! the previous one (or none) in place.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sealpost_proto::api::{DeviceCredential, EnrollDevice};
@@ -23,6 +24,7 @@ use crate::config::{
 };
 use crate::discover::{Discovered, DiscoveryError, DiscoveryRequest, discover};
 use crate::imap::{ImapAccount, ImapError, MailboxSession};
+use crate::policy::{Policy, PolicyError};
 use crate::secrets::{SecretError, SecretStoreKind, Secrets};
 use crate::server::{ServerApi, ServerError};
 
@@ -87,6 +89,41 @@ pub enum RegisterError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A PEM bundle to trust instead of the system roots, and the absolute path
+/// recorded for later runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedCa {
+    pub pem: Vec<u8>,
+    pub path: PathBuf,
+}
+
+impl TrustedCa {
+    /// The bundle given explicitly (`--ca-file`), else the one the IT policy
+    /// names, else none (the system roots).
+    pub fn choose(
+        given: Option<&Path>,
+        policy: Option<&Policy>,
+    ) -> Result<Option<Self>, RegisterError> {
+        if let Some(path) = given {
+            let pem = std::fs::read(path)
+                .map_err(|source| RegisterError::CaFile { path: path.to_owned(), source })?;
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            return Ok(Some(Self { pem, path }));
+        }
+        let Some(policy) = policy else { return Ok(None) };
+        let pem = policy.ca_pem()?;
+        Ok(pem.zip(policy.ca_file.clone()).map(|(pem, path)| Self { pem, path }))
+    }
 }
 
 pub struct RegisterRequest {

@@ -2,14 +2,16 @@
 //! into an [`ipc`](crate::ipc) type and every failure into an [`IpcError`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sealpost_agent::config::ConfigError;
 use sealpost_agent::discover::DiscoveryRequest;
 use sealpost_agent::index::{IndexError, SnippetPiece};
 use sealpost_agent::policy::{Policy, PolicyError};
+use sealpost_agent::reader::{self, Body, OpenedMessage, ReadError};
 use sealpost_agent::register::{
-    CODE_WAIT, RegisterError, RegisterRequest, RegisterStep, default_device_name,
+    CODE_WAIT, RegisterError, RegisterRequest, RegisterStep, TrustedCa, default_device_name,
     register as register_computer,
 };
 use sealpost_agent::secrets::SecretError;
@@ -19,8 +21,9 @@ use tauri::State;
 use tauri::ipc::Channel;
 
 use crate::ipc::{
-    ErrorCode, FolderView, IpcError, KeptView, Overview, Preset, RecentMessage, RegisterForm,
-    RegisterProgress, RegisterStepKind, Registration, SearchResult, SnippetPart, StatusView,
+    AttachmentView, ErrorCode, FolderView, IpcError, KeptView, MessageBody, MessageView, Overview,
+    Preset, RecentMessage, RegisterForm, RegisterProgress, RegisterStepKind, Registration,
+    SavedAttachment, SearchResult, SnippetPart, StatusView,
 };
 use crate::shell::Shell;
 
@@ -137,6 +140,7 @@ pub async fn register(
         return Err(IpcError::new(ErrorCode::Invalid, "Enter your mailbox password."));
     }
     let policy = Policy::load_system()?;
+    let trusted = TrustedCa::choose(None, policy.as_ref())?;
     // Checked first: without a keyring nothing can be kept, so nothing is asked of the server.
     let secrets = Secrets::os_keyring(&email).await?;
     secrets.check_writable().await?;
@@ -149,13 +153,13 @@ pub async fn register(
             imap: None,
             smtp: None,
             policy,
-            ca_pem: None,
+            ca_pem: trusted.as_ref().map(|ca| ca.pem.clone()),
             resolve: Vec::new(),
         },
         password: form.password,
         device_name: default_device_name("Sealpost app"),
         folders: None,
-        ca_file: None,
+        ca_file: trusted.map(|ca| ca.path),
         code_wait: CODE_WAIT,
     };
     let registered = register_computer(shell.paths(), &secrets, request, &|step| {
@@ -227,6 +231,85 @@ async fn search_in(shell: &Shell, query: &str, limit: u32) -> Result<Vec<SearchR
         .collect())
 }
 
+#[tauri::command]
+pub async fn open_message(
+    shell: State<'_, Shell>,
+    message_id: String,
+    folder: String,
+) -> Result<MessageView, IpcError> {
+    let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
+    Ok(message_view(message_id, folder, &raw))
+}
+
+fn message_view(message_id: String, folder: String, raw: &[u8]) -> MessageView {
+    let opened = OpenedMessage::parse(raw);
+    MessageView {
+        message_id,
+        folder,
+        subject: opened.subject,
+        from: opened.from,
+        to: opened.to,
+        cc: opened.cc,
+        date: opened.date,
+        body: match opened.body {
+            Body::Html(html) => MessageBody::Html(html),
+            Body::Text(text) => MessageBody::Text(text),
+        },
+        attachments: opened
+            .attachments
+            .into_iter()
+            .map(|attachment| AttachmentView {
+                index: u32::try_from(attachment.index).unwrap_or(u32::MAX),
+                name: attachment.name,
+                content_type: attachment.content_type,
+                size: u32::try_from(attachment.size).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    }
+}
+
+/// Saves an attachment in the Downloads folder, never over another file.
+#[tauri::command]
+pub async fn save_attachment(
+    shell: State<'_, Shell>,
+    message_id: String,
+    folder: String,
+    index: u32,
+) -> Result<SavedAttachment, IpcError> {
+    let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
+    let dir = downloads_dir().ok_or_else(|| {
+        IpcError::new(ErrorCode::Internal, "There is no Downloads or home folder to save into.")
+    })?;
+    let index = usize::try_from(index).unwrap_or(usize::MAX);
+    let path =
+        tauri::async_runtime::spawn_blocking(move || reader::save_attachment(&raw, index, &dir))
+            .await
+            .map_err(|error| IpcError::new(ErrorCode::Internal, sentence(&error)))??;
+    Ok(SavedAttachment { path: path.display().to_string() })
+}
+
+/// `SEALPOST_DOWNLOAD_DIR` when set (tests, managed desktops), else the
+/// user's Downloads folder, else the home folder.
+fn downloads_dir() -> Option<PathBuf> {
+    std::env::var_os("SEALPOST_DOWNLOAD_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs::download_dir)
+        .or_else(dirs::home_dir)
+}
+
+impl From<ReadError> for IpcError {
+    fn from(error: ReadError) -> Self {
+        let code = match &error {
+            ReadError::Mailbox(_) => ErrorCode::Mailbox,
+            ReadError::Gone { .. } => ErrorCode::Gone,
+            ReadError::NoAttachment(_) => ErrorCode::Invalid,
+            ReadError::Save { .. } => ErrorCode::Internal,
+        };
+        Self::new(code, sentence(&error))
+    }
+}
+
 impl From<AgentError> for IpcError {
     fn from(error: AgentError) -> Self {
         let code = match &error {
@@ -249,6 +332,7 @@ impl From<RegisterError> for IpcError {
             RegisterError::NoCodeEmail { .. } => ErrorCode::CodeTimeout,
             RegisterError::Secrets(_) => ErrorCode::Keyring,
             RegisterError::Agent(AgentError::AlreadyRunning(_)) => ErrorCode::AlreadyRunning,
+            RegisterError::Policy(_) | RegisterError::CaFile { .. } => ErrorCode::Policy,
             RegisterError::Agent(_) | RegisterError::Config(_) => ErrorCode::Internal,
         };
         Self::new(code, sentence(&error))

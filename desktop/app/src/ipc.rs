@@ -35,6 +35,8 @@ pub enum ErrorCode {
     AlreadyRunning,
     /// The IT policy file cannot be used.
     Policy,
+    /// The message is no longer where the index says.
+    Gone,
     /// The input was not usable; the message says which field.
     Invalid,
     /// Anything else; the message and the log say more.
@@ -186,6 +188,45 @@ pub struct SnippetPart {
     pub matched: bool,
 }
 
+/// One message opened from the search results.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct MessageView {
+    pub message_id: String,
+    pub folder: String,
+    pub subject: String,
+    pub from: String,
+    pub to: String,
+    pub cc: String,
+    #[ts(type = "number | null")]
+    pub date: Option<i64>,
+    pub body: MessageBody,
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// HTML goes into a sandboxed frame and is sanitized before it leaves Rust;
+/// text is shown as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "kind", content = "content", rename_all = "snake_case")]
+pub enum MessageBody {
+    Html(String),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct AttachmentView {
+    /// What `save_attachment` takes.
+    pub index: u32,
+    pub name: String,
+    pub content_type: String,
+    pub size: u32,
+}
+
+/// Where `save_attachment` put the file.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SavedAttachment {
+    pub path: String,
+}
+
 /// The TypeScript declarations of every type above, as checked in.
 pub fn typescript() -> String {
     let declarations = [
@@ -204,6 +245,10 @@ pub fn typescript() -> String {
         KeptView::decl(),
         SearchResult::decl(),
         SnippetPart::decl(),
+        MessageView::decl(),
+        MessageBody::decl(),
+        AttachmentView::decl(),
+        SavedAttachment::decl(),
     ];
     let mut out = String::from(
         "// Generated from desktop/app/src/ipc.rs by `cargo xtask ipc-types`; do not edit.\n",

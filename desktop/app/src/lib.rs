@@ -26,6 +26,8 @@ pub fn run() -> Result<(), String> {
             commands::status,
             commands::register,
             commands::search,
+            commands::open_message,
+            commands::save_attachment,
         ])
         .setup(|app| {
             let shell = app.state::<Shell>();

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sealpost_agent::{Agent, AgentConfig, AgentError, AgentPaths, SearchIndex, Secrets};
+use sealpost_agent::{
+    Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
+};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +86,14 @@ impl Shell {
         let config = AgentConfig::load(self.paths())?;
         let secrets = Secrets::os_keyring(&config.email).await?;
         Agent::open(self.paths(), config, secrets).await
+    }
+
+    /// The registered mailbox, with its password from the keyring.
+    pub async fn mailbox_account(&self) -> Result<ImapAccount, AgentError> {
+        let config = AgentConfig::load(self.paths())?;
+        let secrets = Secrets::os_keyring(&config.email).await?;
+        let password = secrets.mailbox_password().await?;
+        Ok(config.imap_account(password)?)
     }
 
     /// The local search index, opened on first use.

@@ -13,7 +13,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sealpost_agent::discover::DiscoveryRequest;
 use sealpost_agent::policy::Policy;
-use sealpost_agent::register::{CODE_WAIT, RegisterRequest, default_device_name, register};
+use sealpost_agent::register::{
+    CODE_WAIT, RegisterRequest, TrustedCa, default_device_name, register,
+};
 use sealpost_agent::{Agent, AgentConfig, AgentPaths, SearchIndex, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
@@ -103,6 +105,7 @@ struct RegisterArgs {
     #[arg(long)]
     device_name: Option<String>,
     /// A PEM file of certificate authorities to trust instead of the system's
+    /// [default: the IT policy's ca_file, if any]
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// Use ADDRESS for HOST during discovery, like curl's --resolve (HOST=IP:PORT)
@@ -220,12 +223,7 @@ async fn register_command(paths: &AgentPaths, args: RegisterArgs) -> anyhow::Res
     let secrets = Secrets::os_keyring(&args.email).await?;
     secrets.check_writable().await?;
     let password = read_password(args.password_stdin)?;
-    let ca_pem = args
-        .ca_file
-        .as_ref()
-        .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
-        .transpose()?;
-    let ca_file = args.ca_file.map(|path| std::path::absolute(&path).unwrap_or(path));
+    let trusted = TrustedCa::choose(args.ca_file.as_deref(), policy.as_ref())?;
     let endpoint = |host: Option<String>, port: u16, security: MailSecurity| {
         host.map(|host| MailEndpoint { host, port, security })
     };
@@ -236,13 +234,13 @@ async fn register_command(paths: &AgentPaths, args: RegisterArgs) -> anyhow::Res
             imap: endpoint(args.imap_host, args.imap_port, args.imap_security),
             smtp: endpoint(args.smtp_host, args.smtp_port, args.smtp_security),
             policy,
-            ca_pem,
+            ca_pem: trusted.as_ref().map(|ca| ca.pem.clone()),
             resolve: args.resolve,
         },
         password,
         device_name: args.device_name.unwrap_or_else(|| default_device_name("sealpost-agent")),
         folders: (!args.folders.is_empty()).then_some(args.folders),
-        ca_file,
+        ca_file: trusted.map(|ca| ca.path),
         code_wait: Duration::from_secs(args.code_wait),
     };
     let registered = register(paths, &secrets, request, &|step| {

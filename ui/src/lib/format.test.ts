@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ago, duration, emailProblem } from "./format";
+import { ago, duration, emailProblem, size } from "./format";
 
 describe("ago", () => {
   const now = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -35,5 +35,13 @@ describe("emailProblem", () => {
     expect(emailProblem("dana@")).toMatch(/whole address/);
     expect(emailProblem("dana@localhost")).toMatch(/domain/);
     expect(emailProblem("da na@example.org")).toMatch(/whole address/);
+  });
+});
+
+describe("size", () => {
+  it("counts in decimal units", () => {
+    expect(size(812)).toBe("812 B");
+    expect(size(14_200)).toBe("14 KB");
+    expect(size(2_345_678)).toBe("2.3 MB");
   });
 });

@@ -33,3 +33,10 @@ export function emailProblem(email: string): string | null {
   if (!trimmed.slice(at + 1).includes(".")) return "The part after @ must be a domain, like example.org.";
   return null;
 }
+
+/** Bytes as "812 B", "14 KB" or "2.3 MB". */
+export function size(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1_000_000) return `${Math.round(bytes / 1000)} KB`;
+  return `${(bytes / 1_000_000).toFixed(1)} MB`;
+}

@@ -2,7 +2,7 @@
 
 export type IpcError = { code: ErrorCode, message: string, };
 
-export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "invalid" | "internal";
+export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "gone" | "invalid" | "internal";
 
 export type Overview = { registered: boolean, preset: Preset, };
 
@@ -82,3 +82,15 @@ date: number | null,
 snippet: Array<SnippetPart>, };
 
 export type SnippetPart = { text: string, matched: boolean, };
+
+export type MessageView = { message_id: string, folder: string, subject: string, from: string, to: string, cc: string, date: number | null, body: MessageBody, attachments: Array<AttachmentView>, };
+
+export type MessageBody = { "kind": "html", "content": string } | { "kind": "text", "content": string };
+
+export type AttachmentView = { 
+/**
+ * What `save_attachment` takes.
+ */
+index: number, name: string, content_type: string, size: number, };
+
+export type SavedAttachment = { path: string, };

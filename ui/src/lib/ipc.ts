@@ -5,10 +5,12 @@ import { Channel, invoke } from "@tauri-apps/api/core";
 import type {
   ErrorCode,
   IpcError,
+  MessageView,
   Overview,
   RegisterForm,
   RegisterProgress,
   Registration,
+  SavedAttachment,
   SearchResult,
   StatusView,
 } from "./ipc-types";
@@ -52,4 +54,12 @@ export function register(
 
 export function search(query: string, limit = 50): Promise<SearchResult[]> {
   return call("search", { query, limit });
+}
+
+export function openMessage(messageId: string, folder: string): Promise<MessageView> {
+  return call("open_message", { messageId, folder });
+}
+
+export function saveAttachment(messageId: string, folder: string, index: number): Promise<SavedAttachment> {
+  return call("save_attachment", { messageId, folder, index });
 }

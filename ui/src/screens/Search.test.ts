@@ -1,6 +1,6 @@
 import { fireEvent, render, screen } from "@testing-library/svelte";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { SearchResult } from "../lib/ipc";
+import type { MessageBody, MessageView, SearchResult } from "../lib/ipc";
 import Search from "./Search.svelte";
 
 const invoke = vi.hoisted(() => vi.fn());
@@ -74,4 +74,37 @@ describe("Search", () => {
     await type("   ");
     expect(invoke).not.toHaveBeenCalled();
   });
+
+  it("opens the selected result with Enter and comes back with Escape", async () => {
+    invoke.mockImplementation(async (command: string) => {
+      if (command === "search") return [result("one", [["one", true]]), result("two", [["two", true]])];
+      if (command === "open_message") return message({ kind: "text", content: "The text of two." });
+      throw new Error(`unexpected ${command}`);
+    });
+    render(Search);
+    const box = await type("o");
+    await fireEvent.keyDown(box, { key: "ArrowDown" });
+    await fireEvent.keyDown(box, { key: "Enter" });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(invoke).toHaveBeenCalledWith("open_message", { messageId: "msg_two", folder: "INBOX" });
+    expect(screen.getByText("The text of two.")).toBeTruthy();
+    await fireEvent.keyDown(screen.getByRole("article"), { key: "Escape" });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(screen.getAllByRole("option")).toHaveLength(2);
+    expect(document.activeElement).toBe(screen.getByRole("combobox"));
+  });
 });
+
+function message(body: MessageBody): MessageView {
+  return {
+    message_id: "msg_two",
+    folder: "INBOX",
+    subject: "two",
+    from: "Dr Sam <sam@clinic.example>",
+    to: "alice@example.test",
+    cc: "",
+    date: null,
+    body,
+    attachments: [],
+  };
+}
