@@ -9,6 +9,8 @@
 //! - [`AgentCli`] runs the real `sealpost-agent` binary with its own data
 //!   directory, and [`KeyringSession`] gives it a private, unlocked OS
 //!   keyring (a D-Bus session with GNOME Keyring).
+//! - [`desktop::DesktopApp`] opens the real desktop app in a window on a
+//!   private X display, driven through tauri-driver and WebKitWebDriver.
 //! - [`web::StaticSite`] serves fixed pages over HTTPS with its own CA, for
 //!   what clients discover on web servers other than Sealpost's.
 //!
@@ -18,6 +20,7 @@ mod agent_cli;
 mod app;
 pub mod checks;
 mod client;
+pub mod desktop;
 mod mail_capture;
 mod mailstack;
 mod process;

@@ -528,15 +528,9 @@ impl Drop for MailStack {
 /// The signal goes out as a system call rather than through a `kill`
 /// program, which slim images lack.
 fn kill_group(child: &Mutex<Option<Child>>) {
-    use rustix::process::{Pid, Signal, kill_process_group};
     let taken = child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
     if let Some(mut child) = taken {
-        // The child leads its own group (`process_group(0)`): its pid is the group's id.
-        if let Some(group) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
-            let _ = kill_process_group(group, Signal::KILL);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        crate::process::kill_process_group(&mut child);
     }
 }
 

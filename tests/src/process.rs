@@ -17,9 +17,6 @@ pub struct ServerProcess {
     pub fingerprint: String,
 }
 
-/// A binary of this workspace: the path in `$env_var` (set by `cargo xtask
-/// test`, which builds it once), else the debug build of `package`, brought
-/// up to date with `cargo build` first.
 /// Starts something listening on a port found free, up to three times: the
 /// port may be taken by someone else before it binds. The last error if all fail.
 pub async fn start_with_retries<T, Start>(
@@ -38,6 +35,20 @@ where
     outcome
 }
 
+/// Kills `child` and whatever it started: it must lead its own process
+/// group (spawned with `process_group(0)`), whose id is then its pid.
+pub(crate) fn kill_process_group(child: &mut std::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    if let Some(group) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+        let _ = kill_process_group(group, Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A binary of this workspace: the path in `$env_var` (set by `cargo xtask
+/// test`, which builds it once), else the debug build of `package`, brought
+/// up to date with `cargo build` first.
 pub fn workspace_binary(env_var: &str, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));

@@ -4,7 +4,8 @@
 //!   rustfmt check, clippy with warnings denied, every test, and the fuzz
 //!   target build.
 //! - `demo`: the server on embedded defaults, one secure message stored,
-//!   delivered and retrieved, each step printed.
+//!   delivered and retrieved, each step printed; `demo --gui` opens the
+//!   desktop app on that stack instead.
 //! - `fuzz`: runs the notification parser's fuzz target for a while.
 //! - `bench`: release builds measured on the real stack beside their floors
 //!   and peers; one table, written to `target/bench/`.
@@ -54,11 +55,24 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libwebkit2gtk-4.1-dev",
     "libxdo-dev",
     "librsvg2-dev",
+    // The app's end-to-end test: a private X display and WebKit's WebDriver.
+    "xvfb",
+    "webkit2gtk-driver",
 ];
 
-/// Builds the binaries that tests and the demo run as child processes.
-const BINARIES_BUILD: &[&str] =
-    &["build", "--locked", "-p", "sealpost-server", "-p", "sealpost-agent-cli"];
+/// The WebDriver front for Tauri apps the desktop end-to-end test drives the
+/// app through; installed into `target/tools` when missing.
+const TAURI_DRIVER: (&str, &str) = ("tauri-driver", "2.1.0");
+
+/// Builds the binaries that tests and the demo run as child processes; the
+/// desktop app (which embeds the built front end) only when asked.
+fn binaries_build(with_app: bool) -> Vec<&'static str> {
+    let mut args = vec!["build", "--locked", "-p", "sealpost-server", "-p", "sealpost-agent-cli"];
+    if with_app {
+        args.extend(["-p", "sealpost-app"]);
+    }
+    args
+}
 
 /// Builds the benchmark program and the binaries it measures, in `profile`.
 fn bench_build(profile: BenchProfile) -> Vec<&'static str> {
@@ -113,7 +127,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Start a mail stack and the server on embedded defaults, store a secure message, deliver its notification and retrieve it, printing each step.
+    /// Start a mail stack and the server on embedded defaults, store a secure message, deliver its notification and retrieve it, printing each step; `--gui` opens the desktop app on that stack instead.
     Demo {
         /// Do not check or install Debian packages.
         #[arg(long)]
@@ -280,14 +294,19 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     // Tests that run the real server and agent binaries get them from here:
     // built once, with the features `cargo build` gives them, instead of
     // each test rebuilding them.
-    steps.run("binaries", &format!("cargo {}", BINARIES_BUILD.join(" ")), || {
-        run(cargo().args(BINARIES_BUILD))
+    let binaries = binaries_build(true);
+    steps.run("binaries", &format!("cargo {}", binaries.join(" ")), || {
+        run(cargo().args(&binaries))
     })?;
+    let tauri_driver = tauri_driver_path();
+    steps.run("tauri-driver", &tauri_driver_install().join(" "), install_tauri_driver)?;
     steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
         run(cargo()
             .args(tests)
             .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
-            .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent")))
+            .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"))
+            .env("SEALPOST_APP_BIN", root.join("target/debug/sealpost"))
+            .env("SEALPOST_TAURI_DRIVER", &tauri_driver))
     })?;
     let quick_bench = "cargo xtask bench --quick --no-install";
     steps.run("benchmarks (quick sizes)", quick_bench, || run_bench(BenchProfile::Debug, &[]))?;
@@ -316,6 +335,32 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     }
     steps.summary();
     Ok(())
+}
+
+/// Where [`install_tauri_driver`] puts tauri-driver.
+fn tauri_driver_path() -> PathBuf {
+    repo_root().join("target/tools/bin").join(TAURI_DRIVER.0)
+}
+
+fn tauri_driver_install() -> Vec<String> {
+    let (name, version) = TAURI_DRIVER;
+    let root = repo_root().join("target/tools").display().to_string();
+    ["cargo", "install", "--locked", "--version", version, "--root", &root, name]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Installs tauri-driver into `target/tools` unless that version is there.
+fn install_tauri_driver() -> Result<()> {
+    let installed = command(tauri_driver_path()).arg("--help").output().is_ok();
+    let receipt = repo_root().join("target/tools/.crates.toml");
+    let wanted = format!("{} {}", TAURI_DRIVER.0, TAURI_DRIVER.1);
+    if installed && std::fs::read_to_string(&receipt).is_ok_and(|text| text.contains(&wanted)) {
+        println!("{wanted} present");
+        return Ok(());
+    }
+    let install = tauri_driver_install();
+    run(cargo().args(&install[1..]))
 }
 
 /// The desktop app's front end: npm packages as locked, then type check,
@@ -433,15 +478,21 @@ fn demo(no_install: bool, args: &[String]) -> Result<ExitCode> {
     if !no_install {
         install_debian_packages()?;
     }
+    // `--gui` opens the desktop app, which embeds the built front end.
+    let gui = args.iter().any(|arg| arg == "--gui");
+    if gui {
+        front_end()?;
+    }
     // Built before the demo starts, so that no step's time includes a build.
-    run(cargo().args(BINARIES_BUILD))?;
+    run(cargo().args(binaries_build(gui)))?;
     let root = repo_root();
     let mut demo = cargo();
     demo.args(["run", "--quiet", "--locked", "-p", "sealpost-harness", "--bin", "sealpost-demo"])
         .arg("--")
         .args(args)
         .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
-        .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"));
+        .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"))
+        .env("SEALPOST_APP_BIN", root.join("target/debug/sealpost"));
     let (description, status) = status(&mut demo)?;
     match status.code() {
         Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),

@@ -6,6 +6,9 @@
 //! only settings are a free port and the stack's SMTP port as relay. Codes
 //! and notifications are read from the users' inboxes over IMAP, as the
 //! desktop agent reads them.
+//!
+//! With `--gui` it opens the desktop app on that stack instead of running
+//! the headless agent: set it up in the window, and secure messages follow.
 
 use std::time::{Duration, Instant};
 
@@ -105,9 +108,19 @@ async fn main() -> anyhow::Result<()> {
         "start alice's keyring (D-Bus + GNOME Keyring)",
         KeyringSession::start().await.map(|k| (k, "Secret Service unlocked".to_owned())),
     )?;
-    let agent = AgentCli::new(keyring.env())?;
     let mut trusted = cert.clone();
     trusted.extend_from_slice(stack.ca_pem().as_bytes());
+    if std::env::args().any(|arg| arg == "--gui") {
+        let demo = GuiDemo { stack: &stack, api: &api, sender: &sender, trusted: &trusted };
+        demo.run(&server.base_url, &keyring, dir.path()).await?;
+        drop(keyring);
+        drop(stack);
+        println!(
+            "\nDone. The window is closed, the mail stack stopped and the demo's directories removed."
+        );
+        return Ok(());
+    }
+    let agent = AgentCli::new(keyring.env())?;
     steps.run(
         "sealpost-agent register --email alice@example.test",
         async {
@@ -342,6 +355,93 @@ async fn main() -> anyhow::Result<()> {
         "\nDone. Everything ran on 127.0.0.1; the mail stack is stopped and the demo's directories removed."
     );
     Ok(())
+}
+
+/// `--gui`: the desktop app on this stack, on a computer whose IT policy
+/// presets the server, the mailbox and the CA, as IT would deploy it.
+struct GuiDemo<'a> {
+    stack: &'a MailStack,
+    api: &'a ApiClient,
+    sender: &'a DeviceTokens,
+    trusted: &'a [u8],
+}
+
+impl GuiDemo<'_> {
+    async fn run(
+        &self,
+        server_url: &str,
+        keyring: &KeyringSession,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+            bail!(
+                "--gui opens a window: run it in a desktop session (or try it headless under xvfb-run)"
+            );
+        }
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, self.trusted)?;
+        let policy = dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "server_url = \"{server_url}\"\nca_file = \"{}\"\n\n[imap]\nhost = \"localhost\"\nport = {}\nsecurity = \"tls\"\n",
+                ca_file.display(),
+                self.stack.imaps_addr().port()
+            ),
+        )?;
+        let data = dir.join("app-data");
+        let log = dir.join("app.log");
+        let app =
+            sealpost_harness::workspace_binary("SEALPOST_APP_BIN", "sealpost-app", "sealpost")?;
+        let mut window = tokio::process::Command::new(&app)
+            .envs(keyring.env())
+            .env("SEALPOST_AGENT_DIR", &data)
+            .env("SEALPOST_POLICY_FILE", &policy)
+            .env("SEALPOST_DOWNLOAD_DIR", dir.join("Downloads"))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&log)?.try_clone()?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", app.display()))?;
+        let alice = self.stack.user("alice@example.test");
+        println!(
+            "\nThe Sealpost app is open (its log: {}).\nSet it up as {} with the mailbox password {}\n",
+            log.display(),
+            alice.address,
+            alice.password
+        );
+        // Registered when the app writes its configuration.
+        while !data.join("agent.toml").exists() {
+            if let Some(status) = window.try_wait()? {
+                bail!("the app closed before it was set up ({status}); its log: {}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "Registered. Three secure messages for alice follow; watch them open in Status, then find them in Search."
+        );
+        let letters = [
+            ("Your lab results", "Dear Alice, your cholesterol values are in the normal range."),
+            ("Invoice 2026-114", "Please find the invoice for November attached."),
+            ("Contract draft", "The draft contract for the Hamburg office, for your review."),
+        ];
+        for (subject, body) in letters {
+            let mime = sample_mime(subject, body, b"%PDF-1.4\n% demo attachment\n");
+            let stored: StoredMessage = self
+                .api
+                .upload_with(&self.sender.access_token, &["alice@example.test"], mime, true)
+                .await?
+                .expect_status(201)?
+                .json();
+            println!("  sent “{subject}” ({})", stored.message_id);
+        }
+        println!("\nClose the window to end the demo.");
+        let status = window.wait().await?;
+        println!("The app exited ({status}).");
+        Ok(())
+    }
 }
 
 /// Registers like the desktop agent, reading the code from the inbox.

@@ -67,4 +67,12 @@ describe("Status", () => {
     render(Status);
     expect((await screen.findByRole("alert")).textContent).toBe("This computer is not registered yet.");
   });
+
+  it("confirms a registration that just finished, with its time", async () => {
+    invoke.mockResolvedValue(view({}));
+    render(Status, { welcome: { email: "dana@example.org", server: "https://s.example", elapsed_ms: 1450 } });
+    expect((await screen.findByRole("status")).textContent).toContain(
+      "This computer is registered for dana@example.org, set up in 1.4 s.",
+    );
+  });
 });

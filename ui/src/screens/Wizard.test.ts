@@ -37,7 +37,9 @@ describe("Wizard", () => {
     });
     render(Wizard, { preset: { server_url: null, folders: null, source: null }, onRegistered });
     await fill(" dana@example.org ", "secret");
-    await vi.waitFor(() => expect(onRegistered).toHaveBeenCalled());
+    await vi.waitFor(() =>
+      expect(onRegistered).toHaveBeenCalledWith({ email: "dana@example.org", server: "https://s.example", elapsed_ms: 1500 }),
+    );
     expect(invoke).toHaveBeenCalledWith("register", {
       form: { email: "dana@example.org", password: "secret", server: null },
       onProgress: expect.anything(),

@@ -1,0 +1,275 @@
+//! The desktop app in a real window: [`DesktopApp`] starts a private X
+//! server (Xvfb), `tauri-driver` with WebKitGTK's `WebKitWebDriver` on it,
+//! and opens the real `sealpost` binary in a WebDriver session that tests
+//! drive as a person would: typing, clicking, reading what is shown.
+//!
+//! Every process runs in its own process group and is killed with
+//! everything it started when the app is dropped.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::process::{kill_process_group, workspace_binary};
+
+/// How long a screen may take to show what a test waits for. Generous: a
+/// cold WebKit start on a loaded two-core machine takes seconds.
+pub const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Xvfb and tauri-driver may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
+
+/// The real app in a window on a private display.
+pub struct DesktopApp {
+    pub client: Client,
+    driver: Child,
+    display: Child,
+    screenshots: PathBuf,
+}
+
+impl DesktopApp {
+    /// Opens the app with `env` added to its environment (data directory,
+    /// policy file, keyring bus). Screenshots go to `screenshots`.
+    pub async fn launch(env: &[(String, String)], screenshots: &Path) -> Result<Self> {
+        let app = workspace_binary("SEALPOST_APP_BIN", "sealpost-app", "sealpost")?;
+        let tauri_driver = std::env::var_os("SEALPOST_TAURI_DRIVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("tauri-driver"));
+        if !Path::new(NATIVE_DRIVER).exists() {
+            bail!(
+                "{NATIVE_DRIVER} is missing (Debian package webkit2gtk-driver; `cargo xtask test` installs it)"
+            );
+        }
+        let (display, display_name) = start_display()?;
+        let mut display = Some(display);
+        let outcome = crate::start_with_retries(|| {
+            let tauri_driver = tauri_driver.clone();
+            let display_name = display_name.clone();
+            async move { start_driver(&tauri_driver, &display_name, env) }
+        })
+        .await;
+        let (mut driver, port) = match outcome {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some(mut display) = display.take() {
+                    kill_process_group(&mut display);
+                }
+                return Err(error);
+            }
+        };
+        let capabilities = serde_json::json!({
+            "tauri:options": { "application": app.display().to_string() }
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                kill_process_group(&mut driver);
+                if let Some(mut display) = display.take() {
+                    kill_process_group(&mut display);
+                }
+                bail!("cannot open {} through tauri-driver: {error}", app.display());
+            }
+        };
+        std::fs::create_dir_all(screenshots)?;
+        Ok(Self {
+            client,
+            driver,
+            display: display.take().context("the display")?,
+            screenshots: screenshots.to_owned(),
+        })
+    }
+
+    /// The element `css` selects, once it is shown.
+    pub async fn find(&self, css: &str) -> Result<Element> {
+        self.client
+            .wait()
+            .at_most(SCREEN_TIMEOUT)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("nothing matching `{css}` appeared"))
+    }
+
+    /// Waits until the text of the element `css` selects contains `text`;
+    /// returns that text.
+    pub async fn wait_for_text(&self, css: &str, text: &str) -> Result<String> {
+        self.wait_for_text_within(css, text, SCREEN_TIMEOUT).await
+    }
+
+    pub async fn wait_for_text_within(
+        &self,
+        css: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let started = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Ok(elements) = self.client.find_all(Locator::Css(css)).await {
+                for element in elements {
+                    if let Ok(shown) = element.text().await {
+                        if shown.contains(text) {
+                            return Ok(shown);
+                        }
+                        last = shown;
+                    }
+                }
+            }
+            if started.elapsed() > timeout {
+                let shown = self.evidence().await;
+                bail!(
+                    "`{css}` did not show “{text}” within {timeout:?}; it showed “{last}”\n{shown}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the window shows, for a failure's message: its text, and a
+    /// screenshot saved as `failure.png`.
+    pub async fn evidence(&self) -> String {
+        let text = match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(error) => format!("(no page: {error})"),
+        };
+        let screenshot = match self.screenshot("failure").await {
+            Ok(path) => format!("screenshot: {}", path.display()),
+            Err(error) => format!("no screenshot: {error:#}"),
+        };
+        format!("the window shows:\n{text}\n{screenshot}")
+    }
+
+    /// Clicks the button whose text is `label`.
+    pub async fn click_button(&self, label: &str) -> Result<()> {
+        let xpath = format!("//button[normalize-space(.)='{label}']");
+        let button = self
+            .client
+            .wait()
+            .at_most(SCREEN_TIMEOUT)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("no button “{label}” appeared"))?;
+        button.click().await.with_context(|| format!("clicking “{label}”"))?;
+        Ok(())
+    }
+
+    /// Saves what the window shows as `name`.png; returns the file.
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf> {
+        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let path = self.screenshots.join(format!("{name}.png"));
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Ends the session (the app quits), then stops the driver and display.
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for DesktopApp {
+    fn drop(&mut self) {
+        kill_process_group(&mut self.driver);
+        kill_process_group(&mut self.display);
+    }
+}
+
+/// An X server of its own on a free display number.
+fn start_display() -> Result<(Child, String)> {
+    let mut last_error = None;
+    for _ in 0..20 {
+        let number = 100 + rand::random_range(0..900u32);
+        if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+            continue;
+        }
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+        let mut child = Command::new("Xvfb")
+            .arg(format!(":{number}"))
+            .args(["-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("cannot start Xvfb (Debian package xvfb; `cargo xtask test` installs it)")?;
+        let started = Instant::now();
+        loop {
+            if socket.exists() {
+                return Ok((child, format!(":{number}")));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Most likely another server took the number first.
+                last_error = Some(format!("Xvfb :{number} exited ({status})"));
+                break;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                kill_process_group(&mut child);
+                bail!("Xvfb :{number} did not start within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    bail!("no free X display: {}", last_error.unwrap_or_default())
+}
+
+/// tauri-driver on `display`, listening on a free port, which it returns.
+fn start_driver(
+    tauri_driver: &Path,
+    display: &str,
+    env: &[(String, String)],
+) -> Result<(Child, u16)> {
+    let [port, native_port] = free_ports()?;
+    let mut child = Command::new(tauri_driver)
+        .args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
+        .args(["--native-driver", NATIVE_DRIVER])
+        .env("DISPLAY", display)
+        // No desktop session: keep GTK from looking for accessibility and
+        // portal services that are not there.
+        .env("NO_AT_BRIDGE", "1")
+        .env("GTK_USE_PORTAL", "0")
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (`cargo xtask test` installs it; by hand: cargo install tauri-driver)",
+                tauri_driver.display()
+            )
+        })?;
+    let started = Instant::now();
+    loop {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok((child, port));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("tauri-driver exited before listening on port {port} ({status})");
+        }
+        if started.elapsed() > START_TIMEOUT {
+            kill_process_group(&mut child);
+            bail!("tauri-driver did not listen on port {port} within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_ports() -> Result<[u16; 2]> {
+    let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let second = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok([first.local_addr()?.port(), second.local_addr()?.port()])
+}

@@ -1,0 +1,144 @@
+//! The `sealpost` desktop app end to end, in a real window (Xvfb, driven
+//! through tauri-driver and WebKitWebDriver), against the real server, the
+//! real mail stack and a real OS keyring, on a computer whose IT policy
+//! presets the server, the mailbox and the CA: registration through the
+//! wizard, a secure message swapped in, shown on the Status screen, found
+//! by Search and opened with its attachment saved.
+//!
+//! Each screen is saved as a PNG in `target/tmp/screenshots/`; with
+//! `SEALPOST_WRITE_SCREENSHOTS=1` they replace those in `docs/screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::Locator;
+use fantoccini::key::Key;
+use sealpost_harness::desktop::DesktopApp;
+use sealpost_harness::{KeyringSession, MailStack, TestApp, swap_state};
+
+const ALICE: &str = "alice@example.test";
+const SUBJECT: &str = "Your lab results";
+
+fn screenshot_dir() -> PathBuf {
+    if std::env::var_os("SEALPOST_WRITE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
+}
+
+/// A secure message as a clinic's mail program would write it: text and
+/// HTML alternatives (the HTML with what a sanitizer must remove) and a PDF.
+fn clinic_message() -> Vec<u8> {
+    let html = "<p>Dear Alice,</p><p>Your <b>cholesterol</b> values are in the normal range.</p>\
+                <script>document.title = 'scripted'</script>\
+                <img src=\"https://tracker.example/open.gif\" alt=\"tracker\">";
+    format!(
+        "From: Dr Sam Lee <sender@example.test>\r\nTo: Alice <{ALICE}>\r\nSubject: {SUBJECT}\r\n\
+         Message-ID: <lab-results@example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+         --outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n\
+         --inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Dear Alice,\r\nYour cholesterol values are in the normal range.\r\n\
+         --inner\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--inner--\r\n\
+         --outer\r\nContent-Type: application/pdf\r\n\
+         Content-Disposition: attachment; filename=\"results.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJSBsYWIgcmVzdWx0cwo=\r\n--outer--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened() {
+    let stack = Arc::new(MailStack::start(&["sender", "alice"]).await.expect("mail stack"));
+    let server = TestApp::spawn_on(stack.clone(), |s| s.outbox.worker = false).await;
+    let sender = server.register_agent("sender@example.test", "clinic laptop").await;
+    let keyring = KeyringSession::start().await.expect("keyring");
+
+    // What IT deploys: the server, the mailbox and the organization's CA.
+    let computer = tempfile::tempdir().expect("temp dir");
+    let ca_file = computer.path().join("ca.pem");
+    let mut trusted = server.cert_pem.clone();
+    trusted.extend_from_slice(stack.ca_pem().as_bytes());
+    std::fs::write(&ca_file, trusted).expect("write CA");
+    let policy = computer.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "server_url = \"{}\"\nca_file = \"{}\"\n\n[imap]\nhost = \"localhost\"\nport = {}\nsecurity = \"tls\"\n",
+            server.base_url,
+            ca_file.display(),
+            stack.imaps_addr().port()
+        ),
+    )
+    .expect("write policy");
+    let downloads = computer.path().join("Downloads");
+    let mut env = keyring.env();
+    env.extend([
+        ("SEALPOST_AGENT_DIR".to_owned(), computer.path().join("data").display().to_string()),
+        ("SEALPOST_POLICY_FILE".to_owned(), policy.display().to_string()),
+        ("SEALPOST_DOWNLOAD_DIR".to_owned(), downloads.display().to_string()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ]);
+    let app = DesktopApp::launch(&env, &screenshot_dir()).await.expect("the app opens");
+
+    // The wizard: the server is preset by the organization, not asked.
+    app.wait_for_text(".preset", &server.base_url).await.expect("the preset server is shown");
+    assert!(app.client.find(Locator::Css("#server")).await.is_err(), "no server field");
+    app.screenshot("1-wizard").await.expect("screenshot");
+    let password = stack.user(ALICE).password.clone();
+    app.find("#email").await.expect("email field").send_keys(ALICE).await.expect("type");
+    app.find("#password").await.expect("password field").send_keys(&password).await.expect("type");
+    let clicked = Instant::now();
+    app.click_button("Set up this computer").await.expect("submit");
+    let welcome =
+        app.wait_for_text(".welcome", "registered for").await.expect("registration finishes");
+    let machine = clicked.elapsed();
+    println!("registration, click to Status screen: {machine:?}; the app's own measure: {welcome}");
+    assert!(welcome.contains(ALICE), "{welcome}");
+    assert!(machine < Duration::from_secs(10), "registration took {machine:?}");
+    app.wait_for_text(".connection", "Watching your mailbox").await.expect("watching");
+
+    // A secure message arrives and is swapped in place of its notification.
+    let stored = server.store_and_notify(sender.token(), &[ALICE], clinic_message()).await;
+    while server.outbox.step().await.expect("outbox step").sent > 0 {}
+    app.wait_for_text(".recent", SUBJECT).await.expect("Status lists the swapped message");
+    let inbox = stack.messages(ALICE, "INBOX").await.expect("INBOX");
+    assert_eq!(swap_state(&inbox, &stored.message_id), (1, 0), "one real copy, no placeholder");
+    app.wait_for_text("#swapped-total", "1").await.expect("one message opened");
+    app.wait_for_text("#indexed", "1").await.expect("one message searchable");
+    app.screenshot("2-status").await.expect("screenshot");
+
+    // Search as you type, the match marked.
+    app.click_button("Search").await.expect("Search screen");
+    let query = app.find("#query").await.expect("search box");
+    query.send_keys("choles").await.expect("type");
+    app.wait_for_text("#results", SUBJECT).await.expect("search finds it");
+    let marked = app.find("#results mark").await.expect("a marked match");
+    assert_eq!(marked.text().await.expect("mark text").to_lowercase(), "cholesterol");
+    app.screenshot("3-search").await.expect("screenshot");
+
+    // Enter opens it: headers, the sanitized HTML in its frame, the attachment.
+    query.send_keys(&Key::Enter).await.expect("Enter");
+    app.wait_for_text("#reader-subject", SUBJECT).await.expect("the message opens");
+    app.wait_for_text(".headers", "Dr Sam Lee").await.expect("the sender is shown");
+    let frame = app.find("iframe.body").await.expect("the message frame");
+    assert_eq!(frame.attr("sandbox").await.expect("sandbox").as_deref(), Some(""));
+    let html = frame.attr("srcdoc").await.expect("srcdoc").unwrap_or_default();
+    assert!(html.contains("<b>cholesterol</b>"), "{html}");
+    assert!(!html.contains("script") && !html.contains("tracker.example"), "{html}");
+    frame.enter_frame().await.expect("into the frame");
+    let shown = app.wait_for_text("body", "normal range").await.expect("the frame shows the text");
+    assert!(shown.contains("Dear Alice"), "{shown}");
+    app.client.enter_parent_frame().await.expect("back out of the frame");
+    app.screenshot("4-message").await.expect("screenshot");
+
+    app.click_button("Save").await.expect("save the attachment");
+    let saved = app.wait_for_text(".saved", "Saved to").await.expect("saved");
+    let file = downloads.join("results.pdf");
+    assert!(saved.contains(&file.display().to_string()), "{saved}");
+    assert!(std::fs::read(&file).expect("the saved file").starts_with(b"%PDF-1.4"));
+
+    app.close().await;
+}
