@@ -14,5 +14,16 @@ fn main() {
 
 /// Every command `src/lib.rs` registers.
 fn sealpost_commands() -> &'static [&'static str] {
-    &["overview", "status", "register", "search", "open_message", "save_attachment"]
+    &[
+        "overview",
+        "status",
+        "register",
+        "search",
+        "open_message",
+        "save_attachment",
+        "settings",
+        "mailbox_folders",
+        "change_settings",
+        "sign_out",
+    ]
 }

@@ -3,7 +3,8 @@
 //! real mail stack and a real OS keyring, on a computer whose IT policy
 //! presets the server, the mailbox and the CA: registration through the
 //! wizard, a secure message swapped in, shown on the Status screen, found
-//! by Search and opened with its attachment saved.
+//! by Search and opened with its attachment saved, the organization's
+//! settings shown, and the computer signed out (revoked on the server).
 //!
 //! Each screen is saved as a PNG in `target/tmp/screenshots/`; with
 //! `SEALPOST_WRITE_SCREENSHOTS=1` they replace those in `docs/screenshots/`.
@@ -16,6 +17,7 @@ use fantoccini::Locator;
 use fantoccini::key::Key;
 use sealpost_harness::desktop::DesktopApp;
 use sealpost_harness::{KeyringSession, MailStack, TestApp, swap_state};
+use sealpost_proto::api::Device;
 
 const ALICE: &str = "alice@example.test";
 const SUBJECT: &str = "Your lab results";
@@ -139,6 +141,29 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     let file = downloads.join("results.pdf");
     assert!(saved.contains(&file.display().to_string()), "{saved}");
     assert!(std::fs::read(&file).expect("the saved file").starts_with(b"%PDF-1.4"));
+
+    // Settings: the organization's values shown as such; then sign out.
+    app.click_button("Settings").await.expect("Settings screen");
+    app.wait_for_text(".policy", "Incoming mail server").await.expect("the policy is listed");
+    app.wait_for_text(".folders-choice", "INBOX").await.expect("the folders are offered");
+    app.screenshot("5-settings").await.expect("screenshot");
+    app.click_button("Sign out…").await.expect("sign out");
+    app.click_button("Sign out of this computer").await.expect("confirm");
+    app.wait_for_text("h1", "Set up Sealpost").await.expect("the wizard again");
+
+    // The server revoked the device; nothing of the registration is left here.
+    let phone = server.register_agent(ALICE, "phone").await;
+    let devices: Vec<Device> =
+        server.api.get("/api/v1/devices", Some(phone.token())).await.expect("devices").json();
+    let desktop = devices
+        .iter()
+        .find(|device| device.name.ends_with("(Sealpost app)"))
+        .unwrap_or_else(|| panic!("the app's device is listed: {devices:?}"));
+    assert!(desktop.revoked_at.is_some(), "revoked on sign-out: {desktop:?}");
+    let data = computer.path().join("data");
+    for file in ["agent.toml", "index.db", "state.db"] {
+        assert!(!data.join(file).exists(), "{file} is removed on sign-out");
+    }
 
     app.close().await;
 }

@@ -55,6 +55,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libwebkit2gtk-4.1-dev",
     "libxdo-dev",
     "librsvg2-dev",
+    // Its tray icon (loaded at run time; without it the app runs without a tray).
+    "libayatana-appindicator3-dev",
     // The app's end-to-end test: a private X display and WebKit's WebDriver.
     "xvfb",
     "webkit2gtk-driver",

@@ -172,6 +172,25 @@ impl MailboxSession {
         })
     }
 
+    /// The folders that can hold messages, INBOX first, then by name.
+    pub async fn folders(&mut self) -> Result<Vec<String>, ImapError> {
+        let names: Vec<_> = timed("LIST", async {
+            self.session.list(Some(""), Some("*")).await?.try_collect().await
+        })
+        .await?;
+        let mut folders: Vec<String> = names
+            .iter()
+            .filter(|name| {
+                !name.attributes().iter().any(|attribute| {
+                    matches!(attribute, async_imap::types::NameAttribute::NoSelect)
+                })
+            })
+            .map(|name| name.name().to_owned())
+            .collect();
+        folders.sort_by_key(|folder| (folder != "INBOX", folder.to_lowercase()));
+        Ok(folders)
+    }
+
     /// The whole message `uid` of the selected folder, without marking it read.
     pub async fn fetch_message(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
         Ok(self.fetch_messages(&[uid]).await?.into_iter().next().map(|(_, raw)| raw))

@@ -18,6 +18,7 @@ pub mod reader;
 pub mod register;
 pub mod secrets;
 pub mod server;
+pub mod signout;
 pub mod state;
 pub mod swap;
 pub mod tls;

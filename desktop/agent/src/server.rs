@@ -184,6 +184,31 @@ impl ServerClient {
         }
     }
 
+    /// Revokes this device on the server (sign-out): its tokens stop
+    /// working at once. Refreshes the access token once if it expired.
+    pub async fn revoke_this_device(&self) -> Result<(), ServerError> {
+        match self.revoke_once().await {
+            Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
+                self.refresh().await?;
+                self.revoke_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn revoke_once(&self) -> Result<(), ServerError> {
+        let device_id =
+            self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).device_id.clone();
+        let response = self
+            .api
+            .http
+            .delete(format!("{}/api/v1/devices/{device_id}", self.api.base_url))
+            .bearer_auth(self.access_token())
+            .send()
+            .await;
+        read_body(response, 204).await.map(|_| ())
+    }
+
     async fn content_once(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
         let response = self
             .api

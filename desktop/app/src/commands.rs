@@ -15,17 +15,21 @@ use sealpost_agent::register::{
     register as register_computer,
 };
 use sealpost_agent::secrets::SecretError;
+use sealpost_agent::signout::{SignOutError, SignOutScope};
 use sealpost_agent::state::KeptRecord;
-use sealpost_agent::{AgentError, Secrets, Status};
-use tauri::State;
+use sealpost_agent::{AgentConfig, AgentError, MailboxSession, Secrets, Status};
+use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tauri::ipc::Channel;
+use tauri::{AppHandle, State};
+use tauri_plugin_autostart::ManagerExt;
 
 use crate::ipc::{
     AttachmentView, ErrorCode, FolderView, IpcError, KeptView, MessageBody, MessageView, Overview,
-    Preset, RecentMessage, RegisterForm, RegisterProgress, RegisterStepKind, Registration,
-    SavedAttachment, SearchResult, SnippetPart, StatusView,
+    PolicyValue, Preset, RecentMessage, RegisterForm, RegisterProgress, RegisterStepKind,
+    Registration, SavedAttachment, SearchResult, SettingsChange, SettingsView, SignOutResult,
+    SnippetPart, StatusView,
 };
-use crate::shell::Shell;
+use crate::shell::{Preferences, Shell};
 
 /// Search answers at most this many results, whatever the window asks.
 const SEARCH_LIMIT_MAX: u32 = 200;
@@ -37,7 +41,11 @@ pub async fn overview(shell: State<'_, Shell>) -> Result<Overview, IpcError> {
 
 fn overview_of(shell: &Shell) -> Result<Overview, IpcError> {
     let policy = Policy::load_system()?;
-    Ok(Overview { registered: shell.registered(), preset: preset(policy.as_ref()) })
+    Ok(Overview {
+        registered: shell.registered(),
+        preset: preset(policy.as_ref()),
+        prefill: shell.prefill(),
+    })
 }
 
 fn preset(policy: Option<&Policy>) -> Preset {
@@ -54,7 +62,7 @@ pub async fn status(shell: State<'_, Shell>) -> Result<StatusView, IpcError> {
     status_of(&shell).await
 }
 
-async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
+pub(crate) async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
     // Checked first: the index would otherwise be created for nobody.
     if !shell.registered() {
         return Err(
@@ -298,6 +306,151 @@ fn downloads_dir() -> Option<PathBuf> {
         .or_else(dirs::home_dir)
 }
 
+#[tauri::command]
+pub async fn settings(shell: State<'_, Shell>, app: AppHandle) -> Result<SettingsView, IpcError> {
+    settings_of(&shell, autostart_enabled(&app))
+}
+
+fn autostart_enabled(app: &AppHandle) -> bool {
+    app.autolaunch().is_enabled().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot tell whether the app starts at login");
+        false
+    })
+}
+
+fn settings_of(shell: &Shell, autostart: bool) -> Result<SettingsView, IpcError> {
+    let config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
+    let policy = Policy::load_system()?;
+    Ok(SettingsView {
+        email: config.email,
+        device_name: config.device_name,
+        folders: config.folders,
+        folders_locked: policy.as_ref().is_some_and(|policy| policy.folders.is_some()),
+        notifications: shell.preferences().notifications,
+        autostart,
+        policy: policy.as_ref().map(policy_values).unwrap_or_default(),
+        policy_source: policy.map(|policy| policy.path.display().to_string()),
+    })
+}
+
+/// Each value the policy sets, as the Settings screen lists it.
+fn policy_values(policy: &Policy) -> Vec<PolicyValue> {
+    let endpoint = |endpoint: &MailEndpoint| {
+        let security = match endpoint.security {
+            MailSecurity::Tls => "TLS",
+            MailSecurity::StartTls => "STARTTLS",
+        };
+        format!("{}:{} ({security})", endpoint.host, endpoint.port)
+    };
+    let values = [
+        ("Sealpost server", policy.server_url.clone()),
+        ("Other servers refused", policy.lock_server.then(|| "yes".to_owned())),
+        ("Folders watched", policy.folders.as_ref().map(|folders| folders.join(", "))),
+        ("Incoming mail server", policy.imap.as_ref().map(endpoint)),
+        ("Outgoing mail server", policy.smtp.as_ref().map(endpoint)),
+        ("Trusted certificates", policy.ca_file.as_ref().map(|path| path.display().to_string())),
+    ];
+    values
+        .into_iter()
+        .filter_map(|(name, value)| Some(PolicyValue { name: name.to_owned(), value: value? }))
+        .collect()
+}
+
+/// The mailbox's folders, to choose which to watch.
+#[tauri::command]
+pub async fn mailbox_folders(shell: State<'_, Shell>) -> Result<Vec<String>, IpcError> {
+    let mut session = MailboxSession::connect(&shell.mailbox_account().await?)
+        .await
+        .map_err(|error| IpcError::new(ErrorCode::Mailbox, sentence(&error)))?;
+    let folders = session
+        .folders()
+        .await
+        .map_err(|error| IpcError::new(ErrorCode::Mailbox, sentence(&error)))?;
+    session.logout().await;
+    Ok(folders)
+}
+
+#[tauri::command]
+pub async fn change_settings(
+    shell: State<'_, Shell>,
+    app: AppHandle,
+    change: SettingsChange,
+) -> Result<SettingsView, IpcError> {
+    if let Some(autostart) = change.autostart {
+        let autolaunch = app.autolaunch();
+        let outcome = if autostart { autolaunch.enable() } else { autolaunch.disable() };
+        outcome.map_err(|error| {
+            IpcError::new(
+                ErrorCode::Internal,
+                format!("Cannot change whether Sealpost starts at login: {error}."),
+            )
+        })?;
+    }
+    apply_settings(&shell, &change).await?;
+    settings_of(&shell, autostart_enabled(&app))
+}
+
+/// The folders and notifications of `change`; a folder change restarts the
+/// watcher on the new folders.
+async fn apply_settings(shell: &Shell, change: &SettingsChange) -> Result<(), IpcError> {
+    if let Some(notifications) = change.notifications {
+        shell
+            .set_preferences(Preferences { notifications, ..shell.preferences() })
+            .map_err(|error| IpcError::new(ErrorCode::Internal, sentence(&error)))?;
+    }
+    if let Some(folders) = &change.folders {
+        let policy = Policy::load_system()?;
+        if let Some(path) =
+            policy.filter(|policy| policy.folders.is_some()).map(|policy| policy.path)
+        {
+            return Err(IpcError::new(
+                ErrorCode::Policy,
+                format!("Your organization sets the folders to watch ({}).", path.display()),
+            ));
+        }
+        let mut chosen: Vec<String> = Vec::new();
+        for folder in folders.iter().map(|folder| folder.trim()) {
+            if !folder.is_empty() && !chosen.iter().any(|known| known == folder) {
+                chosen.push(folder.to_owned());
+            }
+        }
+        if chosen.is_empty() {
+            return Err(IpcError::new(ErrorCode::Invalid, "Choose at least one folder to watch."));
+        }
+        let mut config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
+        if config.folders != chosen {
+            config.folders = chosen;
+            config.save(shell.paths()).map_err(AgentError::from)?;
+            shell.restart_watching().await;
+        }
+    }
+    Ok(())
+}
+
+/// Revokes this computer on the server and forgets everything kept here;
+/// with `this_computer_only`, forgets even though the server cannot be told.
+#[tauri::command]
+pub async fn sign_out(
+    shell: State<'_, Shell>,
+    this_computer_only: bool,
+) -> Result<SignOutResult, IpcError> {
+    let scope =
+        if this_computer_only { SignOutScope::ThisComputerOnly } else { SignOutScope::Everywhere };
+    let signed_out = shell.sign_out(scope).await?;
+    Ok(SignOutResult { email: signed_out.email, revoked_on_server: signed_out.revoked_on_server })
+}
+
+impl From<SignOutError> for IpcError {
+    fn from(error: SignOutError) -> Self {
+        match error {
+            SignOutError::Agent(error) => error.into(),
+            SignOutError::Secrets(error) => error.into(),
+            SignOutError::Server(_) => Self::new(ErrorCode::Server, sentence(&error)),
+            SignOutError::Delete { .. } => Self::new(ErrorCode::Internal, sentence(&error)),
+        }
+    }
+}
+
 impl From<ReadError> for IpcError {
     fn from(error: ReadError) -> Self {
         let code = match &error {
@@ -447,5 +600,77 @@ mod tests {
         let error = IpcError::from(AgentError::AlreadyRunning("/data".into()));
         assert_eq!(error.code, ErrorCode::AlreadyRunning);
         assert!(error.message.ends_with('.'));
+    }
+
+    fn registered_shell() -> (tempfile::TempDir, Shell) {
+        let (dir, shell) = shell();
+        std::fs::write(
+            shell.paths().config_file(),
+            r#"email = "dana@example.org"
+device_id = "dev_1"
+device_name = "laptop (Sealpost app)"
+registered_at = "2026-11-29T07:00:00Z"
+folders = ["INBOX"]
+secret_store = "keyring"
+
+[server]
+url = "https://sealpost.example.org"
+origin = "https://sealpost.example.org"
+signing_keys = []
+
+[imap]
+host = "imap.example.org"
+port = 993
+username = "dana@example.org"
+"#,
+        )
+        .expect("write agent.toml");
+        (dir, shell)
+    }
+
+    #[tokio::test]
+    async fn folders_and_notifications_are_changed_and_an_empty_choice_refused() {
+        let (_dir, shell) = registered_shell();
+        let before = settings_of(&shell, false).expect("settings");
+        assert_eq!(
+            (before.folders.as_slice(), before.notifications),
+            (&["INBOX".to_owned()][..], true)
+        );
+        let change = SettingsChange {
+            folders: Some(vec![" Archive ".into(), "INBOX".into(), "Archive".into(), "".into()]),
+            notifications: Some(false),
+            autostart: None,
+        };
+        apply_settings(&shell, &change).await.expect("apply");
+        let after = settings_of(&shell, true).expect("settings");
+        assert_eq!(after.folders, ["Archive", "INBOX"], "trimmed, once each, in order");
+        assert!(!after.notifications && after.autostart);
+        let empty = SettingsChange {
+            folders: Some(vec!["  ".into()]),
+            notifications: None,
+            autostart: None,
+        };
+        let error = apply_settings(&shell, &empty).await.expect_err("nothing to watch");
+        assert_eq!(error.code, ErrorCode::Invalid);
+        assert_eq!(settings_of(&shell, true).expect("settings").folders, ["Archive", "INBOX"]);
+    }
+
+    #[test]
+    fn every_value_the_policy_sets_is_listed_and_nothing_else() {
+        let policy = Policy::parse(
+            "server_url = \"https://sealpost.example.org\"\nlock_server = true\n\n[imap]\nhost = \"imap.example.org\"\nport = 143\nsecurity = \"start_tls\"\n",
+            std::path::Path::new("/etc/sealpost/policy.toml"),
+        )
+        .expect("policy");
+        let listed: Vec<(String, String)> =
+            policy_values(&policy).into_iter().map(|value| (value.name, value.value)).collect();
+        assert_eq!(
+            listed,
+            [
+                ("Sealpost server".to_owned(), "https://sealpost.example.org".to_owned()),
+                ("Other servers refused".to_owned(), "yes".to_owned()),
+                ("Incoming mail server".to_owned(), "imap.example.org:143 (STARTTLS)".to_owned()),
+            ]
+        );
     }
 }

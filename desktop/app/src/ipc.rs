@@ -54,6 +54,16 @@ impl IpcError {
 pub struct Overview {
     pub registered: bool,
     pub preset: Preset,
+    /// From a `sealpost://register?…` link: fills in the wizard.
+    pub prefill: Option<Prefill>,
+}
+
+/// What a `sealpost://register?email=…&server=…` link fills in; the person
+/// still reviews it and types the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, TS)]
+pub struct Prefill {
+    pub email: Option<String>,
+    pub server: Option<String>,
 }
 
 /// The settings IT preset in the policy file: shown as set by the
@@ -136,6 +146,8 @@ pub enum Watcher {
     ThisApp,
     /// The headless agent (or another copy of the app) holds the mailbox's lock.
     OtherAgent,
+    /// Paused from the tray until resumed.
+    Paused,
     Stopped {
         reason: String,
     },
@@ -227,12 +239,52 @@ pub struct SavedAttachment {
     pub path: String,
 }
 
+/// The Settings screen.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SettingsView {
+    pub email: String,
+    pub device_name: String,
+    /// The folders watched now.
+    pub folders: Vec<String>,
+    /// The IT policy decides the folders: shown, not editable.
+    pub folders_locked: bool,
+    pub notifications: bool,
+    /// Starts with the desktop session.
+    pub autostart: bool,
+    /// Every value the IT policy sets, shown as set by the organization.
+    pub policy: Vec<PolicyValue>,
+    /// The policy file, when there is one.
+    pub policy_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct PolicyValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct SettingsChange {
+    /// Only when the policy does not decide them; at least one.
+    pub folders: Option<Vec<String>>,
+    pub notifications: Option<bool>,
+    pub autostart: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SignOutResult {
+    pub email: String,
+    /// False when only this computer forgot the registration.
+    pub revoked_on_server: bool,
+}
+
 /// The TypeScript declarations of every type above, as checked in.
 pub fn typescript() -> String {
     let declarations = [
         IpcError::decl(),
         ErrorCode::decl(),
         Overview::decl(),
+        Prefill::decl(),
         Preset::decl(),
         RegisterForm::decl(),
         RegisterStepKind::decl(),
@@ -249,6 +301,10 @@ pub fn typescript() -> String {
         MessageBody::decl(),
         AttachmentView::decl(),
         SavedAttachment::decl(),
+        SettingsView::decl(),
+        PolicyValue::decl(),
+        SettingsChange::decl(),
+        SignOutResult::decl(),
     ];
     let mut out = String::from(
         "// Generated from desktop/app/src/ipc.rs by `cargo xtask ipc-types`; do not edit.\n",

@@ -1,15 +1,36 @@
 //! The app's state between commands: where the agent's files are, who
-//! watches the mailbox, and the search index once opened.
+//! watches the mailbox (started, paused, restarted when the folders change,
+//! stopped to sign out), the search index once opened, and the app's own
+//! preferences.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use sealpost_agent::config::write_atomically;
+use sealpost_agent::index::IndexError;
+use sealpost_agent::signout::{SignOutError, SignOutScope, SignedOut, sign_out};
 use sealpost_agent::{
     Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
 };
-use tokio::sync::OnceCell;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ipc::Watcher;
+use crate::ipc::{Prefill, Watcher};
+
+/// The app's own preferences, `app.toml` beside the agent's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Preferences {
+    /// A desktop notification for each secure message swapped in.
+    pub notifications: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self { notifications: true }
+    }
+}
 
 #[derive(Clone)]
 pub struct Shell {
@@ -19,18 +40,37 @@ pub struct Shell {
 struct Inner {
     paths: AgentPaths,
     watcher: Mutex<Watcher>,
+    /// The agent watching in this process, if any.
+    running: tokio::sync::Mutex<Option<Running>>,
+    /// Set when the person pauses from the tray; survives restarts of the
+    /// watcher but not of the app.
+    paused: Mutex<bool>,
+    /// The app is closing: nothing starts any more.
+    quitting: CancellationToken,
+    index: tokio::sync::Mutex<Option<Arc<SearchIndex>>>,
+    preferences: Mutex<Preferences>,
+    /// From the newest `sealpost://register` link, until registered.
+    prefill: Mutex<Option<Prefill>>,
+}
+
+struct Running {
     stop: CancellationToken,
-    index: OnceCell<Arc<SearchIndex>>,
+    task: JoinHandle<()>,
 }
 
 impl Shell {
     pub fn new(paths: AgentPaths) -> Self {
+        let preferences = load_preferences(&paths);
         Self {
             inner: Arc::new(Inner {
                 paths,
                 watcher: Mutex::new(Watcher::Stopped { reason: "not registered yet".into() }),
-                stop: CancellationToken::new(),
-                index: OnceCell::new(),
+                running: tokio::sync::Mutex::new(None),
+                paused: Mutex::new(false),
+                quitting: CancellationToken::new(),
+                index: tokio::sync::Mutex::new(None),
+                preferences: Mutex::new(preferences),
+                prefill: Mutex::new(None),
             }),
         }
     }
@@ -51,10 +91,19 @@ impl Shell {
         *self.inner.watcher.lock().unwrap_or_else(PoisonError::into_inner) = watcher;
     }
 
-    /// Watches the mailbox until [`stop`](Self::stop), unless another agent
-    /// already does; any reason it cannot is shown on the Status screen.
+    pub fn paused(&self) -> bool {
+        *self.inner.paused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts watching the mailbox in the background unless already
+    /// watching, paused, closing, not registered, or another agent watches;
+    /// the reason shows on the Status screen.
     pub async fn start_watching(&self) {
-        if !self.registered() || self.inner.stop.is_cancelled() {
+        if !self.registered() || self.inner.quitting.is_cancelled() || self.paused() {
+            return;
+        }
+        let mut running = self.inner.running.lock().await;
+        if running.as_ref().is_some_and(|running| !running.task.is_finished()) {
             return;
         }
         let agent = match self.open_agent().await {
@@ -71,15 +120,49 @@ impl Shell {
         };
         self.set_watcher(Watcher::ThisApp);
         tracing::info!(email = %agent.config.email, folders = ?agent.config.folders, "watching the mailbox");
-        let outcome = agent.run(self.inner.stop.clone()).await;
-        let reason = match outcome {
-            Ok(()) => "the app is closing".to_owned(),
-            Err(error) => {
+        let stop = self.inner.quitting.child_token();
+        let shell = self.clone();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            let outcome = agent.run(until).await;
+            // The agent (and with it the mailbox lock) is gone before anyone
+            // waiting in `stop_watching` goes on.
+            drop(agent);
+            if let Err(error) = outcome {
                 tracing::error!(%error, "stopped watching the mailbox");
-                error.to_string()
+                shell.set_watcher(Watcher::Stopped { reason: error.to_string() });
             }
-        };
-        self.set_watcher(Watcher::Stopped { reason });
+        });
+        *running = Some(Running { stop, task });
+    }
+
+    /// Stops this app's watcher and waits until it has let go of the mailbox.
+    async fn stop_watching(&self, watcher: Watcher) {
+        let running = self.inner.running.lock().await.take();
+        if let Some(running) = running {
+            running.stop.cancel();
+            if let Err(error) = running.task.await {
+                tracing::error!(%error, "the watcher ended abnormally");
+            }
+        }
+        self.set_watcher(watcher);
+    }
+
+    /// Pauses or resumes watching (the tray's menu).
+    pub async fn set_paused(&self, paused: bool) {
+        *self.inner.paused.lock().unwrap_or_else(PoisonError::into_inner) = paused;
+        if paused {
+            self.stop_watching(Watcher::Paused).await;
+        } else {
+            self.set_watcher(Watcher::Stopped { reason: "starting".into() });
+            self.start_watching().await;
+        }
+    }
+
+    /// Watches again with the registration as it is now on disk.
+    pub async fn restart_watching(&self) {
+        self.stop_watching(Watcher::Stopped { reason: "restarting".into() }).await;
+        self.start_watching().await;
     }
 
     async fn open_agent(&self) -> Result<Agent, AgentError> {
@@ -97,19 +180,92 @@ impl Shell {
     }
 
     /// The local search index, opened on first use.
-    pub async fn index(&self) -> Result<Arc<SearchIndex>, sealpost_agent::index::IndexError> {
-        let index = self
-            .inner
-            .index
-            .get_or_try_init(|| async {
-                SearchIndex::open(&self.inner.paths.index_db()).await.map(Arc::new)
-            })
-            .await?;
-        Ok(index.clone())
+    pub async fn index(&self) -> Result<Arc<SearchIndex>, IndexError> {
+        let mut index = self.inner.index.lock().await;
+        if let Some(index) = index.as_ref() {
+            return Ok(index.clone());
+        }
+        let opened = Arc::new(SearchIndex::open(&self.inner.paths.index_db()).await?);
+        *index = Some(opened.clone());
+        Ok(opened)
     }
 
-    /// Stops watching: the watchers finish the step they are in.
-    pub fn stop(&self) {
-        self.inner.stop.cancel();
+    /// Signs this computer out: the watcher stopped, the index closed, then
+    /// the device revoked and everything kept here deleted.
+    pub async fn sign_out(&self, scope: SignOutScope) -> Result<SignedOut, SignOutError> {
+        self.stop_watching(Watcher::Stopped { reason: "signing out".into() }).await;
+        if let Some(index) = self.inner.index.lock().await.take() {
+            // Others may still hold it for a moment; they finish on the
+            // deleted file, which is harmless.
+            if let Ok(index) = Arc::try_unwrap(index) {
+                index.close().await;
+            }
+        }
+        let outcome = sign_out(self.paths(), scope).await;
+        match &outcome {
+            Ok(_) => self.set_watcher(Watcher::Stopped { reason: "not registered".into() }),
+            // Still registered: watch again rather than leave it stopped.
+            Err(_) => self.start_watching().await,
+        }
+        outcome
+    }
+
+    pub fn preferences(&self) -> Preferences {
+        self.inner.preferences.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set_preferences(&self, preferences: Preferences) -> std::io::Result<()> {
+        self.paths().create().map_err(std::io::Error::other)?;
+        let text = toml::to_string(&preferences).map_err(std::io::Error::other)?;
+        write_atomically(&preferences_file(self.paths()), text.as_bytes())?;
+        *self.inner.preferences.lock().unwrap_or_else(PoisonError::into_inner) = preferences;
+        Ok(())
+    }
+
+    pub fn prefill(&self) -> Option<Prefill> {
+        self.inner.prefill.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set_prefill(&self, prefill: Prefill) {
+        *self.inner.prefill.lock().unwrap_or_else(PoisonError::into_inner) = Some(prefill);
+    }
+
+    /// Stops watching for good: the app is closing.
+    pub fn quit(&self) {
+        self.inner.quitting.cancel();
+    }
+}
+
+fn preferences_file(paths: &AgentPaths) -> PathBuf {
+    paths.dir.join("app.toml")
+}
+
+/// The saved preferences; the defaults when there are none or they are
+/// unreadable (a preference is never worth refusing to start over).
+fn load_preferences(paths: &AgentPaths) -> Preferences {
+    let path = preferences_file(paths);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), %error, "unreadable preferences; using the defaults");
+            Preferences::default()
+        }),
+        Err(_) => Preferences::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preferences_are_kept_and_a_damaged_file_means_the_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shell = Shell::new(AgentPaths::new(dir.path()));
+        assert!(shell.preferences().notifications, "on by default");
+        shell.set_preferences(Preferences { notifications: false }).expect("save");
+        let again = Shell::new(AgentPaths::new(dir.path()));
+        assert!(!again.preferences().notifications);
+        std::fs::write(dir.path().join("app.toml"), "notifications = 'maybe'").expect("write");
+        assert!(Shell::new(AgentPaths::new(dir.path())).preferences().notifications);
     }
 }

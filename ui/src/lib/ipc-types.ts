@@ -4,7 +4,13 @@ export type IpcError = { code: ErrorCode, message: string, };
 
 export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "gone" | "invalid" | "internal";
 
-export type Overview = { registered: boolean, preset: Preset, };
+export type Overview = { registered: boolean, preset: Preset, 
+/**
+ * From a `sealpost://register?…` link: fills in the wizard.
+ */
+prefill: Prefill | null, };
+
+export type Prefill = { email: string | null, server: string | null, };
 
 export type Preset = { server_url: string | null, folders: Array<string> | null, 
 /**
@@ -59,7 +65,7 @@ failed: Array<KeptView>,
  */
 rejected: number, indexed: number, };
 
-export type Watcher = { "kind": "this_app" } | { "kind": "other_agent" } | { "kind": "stopped", reason: string, };
+export type Watcher = { "kind": "this_app" } | { "kind": "other_agent" } | { "kind": "paused" } | { "kind": "stopped", reason: string, };
 
 export type FolderView = { name: string, 
 /**
@@ -94,3 +100,39 @@ export type AttachmentView = {
 index: number, name: string, content_type: string, size: number, };
 
 export type SavedAttachment = { path: string, };
+
+export type SettingsView = { email: string, device_name: string, 
+/**
+ * The folders watched now.
+ */
+folders: Array<string>, 
+/**
+ * The IT policy decides the folders: shown, not editable.
+ */
+folders_locked: boolean, notifications: boolean, 
+/**
+ * Starts with the desktop session.
+ */
+autostart: boolean, 
+/**
+ * Every value the IT policy sets, shown as set by the organization.
+ */
+policy: Array<PolicyValue>, 
+/**
+ * The policy file, when there is one.
+ */
+policy_source: string | null, };
+
+export type PolicyValue = { name: string, value: string, };
+
+export type SettingsChange = { 
+/**
+ * Only when the policy does not decide them; at least one.
+ */
+folders: Array<string> | null, notifications: boolean | null, autostart: boolean | null, };
+
+export type SignOutResult = { email: string, 
+/**
+ * False when only this computer forgot the registration.
+ */
+revoked_on_server: boolean, };

@@ -12,6 +12,9 @@ import type {
   Registration,
   SavedAttachment,
   SearchResult,
+  SettingsChange,
+  SettingsView,
+  SignOutResult,
   StatusView,
 } from "./ipc-types";
 
@@ -62,4 +65,20 @@ export function openMessage(messageId: string, folder: string): Promise<MessageV
 
 export function saveAttachment(messageId: string, folder: string, index: number): Promise<SavedAttachment> {
   return call("save_attachment", { messageId, folder, index });
+}
+
+export function settings(): Promise<SettingsView> {
+  return call("settings");
+}
+
+export function mailboxFolders(): Promise<string[]> {
+  return call("mailbox_folders");
+}
+
+export function changeSettings(change: SettingsChange): Promise<SettingsView> {
+  return call("change_settings", { change });
+}
+
+export function signOut(thisComputerOnly: boolean): Promise<SignOutResult> {
+  return call("sign_out", { thisComputerOnly });
 }

@@ -69,4 +69,15 @@ describe("Wizard", () => {
     expect(screen.queryByLabelText(/Sealpost server/)).toBeNull();
     expect(screen.getByText("https://sealpost.example.org")).toBeTruthy();
   });
+
+  it("is filled in by a registration link but still asks for the password", async () => {
+    render(Wizard, {
+      preset: { server_url: null, folders: null, source: null },
+      prefill: { email: "dana@example.org", server: "https://sealpost.example.org" },
+      onRegistered: () => {},
+    });
+    expect((screen.getByLabelText("Email address") as HTMLInputElement).value).toBe("dana@example.org");
+    expect((screen.getByLabelText(/Sealpost server/) as HTMLInputElement).value).toBe("https://sealpost.example.org");
+    expect((screen.getByLabelText("Mailbox password") as HTMLInputElement).value).toBe("");
+  });
 });
