@@ -25,5 +25,6 @@ fn sealpost_commands() -> &'static [&'static str] {
         "mailbox_folders",
         "change_settings",
         "sign_out",
+        "retry",
     ]
 }

@@ -3,6 +3,9 @@
 //! and opens the real `sealpost` binary in a WebDriver session that tests
 //! drive as a person would: typing, clicking, reading what is shown.
 //!
+//! The desktop's notification daemon (dunst) runs on the app's session bus,
+//! so tests read the notifications the app showed.
+//!
 //! Every process runs in its own process group and is killed with
 //! everything it started when the app is dropped.
 
@@ -30,12 +33,16 @@ pub struct DesktopApp {
     pub client: Client,
     driver: Child,
     display: Child,
+    /// The desktop's notification daemon (dunst), on the app's session bus.
+    notifications: Child,
+    env: Vec<(String, String)>,
     screenshots: PathBuf,
 }
 
 impl DesktopApp {
     /// Opens the app with `env` added to its environment (data directory,
-    /// policy file, keyring bus). Screenshots go to `screenshots`.
+    /// policy file, and the session bus, which must be in it: the desktop's
+    /// notification daemon is started there). Screenshots go to `screenshots`.
     pub async fn launch(env: &[(String, String)], screenshots: &Path) -> Result<Self> {
         let app = workspace_binary("SEALPOST_APP_BIN", "sealpost-app", "sealpost")?;
         let tauri_driver = std::env::var_os("SEALPOST_TAURI_DRIVER")
@@ -48,6 +55,15 @@ impl DesktopApp {
         }
         let (display, display_name) = start_display()?;
         let mut display = Some(display);
+        let mut notifications = match start_notification_daemon(&display_name, env) {
+            Ok(daemon) => Some(daemon),
+            Err(error) => {
+                if let Some(mut display) = display.take() {
+                    kill_process_group(&mut display);
+                }
+                return Err(error);
+            }
+        };
         let outcome = crate::start_with_retries(|| {
             let tauri_driver = tauri_driver.clone();
             let display_name = display_name.clone();
@@ -57,8 +73,9 @@ impl DesktopApp {
         let (mut driver, port) = match outcome {
             Ok(started) => started,
             Err(error) => {
-                if let Some(mut display) = display.take() {
-                    kill_process_group(&mut display);
+                for child in [display.take(), notifications.take()].into_iter().flatten() {
+                    let mut child = child;
+                    kill_process_group(&mut child);
                 }
                 return Err(error);
             }
@@ -78,8 +95,9 @@ impl DesktopApp {
             Ok(client) => client,
             Err(error) => {
                 kill_process_group(&mut driver);
-                if let Some(mut display) = display.take() {
-                    kill_process_group(&mut display);
+                for child in [display.take(), notifications.take()].into_iter().flatten() {
+                    let mut child = child;
+                    kill_process_group(&mut child);
                 }
                 bail!("cannot open {} through tauri-driver: {error}", app.display());
             }
@@ -89,6 +107,8 @@ impl DesktopApp {
             client,
             driver,
             display: display.take().context("the display")?,
+            notifications: notifications.take().context("the notification daemon")?,
+            env: env.to_vec(),
             screenshots: screenshots.to_owned(),
         })
     }
@@ -183,7 +203,107 @@ impl DesktopApp {
 impl Drop for DesktopApp {
     fn drop(&mut self) {
         kill_process_group(&mut self.driver);
+        kill_process_group(&mut self.notifications);
         kill_process_group(&mut self.display);
+    }
+}
+
+/// One desktop notification as the daemon received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub app_name: String,
+    pub summary: String,
+    pub body: String,
+}
+
+impl DesktopApp {
+    /// Waits until the desktop has shown at least `count` notifications and
+    /// returns them all, oldest first.
+    pub async fn wait_for_notifications(&self, count: usize) -> Result<Vec<Notification>> {
+        let started = Instant::now();
+        loop {
+            // Shown notifications reach the history once closed.
+            self.dunstctl(&["close-all"]).await?;
+            let history = self.dunstctl(&["history"]).await?;
+            let mut shown = parse_history(&history)?;
+            if shown.len() >= count {
+                shown.reverse();
+                return Ok(shown);
+            }
+            if started.elapsed() > SCREEN_TIMEOUT {
+                bail!(
+                    "{} of {count} notifications shown within {SCREEN_TIMEOUT:?}: {shown:?}",
+                    shown.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn dunstctl(&self, args: &[&str]) -> Result<String> {
+        let output = tokio::process::Command::new("dunstctl")
+            .args(args)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .output()
+            .await
+            .context("running dunstctl (Debian package dunst; `cargo xtask test` installs it)")?;
+        if !output.status.success() {
+            bail!("dunstctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// `dunstctl history`: `{"data": [[{"summary": {"data": …}, …}, …]]}`, newest first.
+fn parse_history(json: &str) -> Result<Vec<Notification>> {
+    let history: serde_json::Value = serde_json::from_str(json).context("dunstctl history")?;
+    let entries = history["data"][0].as_array().cloned().unwrap_or_default();
+    let text = |entry: &serde_json::Value, key: &str| {
+        entry[key]["data"].as_str().unwrap_or_default().to_owned()
+    };
+    Ok(entries
+        .iter()
+        .map(|entry| Notification {
+            app_name: text(entry, "appname"),
+            summary: text(entry, "summary"),
+            body: text(entry, "body"),
+        })
+        .collect())
+}
+
+/// dunst on `display` and the session bus in `env`, once it owns the
+/// notification service's name.
+fn start_notification_daemon(display: &str, env: &[(String, String)]) -> Result<Child> {
+    if !env.iter().any(|(key, _)| key == "DBUS_SESSION_BUS_ADDRESS") {
+        bail!("the app's environment has no DBUS_SESSION_BUS_ADDRESS (a KeyringSession's env)");
+    }
+    let mut child = Command::new("dunst")
+        .env("DISPLAY", display)
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start dunst (Debian package dunst; `cargo xtask test` installs it)")?;
+    let started = Instant::now();
+    loop {
+        let running = Command::new("dunstctl")
+            .arg("is-paused")
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if running {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("dunst exited at start ({status})");
+        }
+        if started.elapsed() > START_TIMEOUT {
+            kill_process_group(&mut child);
+            bail!("dunst did not take the notification service within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

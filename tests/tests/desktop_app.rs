@@ -110,6 +110,9 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     assert_eq!(swap_state(&inbox, &stored.message_id), (1, 0), "one real copy, no placeholder");
     app.wait_for_text("#swapped-total", "1").await.expect("one message opened");
     app.wait_for_text("#indexed", "1").await.expect("one message searchable");
+    let shown = app.wait_for_notifications(1).await.expect("a desktop notification");
+    assert_eq!(shown[0].summary, "Secure message from Dr Sam Lee <sender@example.test>");
+    assert_eq!(shown[0].body, SUBJECT);
     app.screenshot("2-status").await.expect("screenshot");
 
     // Search as you type, the match marked.

@@ -57,9 +57,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "librsvg2-dev",
     // Its tray icon (loaded at run time; without it the app runs without a tray).
     "libayatana-appindicator3-dev",
-    // The app's end-to-end test: a private X display and WebKit's WebDriver.
+    // The app's end-to-end test: a private X display, WebKit's WebDriver and
+    // a notification daemon to read the app's notifications from.
     "xvfb",
     "webkit2gtk-driver",
+    "dunst",
 ];
 
 /// The WebDriver front for Tauri apps the desktop end-to-end test drives the

@@ -187,6 +187,31 @@ impl AgentState {
         Ok(())
     }
 
+    /// Asks for the kept placeholder `uid` in `folder` to be looked at
+    /// again: the folder's cursor goes back to it, so the next pass (a
+    /// watcher started after this) tries it and what follows it again; the
+    /// swap is idempotent, so nothing is done twice. False when no such
+    /// placeholder is kept.
+    pub async fn retry_kept(&self, folder: &str, uid: u32) -> Result<bool, StateError> {
+        let mut tx = self.pool.begin().await?;
+        let kept: Option<i64> =
+            sqlx::query_scalar("SELECT uid FROM kept_placeholders WHERE folder = ? AND uid = ?")
+                .bind(folder)
+                .bind(i64::from(uid))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if kept.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE folder_cursors SET next_uid = MIN(next_uid, ?) WHERE folder = ?")
+            .bind(i64::from(uid))
+            .bind(folder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Forgets `folder`'s cursor and records after its UIDs were renumbered
     /// (a new UIDVALIDITY): the old UIDs name other messages now.
     pub async fn reset_folder(&self, folder: &str) -> Result<(), StateError> {
@@ -363,5 +388,22 @@ mod tests {
         assert_eq!(connection.detail.as_deref(), Some("refused"));
         state.clear_connections().await.expect("clear");
         assert!(state.connections().await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retry_moves_the_cursor_back_to_the_kept_placeholder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = AgentState::open(&dir.path().join("state.db")).await.expect("open");
+        let report = FolderReport {
+            uid_validity: 7,
+            next_uid: 40,
+            kept: vec![kept(12, "m1", false)],
+            ..FolderReport::default()
+        };
+        state.record_pass("INBOX", &report, 1).await.expect("record");
+        assert!(!state.retry_kept("INBOX", 13).await.expect("retry"), "nothing kept at 13");
+        assert_eq!(state.cursor("INBOX").await.expect("cursor").map(|c| c.next_uid), Some(40));
+        assert!(state.retry_kept("INBOX", 12).await.expect("retry"));
+        assert_eq!(state.cursor("INBOX").await.expect("cursor").map(|c| c.next_uid), Some(12));
     }
 }

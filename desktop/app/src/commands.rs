@@ -17,7 +17,7 @@ use sealpost_agent::register::{
 use sealpost_agent::secrets::SecretError;
 use sealpost_agent::signout::{SignOutError, SignOutScope};
 use sealpost_agent::state::KeptRecord;
-use sealpost_agent::{AgentConfig, AgentError, MailboxSession, Secrets, Status};
+use sealpost_agent::{AgentConfig, AgentError, AgentState, MailboxSession, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
@@ -27,7 +27,7 @@ use crate::ipc::{
     AttachmentView, ErrorCode, FolderView, IpcError, KeptView, MessageBody, MessageView, Overview,
     PolicyValue, Preset, RecentMessage, RegisterForm, RegisterProgress, RegisterStepKind,
     Registration, SavedAttachment, SearchResult, SettingsChange, SettingsView, SignOutResult,
-    SnippetPart, StatusView,
+    SnippetPart, StatusView, Watcher,
 };
 use crate::shell::{Preferences, Shell};
 
@@ -118,6 +118,40 @@ pub(crate) async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
         rejected: u32::try_from(status.rejected.len()).unwrap_or(u32::MAX),
         indexed: status.indexed,
     })
+}
+
+/// Tries a kept placeholder again now (the Status screen's Retry).
+#[tauri::command]
+pub async fn retry(shell: State<'_, Shell>, folder: String, uid: u32) -> Result<(), IpcError> {
+    retry_in(&shell, &folder, uid).await
+}
+
+async fn retry_in(shell: &Shell, folder: &str, uid: u32) -> Result<(), IpcError> {
+    if shell.watcher() == Watcher::OtherAgent {
+        return Err(IpcError::new(
+            ErrorCode::AlreadyRunning,
+            "The Sealpost service on this computer watches the mailbox and retries on its own; restart the service to retry now.",
+        ));
+    }
+    let state = AgentState::open(&shell.paths().state_db()).await.map_err(AgentError::from)?;
+    let found = state.retry_kept(folder, uid).await.map_err(AgentError::from)?;
+    if !found {
+        return Err(IpcError::new(
+            ErrorCode::Gone,
+            format!(
+                "Nothing is waiting in {folder} as #{uid} any more; it may have been opened meanwhile."
+            ),
+        ));
+    }
+    if shell.paused() {
+        return Err(IpcError::new(
+            ErrorCode::Invalid,
+            "Watching is paused: choose Resume watching in the tray menu to retry.",
+        ));
+    }
+    // A new watcher starts with a pass from the cursor, which now includes it.
+    shell.restart_watching().await;
+    Ok(())
 }
 
 fn kept_view(kept: &KeptRecord) -> KeptView {
@@ -395,7 +429,7 @@ pub async fn change_settings(
 async fn apply_settings(shell: &Shell, change: &SettingsChange) -> Result<(), IpcError> {
     if let Some(notifications) = change.notifications {
         shell
-            .set_preferences(Preferences { notifications, ..shell.preferences() })
+            .set_preferences(Preferences { notifications })
             .map_err(|error| IpcError::new(ErrorCode::Internal, sentence(&error)))?;
     }
     if let Some(folders) = &change.folders {
@@ -672,5 +706,27 @@ username = "dana@example.org"
                 ("Incoming mail server".to_owned(), "imap.example.org:143 (STARTTLS)".to_owned()),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn retry_moves_the_cursor_back_and_says_when_nothing_waits() {
+        use sealpost_agent::swap::{FolderReport, KeptPlaceholder};
+        let (_dir, shell) = registered_shell();
+        let state = AgentState::open(&shell.paths().state_db()).await.expect("state");
+        let kept = KeptPlaceholder {
+            uid: 12,
+            message_id: "msg_1".into(),
+            reason: "the message was revoked".into(),
+            temporary: false,
+        };
+        let report =
+            FolderReport { uid_validity: 3, next_uid: 30, kept: vec![kept], ..FolderReport::default() };
+        state.record_pass("INBOX", &report, 1).await.expect("record");
+
+        retry_in(&shell, "INBOX", 12).await.expect("retry");
+        let cursor = state.cursor("INBOX").await.expect("cursor").expect("a cursor");
+        assert_eq!(cursor.next_uid, 12, "the next pass looks at it again");
+        let error = retry_in(&shell, "INBOX", 99).await.expect_err("nothing kept as 99");
+        assert_eq!(error.code, ErrorCode::Gone);
     }
 }

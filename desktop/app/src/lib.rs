@@ -70,6 +70,7 @@ pub fn run() -> Result<(), String> {
             commands::mailbox_folders,
             commands::change_settings,
             commands::sign_out,
+            commands::retry,
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

@@ -82,3 +82,7 @@ export function changeSettings(change: SettingsChange): Promise<SettingsView> {
 export function signOut(thisComputerOnly: boolean): Promise<SignOutResult> {
   return call("sign_out", { thisComputerOnly });
 }
+
+export function retry(folder: string, uid: number): Promise<void> {
+  return call("retry", { folder, uid });
+}

@@ -1,4 +1,4 @@
-import { render, screen } from "@testing-library/svelte";
+import { fireEvent, render, screen } from "@testing-library/svelte";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { StatusView } from "../lib/ipc";
 import Status from "./Status.svelte";
@@ -74,5 +74,19 @@ describe("Status", () => {
     expect((await screen.findByRole("status")).textContent).toContain(
       "This computer is registered for dana@example.org, set up in 1.4 s.",
     );
+  });
+
+  it("retries a kept placeholder at once and says when it cannot", async () => {
+    const kept = { message_id: "msg_3", folder: "INBOX", uid: 12, reason: "the message was revoked", attempts: 1 };
+    invoke.mockImplementation(async (command: string) => {
+      if (command === "status") return view({ failed: [kept] });
+      if (command === "retry") throw { code: "gone", message: "Nothing is waiting in INBOX as #12 any more." };
+      throw new Error(command);
+    });
+    render(Status);
+    const button = await screen.findByRole("button", { name: "Retry INBOX #12" });
+    await fireEvent.click(button);
+    await vi.waitFor(() => expect(screen.getByRole("alert").textContent).toBe("Nothing is waiting in INBOX as #12 any more."));
+    expect(invoke).toHaveBeenCalledWith("retry", { folder: "INBOX", uid: 12 });
   });
 });
