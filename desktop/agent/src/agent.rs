@@ -40,7 +40,7 @@ pub enum AgentError {
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error(
-        "the pinned signing keys in {0} are unusable: {1}; run `sealpost-agent register` again"
+        "the pinned signing keys in {0} are unusable: {1}; register this computer again (in the Sealpost app: Settings, Sign out, then set it up; headless: `sealpost-agent register`)"
     )]
     PinnedKeys(PathBuf, String),
     #[error(

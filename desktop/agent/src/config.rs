@@ -23,11 +23,15 @@ pub enum ConfigError {
         "no data directory: set {DATA_DIR_ENV} or pass --data-dir (the system reports no per-user data folder)"
     )]
     NoDataDir,
-    #[error("this computer is not registered yet (no {0}): run `sealpost-agent register` first")]
+    #[error(
+        "this computer is not registered yet (no {0}): set it up in the Sealpost app, or run `sealpost-agent register`"
+    )]
     NotRegistered(PathBuf),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is damaged ({message}); run `sealpost-agent register` again")]
+    #[error(
+        "{path} is damaged ({message}); register this computer again (in the Sealpost app: Settings, Sign out, then set it up; headless: `sealpost-agent register`)"
+    )]
     Malformed { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },

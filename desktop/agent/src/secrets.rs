@@ -30,13 +30,13 @@ pub enum SecretError {
     )]
     Unavailable { detail: String, advice: &'static str },
     #[error(
-        "the OS keyring has no {what} for {email}: run `sealpost-agent register` again to store it"
+        "the OS keyring has no {what} for {email}: register this computer again (in the Sealpost app: Settings, Sign out, then set it up; headless: `sealpost-agent register`)"
     )]
     Missing { what: &'static str, email: String },
     #[error("the OS keyring refused to {action} the {what}: {detail}")]
     Keyring { action: &'static str, what: &'static str, detail: String },
     #[error(
-        "the device tokens in the OS keyring are damaged ({0}); run `sealpost-agent register` again"
+        "the device tokens in the OS keyring are damaged ({0}); register this computer again (in the Sealpost app: Settings, Sign out, then set it up; headless: `sealpost-agent register`)"
     )]
     Damaged(String),
 }

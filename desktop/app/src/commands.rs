@@ -719,8 +719,12 @@ username = "dana@example.org"
             reason: "the message was revoked".into(),
             temporary: false,
         };
-        let report =
-            FolderReport { uid_validity: 3, next_uid: 30, kept: vec![kept], ..FolderReport::default() };
+        let report = FolderReport {
+            uid_validity: 3,
+            next_uid: 30,
+            kept: vec![kept],
+            ..FolderReport::default()
+        };
         state.record_pass("INBOX", &report, 1).await.expect("record");
 
         retry_in(&shell, "INBOX", 12).await.expect("retry");
