@@ -35,6 +35,8 @@ pub struct DesktopApp {
     display: Child,
     /// The desktop's notification daemon (dunst), on the app's session bus.
     notifications: Child,
+    app: PathBuf,
+    display_name: String,
     env: Vec<(String, String)>,
     screenshots: PathBuf,
 }
@@ -108,6 +110,8 @@ impl DesktopApp {
             driver,
             display: display.take().context("the display")?,
             notifications: notifications.take().context("the notification daemon")?,
+            app,
+            display_name,
             env: env.to_vec(),
             screenshots: screenshots.to_owned(),
         })
@@ -153,6 +157,42 @@ impl DesktopApp {
                 bail!(
                     "`{css}` did not show “{text}” within {timeout:?}; it showed “{last}”\n{shown}"
                 );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the app binary again with `args`, on the same display and
+    /// session bus, as the desktop does when a `sealpost://` link is opened;
+    /// returns how that second start ended.
+    pub async fn start_again(&self, args: &[&str]) -> Result<std::process::ExitStatus> {
+        let mut again = tokio::process::Command::new(&self.app);
+        again
+            .args(args)
+            .env("DISPLAY", &self.display_name)
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let started = again.spawn().context("starting the app again")?;
+        tokio::time::timeout(SCREEN_TIMEOUT, started.wait_with_output())
+            .await
+            .context("the second start did not end")?
+            .map(|output| output.status)
+            .context("waiting for the second start")
+    }
+
+    /// Waits until the input `css` selects holds `value`.
+    pub async fn wait_for_value(&self, css: &str, value: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let input = self.find(css).await?;
+            let shown = input.prop("value").await?.unwrap_or_default();
+            if shown == value {
+                return Ok(());
+            }
+            if started.elapsed() > SCREEN_TIMEOUT {
+                let evidence = self.evidence().await;
+                bail!("`{css}` holds “{shown}”, not “{value}”\n{evidence}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -2,7 +2,8 @@
 //! through tauri-driver and WebKitWebDriver), against the real server, the
 //! real mail stack and a real OS keyring, on a computer whose IT policy
 //! presets the server, the mailbox and the CA: registration through the
-//! wizard, a secure message swapped in, shown on the Status screen, found
+//! wizard (its address filled in by a `sealpost://register` link, handed
+//! over by a second start of the app), a secure message swapped in, shown on the Status screen, found
 //! by Search and opened with its attachment saved, the organization's
 //! settings shown, and the computer signed out (revoked on the server).
 //!
@@ -89,8 +90,14 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     app.wait_for_text(".preset", &server.base_url).await.expect("the preset server is shown");
     assert!(app.client.find(Locator::Css("#server")).await.is_err(), "no server field");
     app.screenshot("1-wizard").await.expect("screenshot");
+    // A `sealpost://register` link (from the Secure Message Center) starts
+    // the app again: that start hands the link over and ends; the open
+    // window fills the address in.
+    let link = "sealpost://register?email=alice%40example.test";
+    let second = app.start_again(&[link]).await.expect("a second start");
+    assert!(second.success(), "the second start hands over and exits: {second}");
+    app.wait_for_value("#email", ALICE).await.expect("the link fills in the address");
     let password = stack.user(ALICE).password.clone();
-    app.find("#email").await.expect("email field").send_keys(ALICE).await.expect("type");
     app.find("#password").await.expect("password field").send_keys(&password).await.expect("type");
     let clicked = Instant::now();
     app.click_button("Set up this computer").await.expect("submit");
