@@ -317,31 +317,47 @@ fn start_notification_daemon(display: &str, env: &[(String, String)]) -> Result<
     if !env.iter().any(|(key, _)| key == "DBUS_SESSION_BUS_ADDRESS") {
         bail!("the app's environment has no DBUS_SESSION_BUS_ADDRESS (a KeyringSession's env)");
     }
-    let mut child = Command::new("dunst")
-        .env("DISPLAY", display)
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .context("cannot start dunst (Debian package dunst; `cargo xtask test` installs it)")?;
-    let started = Instant::now();
-    loop {
-        let running = Command::new("dunstctl")
+    let mut child = spawn_in_group(
+        Command::new("dunst").env("DISPLAY", display).envs(env.iter().map(|(k, v)| (k, v))),
+        Stdio::null(),
+        "cannot start dunst (Debian package dunst; `cargo xtask test` installs it)",
+    )?;
+    wait_until_ready(&mut child, "dunst", || {
+        Command::new("dunstctl")
             .arg("is-paused")
             .envs(env.iter().map(|(key, value)| (key, value)))
             .output()
-            .is_ok_and(|output| output.status.success());
-        if running {
-            return Ok(child);
+            .is_ok_and(|output| output.status.success())
+    })?;
+    Ok(child)
+}
+
+/// Spawns `command` as the leader of a new process group, with no input or
+/// output but `stderr`.
+fn spawn_in_group(command: &mut Command, stderr: Stdio, cannot: &str) -> Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context(cannot.to_owned())
+}
+
+/// Waits until `ready()` says `child` (called `what`) serves; kills it when
+/// it exits first or takes longer than [`START_TIMEOUT`].
+fn wait_until_ready(child: &mut Child, what: &str, ready: impl Fn() -> bool) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if ready() {
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            bail!("dunst exited at start ({status})");
+            bail!("{what} exited at start ({status})");
         }
         if started.elapsed() > START_TIMEOUT {
-            kill_process_group(&mut child);
-            bail!("dunst did not take the notification service within {START_TIMEOUT:?}");
+            kill_process_group(child);
+            bail!("{what} was not ready within {START_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -356,33 +372,27 @@ fn start_display() -> Result<(Child, String)> {
             continue;
         }
         let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-        let mut child = Command::new("Xvfb")
-            .arg(format!(":{number}"))
-            .args(["-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start Xvfb (Debian package xvfb; `cargo xtask test` installs it)")?;
-        let started = Instant::now();
-        loop {
-            if socket.exists() {
-                return Ok((child, format!(":{number}")));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // Most likely another server took the number first.
-                last_error = Some(format!("Xvfb :{number} exited ({status})"));
-                break;
-            }
-            if started.elapsed() > START_TIMEOUT {
-                kill_process_group(&mut child);
-                bail!("Xvfb :{number} did not start within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut child = spawn_in_group(
+            Command::new("Xvfb").arg(format!(":{number}")).args([
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ]),
+            Stdio::null(),
+            "cannot start Xvfb (Debian package xvfb; `cargo xtask test` installs it)",
+        )?;
+        // Most likely to fail because another server took the number first.
+        match wait_until_ready(&mut child, &format!("Xvfb :{number}"), || socket.exists()) {
+            Ok(()) => return Ok((child, format!(":{number}"))),
+            Err(error) => last_error = Some(error),
         }
     }
-    bail!("no free X display: {}", last_error.unwrap_or_default())
+    match last_error {
+        Some(error) => Err(error.context("no free X display")),
+        None => bail!("no free X display"),
+    }
 }
 
 /// tauri-driver on `display`, listening on a free port, which it returns.
@@ -392,40 +402,28 @@ fn start_driver(
     env: &[(String, String)],
 ) -> Result<(Child, u16)> {
     let [port, native_port] = free_ports()?;
-    let mut child = Command::new(tauri_driver)
-        .args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
-        .args(["--native-driver", NATIVE_DRIVER])
-        .env("DISPLAY", display)
-        // No desktop session: keep GTK from looking for accessibility and
-        // portal services that are not there.
-        .env("NO_AT_BRIDGE", "1")
-        .env("GTK_USE_PORTAL", "0")
-        .envs(env.iter().map(|(key, value)| (key, value)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (`cargo xtask test` installs it; by hand: cargo install tauri-driver)",
-                tauri_driver.display()
-            )
-        })?;
-    let started = Instant::now();
-    loop {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok((child, port));
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("tauri-driver exited before listening on port {port} ({status})");
-        }
-        if started.elapsed() > START_TIMEOUT {
-            kill_process_group(&mut child);
-            bail!("tauri-driver did not listen on port {port} within {START_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let cannot = format!(
+        "cannot start {} (`cargo xtask test` installs it; by hand: cargo install tauri-driver)",
+        tauri_driver.display()
+    );
+    let mut child = spawn_in_group(
+        Command::new(tauri_driver)
+            .args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
+            .args(["--native-driver", NATIVE_DRIVER])
+            .env("DISPLAY", display)
+            // No desktop session: keep GTK from looking for accessibility and
+            // portal services that are not there.
+            .env("NO_AT_BRIDGE", "1")
+            .env("GTK_USE_PORTAL", "0")
+            .envs(env.iter().map(|(key, value)| (key, value))),
+        // The app's log, shown with a failing test's output.
+        Stdio::inherit(),
+        &cannot,
+    )?;
+    wait_until_ready(&mut child, "tauri-driver", || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })?;
+    Ok((child, port))
 }
 
 fn free_ports() -> Result<[u16; 2]> {

@@ -156,6 +156,25 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     app.click_button("Settings").await.expect("Settings screen");
     app.wait_for_text(".policy", "Incoming mail server").await.expect("the policy is listed");
     app.wait_for_text(".folders-choice", "INBOX").await.expect("the folders are offered");
+    // Start at login: the desktop's autostart entry appears.
+    let home = env.iter().find(|(key, _)| key == "HOME").map(|(_, home)| PathBuf::from(home));
+    let autostart_dir = home.expect("HOME in the keyring's environment").join(".config/autostart");
+    let login_box = app
+        .client
+        .find(Locator::XPath("//label[contains(., 'Start Sealpost when I log in')]/input"))
+        .await
+        .expect("the start-at-login box");
+    login_box.click().await.expect("tick it");
+    app.wait_for_text(".saved", "start when you log in").await.expect("confirmed");
+    let entries: Vec<_> = std::fs::read_dir(&autostart_dir)
+        .map(|dir| dir.filter_map(Result::ok).map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    let entry = entries
+        .iter()
+        .find(|path| path.extension().is_some_and(|ext| ext == "desktop"))
+        .unwrap_or_else(|| panic!("an autostart entry in {}", autostart_dir.display()));
+    let text = std::fs::read_to_string(entry).expect("the entry");
+    assert!(text.contains("--minimized"), "starts in the tray: {text}");
     app.screenshot("5-settings").await.expect("screenshot");
     app.click_button("Sign out…").await.expect("sign out");
     app.click_button("Sign out of this computer").await.expect("confirm");
