@@ -578,7 +578,7 @@ mod tests {
 
     #[tokio::test]
     async fn search_answers_with_the_matched_words_apart() {
-        let (_dir, shell) = shell();
+        let (_dir, shell) = registered_shell();
         let raw = b"From: Dr Sam <sam@clinic.example>\r\nSubject: Your lab results\r\n\
                     Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nThe cholesterol [values] are in.\r\n";
         let index = shell.index().await.expect("index");

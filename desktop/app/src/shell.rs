@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sealpost_agent::config::write_atomically;
-use sealpost_agent::index::IndexError;
+use sealpost_agent::config::{ConfigError, write_atomically};
 use sealpost_agent::signout::{SignOutError, SignOutScope, SignedOut, sign_out};
 use sealpost_agent::{
     Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
@@ -179,11 +178,15 @@ impl Shell {
         Ok(config.imap_account(password)?)
     }
 
-    /// The local search index, opened on first use.
-    pub async fn index(&self) -> Result<Arc<SearchIndex>, IndexError> {
+    /// The local search index, opened on first use; only while registered,
+    /// so that nothing creates one during or after a sign-out.
+    pub async fn index(&self) -> Result<Arc<SearchIndex>, AgentError> {
         let mut index = self.inner.index.lock().await;
         if let Some(index) = index.as_ref() {
             return Ok(index.clone());
+        }
+        if !self.registered() {
+            return Err(ConfigError::NotRegistered(self.paths().config_file()).into());
         }
         let opened = Arc::new(SearchIndex::open(&self.inner.paths.index_db()).await?);
         *index = Some(opened.clone());
@@ -194,14 +197,18 @@ impl Shell {
     /// the device revoked and everything kept here deleted.
     pub async fn sign_out(&self, scope: SignOutScope) -> Result<SignedOut, SignOutError> {
         self.stop_watching(Watcher::Stopped { reason: "signing out".into() }).await;
-        if let Some(index) = self.inner.index.lock().await.take() {
+        // Held until the registration is gone: `index` waits, then finds
+        // the computer unregistered instead of creating a new index.
+        let mut index = self.inner.index.lock().await;
+        if let Some(open) = index.take() {
             // Others may still hold it for a moment; they finish on the
             // deleted file, which is harmless.
-            if let Ok(index) = Arc::try_unwrap(index) {
-                index.close().await;
+            if let Ok(open) = Arc::try_unwrap(open) {
+                open.close().await;
             }
         }
         let outcome = sign_out(self.paths(), scope).await;
+        drop(index);
         match &outcome {
             Ok(_) => self.set_watcher(Watcher::Stopped { reason: "not registered".into() }),
             // Still registered: watch again rather than leave it stopped.
