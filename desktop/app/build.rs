@@ -26,5 +26,6 @@ fn sealpost_commands() -> &'static [&'static str] {
         "change_settings",
         "sign_out",
         "retry",
+        "set_paused",
     ]
 }

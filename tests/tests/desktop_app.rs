@@ -3,7 +3,8 @@
 //! real mail stack and a real OS keyring, on a computer whose IT policy
 //! presets the server, the mailbox and the CA: registration through the
 //! wizard (its address filled in by a `sealpost://register` link, handed
-//! over by a second start of the app), a secure message swapped in, shown on the Status screen, found
+//! over by a second start of the app), a secure message swapped in (and
+//! another only once watching is resumed), shown on the Status screen, found
 //! by Search and opened with its attachment saved, the organization's
 //! settings shown, and the computer signed out (revoked on the server).
 //!
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use fantoccini::Locator;
 use fantoccini::key::Key;
 use sealpost_harness::desktop::DesktopApp;
-use sealpost_harness::{KeyringSession, MailStack, TestApp, swap_state};
+use sealpost_harness::{KeyringSession, MailStack, TestApp, sample_mime, swap_state};
 use sealpost_proto::api::Device;
 
 const ALICE: &str = "alice@example.test";
@@ -121,6 +122,23 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     assert_eq!(shown[0].summary, "Secure message from Dr Sam Lee <sender@example.test>");
     assert_eq!(shown[0].body, SUBJECT);
     app.screenshot("2-status").await.expect("screenshot");
+
+    // Paused, a new secure message waits as its notification; resumed, it
+    // is swapped in.
+    app.click_button("Pause watching").await.expect("pause");
+    app.wait_for_text(".connection", "Paused").await.expect("paused");
+    let later = sample_mime("Invoice 2026-114", "The invoice for November.", b"%PDF-1.4\n");
+    let invoice = server.store_and_notify(sender.token(), &[ALICE], later).await;
+    while server.outbox.step().await.expect("outbox step").sent > 0 {}
+    stack.wait_for_messages(ALICE, "INBOX", 2, Duration::from_secs(30)).await.expect("delivered");
+    // A running watcher swaps within milliseconds of delivery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let inbox = stack.messages(ALICE, "INBOX").await.expect("INBOX");
+    assert_eq!(swap_state(&inbox, &invoice.message_id), (0, 1), "not swapped while paused");
+    app.click_button("Resume watching").await.expect("resume");
+    app.wait_for_text(".recent", "Invoice 2026-114").await.expect("swapped after resuming");
+    let inbox = stack.messages(ALICE, "INBOX").await.expect("INBOX");
+    assert_eq!(swap_state(&inbox, &invoice.message_id), (1, 0));
 
     // Search as you type, the match marked.
     app.click_button("Search").await.expect("Search screen");

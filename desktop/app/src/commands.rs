@@ -120,6 +120,20 @@ pub(crate) async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
     })
 }
 
+/// Pauses or resumes watching (the Status screen's button; the tray's
+/// menu does the same).
+#[tauri::command]
+pub async fn set_paused(shell: State<'_, Shell>, paused: bool) -> Result<(), IpcError> {
+    if shell.watcher() == Watcher::OtherAgent {
+        return Err(IpcError::new(
+            ErrorCode::AlreadyRunning,
+            "The Sealpost service on this computer watches the mailbox; it is paused by stopping the service.",
+        ));
+    }
+    shell.set_paused(paused).await;
+    Ok(())
+}
+
 /// Tries a kept placeholder again now (the Status screen's Retry).
 #[tauri::command]
 pub async fn retry(shell: State<'_, Shell>, folder: String, uid: u32) -> Result<(), IpcError> {
@@ -146,7 +160,7 @@ async fn retry_in(shell: &Shell, folder: &str, uid: u32) -> Result<(), IpcError>
     if shell.paused() {
         return Err(IpcError::new(
             ErrorCode::Invalid,
-            "Watching is paused: choose Resume watching in the tray menu to retry.",
+            "Watching is paused: choose Resume watching (on the Status screen or in the tray menu) to retry.",
         ));
     }
     // A new watcher starts with a pass from the cursor, which now includes it.

@@ -71,6 +71,7 @@ pub fn run() -> Result<(), String> {
             commands::change_settings,
             commands::sign_out,
             commands::retry,
+            commands::set_paused,
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

@@ -86,3 +86,7 @@ export function signOut(thisComputerOnly: boolean): Promise<SignOutResult> {
 export function retry(folder: string, uid: number): Promise<void> {
   return call("retry", { folder, uid });
 }
+
+export function setPaused(paused: boolean): Promise<void> {
+  return call("set_paused", { paused });
+}

@@ -89,4 +89,18 @@ describe("Status", () => {
     await vi.waitFor(() => expect(screen.getByRole("alert").textContent).toBe("Nothing is waiting in INBOX as #12 any more."));
     expect(invoke).toHaveBeenCalledWith("retry", { folder: "INBOX", uid: 12 });
   });
+
+  it("pauses and resumes watching", async () => {
+    let paused = false;
+    invoke.mockImplementation(async (command: string, args?: { paused: boolean }) => {
+      if (command === "set_paused") paused = args!.paused;
+      return command === "status" ? view({ watcher: paused ? { kind: "paused" } : { kind: "this_app" } }) : undefined;
+    });
+    render(Status);
+    await fireEvent.click(await screen.findByRole("button", { name: "Pause watching" }));
+    expect(await screen.findByText("Paused")).toBeTruthy();
+    expect(invoke).toHaveBeenCalledWith("set_paused", { paused: true });
+    await fireEvent.click(screen.getByRole("button", { name: "Resume watching" }));
+    expect(await screen.findByText("Watching your mailbox")).toBeTruthy();
+  });
 });
