@@ -175,49 +175,51 @@ impl ServerClient {
 
     /// The raw stored message, refreshing the access token once if it expired.
     pub async fn content(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
-        match self.content_once(message_id).await {
-            Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
-                self.refresh().await?;
-                self.content_once(message_id).await
-            }
-            other => other,
-        }
+        let path = format!("/api/v1/messages/{message_id}/content");
+        let (_, body) = self.authorized(reqwest::Method::GET, &path, 200).await?;
+        Ok(body.into())
     }
 
     /// Revokes this device on the server (sign-out): its tokens stop
     /// working at once. Refreshes the access token once if it expired.
     pub async fn revoke_this_device(&self) -> Result<(), ServerError> {
-        match self.revoke_once().await {
+        let device_id =
+            self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).device_id.clone();
+        let path = format!("/api/v1/devices/{device_id}");
+        self.authorized(reqwest::Method::DELETE, &path, 204).await.map(|_| ())
+    }
+
+    /// `method path` with the access token, expecting `expected`; an expired
+    /// token is refreshed once and the request sent again.
+    async fn authorized(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        expected: u16,
+    ) -> Result<(u16, bytes::Bytes), ServerError> {
+        match self.authorized_once(method.clone(), path, expected).await {
             Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
                 self.refresh().await?;
-                self.revoke_once().await
+                self.authorized_once(method, path, expected).await
             }
             other => other,
         }
     }
 
-    async fn revoke_once(&self) -> Result<(), ServerError> {
-        let device_id =
-            self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).device_id.clone();
+    async fn authorized_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        expected: u16,
+    ) -> Result<(u16, bytes::Bytes), ServerError> {
         let response = self
             .api
             .http
-            .delete(format!("{}/api/v1/devices/{device_id}", self.api.base_url))
+            .request(method, format!("{}{path}", self.api.base_url))
             .bearer_auth(self.access_token())
             .send()
             .await;
-        read_body(response, 204).await.map(|_| ())
-    }
-
-    async fn content_once(&self, message_id: &str) -> Result<Vec<u8>, ServerError> {
-        let response = self
-            .api
-            .http
-            .get(format!("{}/api/v1/messages/{message_id}/content", self.api.base_url))
-            .bearer_auth(self.access_token())
-            .send()
-            .await;
-        Ok(read_body(response, 200).await?.1.into())
+        read_body(response, expected).await
     }
 }
 
