@@ -11,6 +11,8 @@
 //! lock_server = true            # refuse any other server given on the command line
 //! folders = ["INBOX", "Archive"]
 //! ca_file = "/etc/sealpost/ca.pem" # the organization's CA, trusted instead of the system roots
+//! start_at_login = true         # the desktop app starts with the session; not changeable
+//! notifications = false         # desktop notifications for new secure messages; not changeable
 //!
 //! [imap]
 //! host = "imap.example.org"
@@ -54,6 +56,10 @@ pub struct Policy {
     /// A PEM bundle trusted instead of the system roots, for an organization
     /// whose servers have certificates from its own CA.
     pub ca_file: Option<PathBuf>,
+    /// Whether the desktop app starts with the session; `None` leaves it to the person.
+    pub start_at_login: Option<bool>,
+    /// Whether the desktop app announces new secure messages; `None` leaves it to the person.
+    pub notifications: Option<bool>,
 }
 
 /// A policy file that exists but cannot be used.
@@ -91,6 +97,8 @@ struct PolicyFile {
     imap: Option<EndpointTable>,
     smtp: Option<EndpointTable>,
     ca_file: Option<PathBuf>,
+    start_at_login: Option<bool>,
+    notifications: Option<bool>,
 }
 
 /// `[imap]` and `[smtp]`. A copy of [`MailEndpoint`] that refuses unknown
@@ -202,6 +210,8 @@ impl Policy {
             imap: endpoint("imap", file.imap)?,
             smtp: endpoint("smtp", file.smtp)?,
             ca_file: file.ca_file,
+            start_at_login: file.start_at_login,
+            notifications: file.notifications,
         })
     }
 
@@ -251,6 +261,8 @@ server_url = "https://Sealpost.example.org/"
 lock_server = true
 folders = ["INBOX", "Archive"]
 ca_file = "/etc/sealpost/ca.pem"
+start_at_login = true
+notifications = false
 
 [imap]
 host = "imap.example.org"
@@ -278,6 +290,7 @@ security = "start_tls"
         assert_eq!(policy.smtp.map(|smtp| smtp.security), Some(MailSecurity::StartTls));
         assert_eq!(policy.path, Path::new("/etc/sealpost/policy.toml"));
         assert_eq!(policy.ca_file.as_deref(), Some(Path::new("/etc/sealpost/ca.pem")));
+        assert_eq!((policy.start_at_login, policy.notifications), (Some(true), Some(false)));
     }
 
     #[test]

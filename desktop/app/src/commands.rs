@@ -356,7 +356,8 @@ fn downloads_dir() -> Option<PathBuf> {
 
 #[tauri::command]
 pub async fn settings(shell: State<'_, Shell>, app: AppHandle) -> Result<SettingsView, IpcError> {
-    settings_of(&shell, autostart_enabled(&app))
+    let policy = Policy::load_system()?;
+    settings_of(&shell, autostart_enabled(&app), policy.as_ref())
 }
 
 fn autostart_enabled(app: &AppHandle) -> bool {
@@ -366,19 +367,40 @@ fn autostart_enabled(app: &AppHandle) -> bool {
     })
 }
 
-fn settings_of(shell: &Shell, autostart: bool) -> Result<SettingsView, IpcError> {
+fn settings_of(
+    shell: &Shell,
+    autostart: bool,
+    policy: Option<&Policy>,
+) -> Result<SettingsView, IpcError> {
     let config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
-    let policy = Policy::load_system()?;
     Ok(SettingsView {
         email: config.email,
         device_name: config.device_name,
         folders: config.folders,
-        folders_locked: policy.as_ref().is_some_and(|policy| policy.folders.is_some()),
-        notifications: shell.preferences().notifications,
+        folders_locked: policy.is_some_and(|policy| policy.folders.is_some()),
+        notifications: notifications_wanted(shell, policy),
+        notifications_locked: policy.is_some_and(|policy| policy.notifications.is_some()),
         autostart,
-        policy: policy.as_ref().map(policy_values).unwrap_or_default(),
+        autostart_locked: policy.is_some_and(|policy| policy.start_at_login.is_some()),
+        policy: policy.map(policy_values).unwrap_or_default(),
         policy_source: policy.map(|policy| policy.path.display().to_string()),
     })
+}
+
+/// Whether new secure messages are announced: the policy's choice, else
+/// the person's.
+pub(crate) fn notifications_wanted(shell: &Shell, policy: Option<&Policy>) -> bool {
+    policy
+        .and_then(|policy| policy.notifications)
+        .unwrap_or_else(|| shell.preferences().notifications)
+}
+
+/// The refusal to change what the policy at `policy` decides.
+fn set_by_policy(what: &str, policy: &Policy) -> IpcError {
+    IpcError::new(
+        ErrorCode::Policy,
+        format!("Your organization sets {what} ({}).", policy.path.display()),
+    )
 }
 
 /// Each value the policy sets, as the Settings screen lists it.
@@ -397,6 +419,14 @@ fn policy_values(policy: &Policy) -> Vec<PolicyValue> {
         ("Incoming mail server", policy.imap.as_ref().map(endpoint)),
         ("Outgoing mail server", policy.smtp.as_ref().map(endpoint)),
         ("Trusted certificates", policy.ca_file.as_ref().map(|path| path.display().to_string())),
+        (
+            "Start at login",
+            policy.start_at_login.map(|on| if on { "yes" } else { "no" }.to_owned()),
+        ),
+        (
+            "Desktop notifications",
+            policy.notifications.map(|on| if on { "on" } else { "off" }.to_owned()),
+        ),
     ];
     values
         .into_iter()
@@ -424,37 +454,49 @@ pub async fn change_settings(
     app: AppHandle,
     change: SettingsChange,
 ) -> Result<SettingsView, IpcError> {
+    let policy = Policy::load_system()?;
     if let Some(autostart) = change.autostart {
-        let autolaunch = app.autolaunch();
-        let outcome = if autostart { autolaunch.enable() } else { autolaunch.disable() };
-        outcome.map_err(|error| {
+        if let Some(policy) = policy.as_ref().filter(|policy| policy.start_at_login.is_some()) {
+            return Err(set_by_policy("whether Sealpost starts at login", policy));
+        }
+        set_autostart(&app, autostart).map_err(|error| {
             IpcError::new(
                 ErrorCode::Internal,
                 format!("Cannot change whether Sealpost starts at login: {error}."),
             )
         })?;
     }
-    apply_settings(&shell, &change).await?;
-    settings_of(&shell, autostart_enabled(&app))
+    apply_settings(&shell, &change, policy.as_ref()).await?;
+    settings_of(&shell, autostart_enabled(&app), policy.as_ref())
+}
+
+/// Adds or removes the desktop's login item.
+pub(crate) fn set_autostart(
+    app: &AppHandle,
+    on: bool,
+) -> Result<(), tauri_plugin_autostart::Error> {
+    let autolaunch = app.autolaunch();
+    if on { autolaunch.enable() } else { autolaunch.disable() }
 }
 
 /// The folders and notifications of `change`; a folder change restarts the
-/// watcher on the new folders.
-async fn apply_settings(shell: &Shell, change: &SettingsChange) -> Result<(), IpcError> {
+/// watcher on the new folders. What `policy` decides is refused.
+async fn apply_settings(
+    shell: &Shell,
+    change: &SettingsChange,
+    policy: Option<&Policy>,
+) -> Result<(), IpcError> {
     if let Some(notifications) = change.notifications {
+        if let Some(policy) = policy.filter(|policy| policy.notifications.is_some()) {
+            return Err(set_by_policy("whether you are notified", policy));
+        }
         shell
             .set_preferences(Preferences { notifications })
             .map_err(|error| IpcError::new(ErrorCode::Internal, sentence(&error)))?;
     }
     if let Some(folders) = &change.folders {
-        let policy = Policy::load_system()?;
-        if let Some(path) =
-            policy.filter(|policy| policy.folders.is_some()).map(|policy| policy.path)
-        {
-            return Err(IpcError::new(
-                ErrorCode::Policy,
-                format!("Your organization sets the folders to watch ({}).", path.display()),
-            ));
+        if let Some(policy) = policy.filter(|policy| policy.folders.is_some()) {
+            return Err(set_by_policy("the folders to watch", policy));
         }
         let mut chosen: Vec<String> = Vec::new();
         for folder in folders.iter().map(|folder| folder.trim()) {
@@ -679,7 +721,7 @@ username = "dana@example.org"
     #[tokio::test]
     async fn folders_and_notifications_are_changed_and_an_empty_choice_refused() {
         let (_dir, shell) = registered_shell();
-        let before = settings_of(&shell, false).expect("settings");
+        let before = settings_of(&shell, false, None).expect("settings");
         assert_eq!(
             (before.folders.as_slice(), before.notifications),
             (&["INBOX".to_owned()][..], true)
@@ -689,8 +731,8 @@ username = "dana@example.org"
             notifications: Some(false),
             autostart: None,
         };
-        apply_settings(&shell, &change).await.expect("apply");
-        let after = settings_of(&shell, true).expect("settings");
+        apply_settings(&shell, &change, None).await.expect("apply");
+        let after = settings_of(&shell, true, None).expect("settings");
         assert_eq!(after.folders, ["Archive", "INBOX"], "trimmed, once each, in order");
         assert!(!after.notifications && after.autostart);
         let empty = SettingsChange {
@@ -698,9 +740,39 @@ username = "dana@example.org"
             notifications: None,
             autostart: None,
         };
-        let error = apply_settings(&shell, &empty).await.expect_err("nothing to watch");
+        let error = apply_settings(&shell, &empty, None).await.expect_err("nothing to watch");
         assert_eq!(error.code, ErrorCode::Invalid);
-        assert_eq!(settings_of(&shell, true).expect("settings").folders, ["Archive", "INBOX"]);
+        assert_eq!(
+            settings_of(&shell, true, None).expect("settings").folders,
+            ["Archive", "INBOX"]
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_policy_decides_wins_and_cannot_be_changed() {
+        let (_dir, shell) = registered_shell();
+        let policy = Policy::parse(
+            "folders = [\"INBOX\"]\nnotifications = false\nstart_at_login = true\n",
+            std::path::Path::new("/etc/sealpost/policy.toml"),
+        )
+        .expect("policy");
+        let view = settings_of(&shell, true, Some(&policy)).expect("settings");
+        assert!(!view.notifications, "off by policy although the person left them on");
+        assert!(view.notifications_locked && view.autostart_locked && view.folders_locked);
+        assert!(!notifications_wanted(&shell, Some(&policy)));
+        for change in [
+            SettingsChange {
+                folders: Some(vec!["Archive".into()]),
+                notifications: None,
+                autostart: None,
+            },
+            SettingsChange { folders: None, notifications: Some(true), autostart: None },
+        ] {
+            let error = apply_settings(&shell, &change, Some(&policy)).await.expect_err("refused");
+            assert_eq!(error.code, ErrorCode::Policy);
+            assert!(error.message.contains("/etc/sealpost/policy.toml"), "{}", error.message);
+        }
+        assert!(shell.preferences().notifications, "the person's choice is kept for later");
     }
 
     #[test]

@@ -249,8 +249,12 @@ pub struct SettingsView {
     /// The IT policy decides the folders: shown, not editable.
     pub folders_locked: bool,
     pub notifications: bool,
+    /// The IT policy decides `notifications`.
+    pub notifications_locked: bool,
     /// Starts with the desktop session.
     pub autostart: bool,
+    /// The IT policy decides `autostart`.
+    pub autostart_locked: bool,
     /// Every value the IT policy sets, shown as set by the organization.
     pub policy: Vec<PolicyValue>,
     /// The policy file, when there is one.

@@ -18,6 +18,7 @@ pub use shell::Shell;
 use std::time::Duration;
 
 use sealpost_agent::AgentPaths;
+use sealpost_agent::policy::Policy;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Emitter, Manager, RunEvent, WindowEvent, Wry};
@@ -75,6 +76,7 @@ pub fn run() -> Result<(), String> {
         ])
         .setup(move |app| {
             let handle = app.handle().clone();
+            enforce_start_at_login(&handle);
             let tray = create_tray(&handle);
             if minimized && tray.is_some() {
                 hide_window(&handle);
@@ -195,7 +197,8 @@ async fn look_after(app: AppHandle, tray: Option<Tray>) {
         }
         let Some(Ok(view)) = status else { continue };
         let announcements = announcer.announce(&view);
-        if !shell.preferences().notifications {
+        let policy = Policy::load_system().ok().flatten();
+        if !commands::notifications_wanted(&shell, policy.as_ref()) {
             continue;
         }
         for announcement in announcements {
@@ -209,6 +212,22 @@ async fn look_after(app: AppHandle, tray: Option<Tray>) {
                 tracing::warn!(%error, "cannot show a desktop notification");
             }
         }
+    }
+}
+
+/// Adds or removes the login item as the IT policy says, when it says.
+fn enforce_start_at_login(app: &AppHandle) {
+    let wanted = match Policy::load_system() {
+        Ok(policy) => policy.and_then(|policy| policy.start_at_login),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the IT policy");
+            None
+        }
+    };
+    if let Some(on) = wanted
+        && let Err(error) = commands::set_autostart(app, on)
+    {
+        tracing::error!(%error, on, "cannot apply the IT policy's start at login");
     }
 }
 

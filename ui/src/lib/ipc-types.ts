@@ -111,9 +111,17 @@ folders: Array<string>,
  */
 folders_locked: boolean, notifications: boolean, 
 /**
+ * The IT policy decides `notifications`.
+ */
+notifications_locked: boolean, 
+/**
  * Starts with the desktop session.
  */
 autostart: boolean, 
+/**
+ * The IT policy decides `autostart`.
+ */
+autostart_locked: boolean, 
 /**
  * Every value the IT policy sets, shown as set by the organization.
  */

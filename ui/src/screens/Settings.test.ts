@@ -15,7 +15,9 @@ function view(changes: Partial<SettingsView>): SettingsView {
     folders: ["INBOX"],
     folders_locked: false,
     notifications: true,
+    notifications_locked: false,
     autostart: false,
+    autostart_locked: false,
     policy: [],
     policy_source: null,
     ...changes,
@@ -53,6 +55,8 @@ describe("Settings", () => {
       view({
         folders: ["INBOX", "Projects"],
         folders_locked: true,
+        notifications: false,
+        notifications_locked: true,
         policy: [{ name: "Sealpost server", value: "https://sealpost.example.org" }],
         policy_source: "/etc/sealpost/policy.toml",
       }),
@@ -61,6 +65,10 @@ describe("Settings", () => {
     await settle();
     expect(screen.getByText("INBOX, Projects")).toBeTruthy();
     expect(screen.queryByRole("button", { name: "Save folders" })).toBeNull();
+    const notify = screen.getByRole("checkbox", { name: /Tell me when a secure message arrives/ }) as HTMLInputElement;
+    expect([notify.checked, notify.disabled]).toEqual([false, true]);
+    const login = screen.getByRole("checkbox", { name: /Start Sealpost when I log in/ }) as HTMLInputElement;
+    expect(login.disabled).toBe(false);
     expect(screen.getByText("https://sealpost.example.org")).toBeTruthy();
     expect(screen.getByText(/From \/etc\/sealpost\/policy.toml/)).toBeTruthy();
     expect(invoke).not.toHaveBeenCalledWith("mailbox_folders", undefined);
