@@ -418,6 +418,27 @@ async fn kept_placeholders_are_recorded_with_their_reason_and_retried_when_tempo
     assert_eq!(world.copies(&after[0]).await, (0, 1), "the placeholder stays");
 }
 
+#[tokio::test]
+async fn the_policy_decides_the_folders_after_registration_and_a_broken_one_stops_the_agent() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+    // The file the harness names in SEALPOST_POLICY_FILE, absent until now.
+    let policy = agent.data_dir().join("no-policy.toml");
+    std::fs::write(&policy, "folders = [\"INBOX\", \"Archive\"]\n").expect("write policy");
+    let output = agent.run(&["run", "--once"], None).await.expect("run").expect_success("run");
+    assert!(output.stdout.contains("Archive: 0 swapped"), "{}", output.stdout);
+    assert_eq!(status_json(&agent).await["folders"], serde_json::json!(["INBOX", "Archive"]));
+
+    std::fs::write(&policy, "folders = \"INBOX\"\n").expect("write a broken policy");
+    let output = agent.run(&["run", "--once"], None).await.expect("run");
+    assert!(!output.success, "refuses to run: {}", output.stdout);
+    assert!(
+        output.stderr.contains("no-policy.toml") && output.stderr.contains("ask IT"),
+        "{}",
+        output.stderr
+    );
+}
+
 async fn status_json(agent: &AgentCli) -> serde_json::Value {
     let output = agent.run(&["status", "--json"], None).await.expect("status");
     serde_json::from_str(&output.expect_success("status").stdout).expect("JSON")

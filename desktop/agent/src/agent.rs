@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, AgentPaths, ConfigError};
 use crate::imap::{ImapAccount, MailboxSession};
 use crate::index::{IndexError, IndexedMessage, SearchIndex};
+use crate::policy::{Policy, PolicyError};
 use crate::secrets::{SecretError, Secrets};
 use crate::server::{ServerClient, ServerError};
 use crate::state::{
@@ -39,6 +40,10 @@ pub enum AgentError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// A policy file that cannot be used stops the agent: half a policy
+    /// silently ignored would leave the computer unlike IT configured it.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(
         "the pinned signing keys in {0} are unusable: {1}; register this computer again (in the Sealpost app: Settings, Sign out, then set it up; headless: `sealpost-agent register`)"
     )]
@@ -69,10 +74,11 @@ impl Agent {
     /// registration read from `paths`.
     pub async fn open(
         paths: &AgentPaths,
-        config: AgentConfig,
+        mut config: AgentConfig,
         secrets: Secrets,
     ) -> Result<Self, AgentError> {
         let lock = take_lock(paths)?;
+        Policy::load_system()?.inspect(|policy| policy.apply(&mut config));
         let ca_pem = config.ca_pem()?;
         let tokens = secrets.device_tokens().await?;
         let password = secrets.mailbox_password().await?;
@@ -298,7 +304,8 @@ impl Status {
         paths: &AgentPaths,
         index: Option<&SearchIndex>,
     ) -> Result<Self, AgentError> {
-        let config = AgentConfig::load(paths)?;
+        let mut config = AgentConfig::load(paths)?;
+        Policy::load_system()?.inspect(|policy| policy.apply(&mut config));
         let state = AgentState::open(&paths.state_db()).await?;
         let running = agent_running(paths);
         let (recent, swapped_total) = state.recent_swaps(RECENT_SWAPS).await?;

@@ -215,6 +215,14 @@ impl Policy {
         })
     }
 
+    /// What the policy decides about a registration made before it (or
+    /// before it changed): the folders to watch.
+    pub fn apply(&self, config: &mut crate::config::AgentConfig) {
+        if let Some(folders) = &self.folders {
+            config.folders.clone_from(folders);
+        }
+    }
+
     /// The contents of [`Policy::ca_file`], when the policy names one.
     pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, PolicyError> {
         let Some(path) = &self.ca_file else { return Ok(None) };

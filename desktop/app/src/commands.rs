@@ -372,7 +372,10 @@ fn settings_of(
     autostart: bool,
     policy: Option<&Policy>,
 ) -> Result<SettingsView, IpcError> {
-    let config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
+    let mut config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
+    if let Some(policy) = policy {
+        policy.apply(&mut config);
+    }
     Ok(SettingsView {
         email: config.email,
         device_name: config.device_name,
@@ -560,6 +563,7 @@ impl From<AgentError> for IpcError {
             AgentError::Secrets(_) => ErrorCode::Keyring,
             AgentError::Server(_) => ErrorCode::Server,
             AgentError::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
+            AgentError::Policy(_) => ErrorCode::Policy,
             _ => ErrorCode::Internal,
         };
         Self::new(code, sentence(&error))
@@ -757,6 +761,7 @@ username = "dana@example.org"
         )
         .expect("policy");
         let view = settings_of(&shell, true, Some(&policy)).expect("settings");
+        assert_eq!(view.folders, ["INBOX"]);
         assert!(!view.notifications, "off by policy although the person left them on");
         assert!(view.notifications_locked && view.autostart_locked && view.folders_locked);
         assert!(!notifications_wanted(&shell, Some(&policy)));
