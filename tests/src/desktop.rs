@@ -28,24 +28,13 @@ pub const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 
-/// A child process leading its own group, killed with all it started when
-/// dropped: every way out of [`DesktopApp::launch`] cleans up by itself.
-struct GroupChild(Child);
-
-impl Drop for GroupChild {
-    fn drop(&mut self) {
-        kill_process_group(&mut self.0);
-    }
-}
-
-/// The real app in a window on a private display. Its processes stop in
-/// field order when dropped: the driver (and the app), dunst, the display.
+/// The real app in a window on a private display.
 pub struct DesktopApp {
     pub client: Client,
-    _driver: GroupChild,
+    driver: Child,
+    display: Child,
     /// The desktop's notification daemon (dunst), on the app's session bus.
-    _notifications: GroupChild,
-    _display: GroupChild,
+    notifications: Child,
     app: PathBuf,
     display_name: String,
     env: Vec<(String, String)>,
@@ -67,15 +56,32 @@ impl DesktopApp {
             );
         }
         let (display, display_name) = start_display()?;
-        let display = GroupChild(display);
-        let notifications = GroupChild(start_notification_daemon(&display_name, env)?);
-        let (driver, port) = crate::start_with_retries(|| {
+        let mut display = Some(display);
+        let mut notifications = match start_notification_daemon(&display_name, env) {
+            Ok(daemon) => Some(daemon),
+            Err(error) => {
+                if let Some(mut display) = display.take() {
+                    kill_process_group(&mut display);
+                }
+                return Err(error);
+            }
+        };
+        let outcome = crate::start_with_retries(|| {
             let tauri_driver = tauri_driver.clone();
             let display_name = display_name.clone();
             async move { start_driver(&tauri_driver, &display_name, env) }
         })
-        .await?;
-        let driver = GroupChild(driver);
+        .await;
+        let (mut driver, port) = match outcome {
+            Ok(started) => started,
+            Err(error) => {
+                for child in [display.take(), notifications.take()].into_iter().flatten() {
+                    let mut child = child;
+                    kill_process_group(&mut child);
+                }
+                return Err(error);
+            }
+        };
         let capabilities = serde_json::json!({
             "tauri:options": { "application": app.display().to_string() }
         });
@@ -86,16 +92,24 @@ impl DesktopApp {
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot open {} through tauri-driver: {error}", app.display())
-            })?;
+            .await;
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                kill_process_group(&mut driver);
+                for child in [display.take(), notifications.take()].into_iter().flatten() {
+                    let mut child = child;
+                    kill_process_group(&mut child);
+                }
+                bail!("cannot open {} through tauri-driver: {error}", app.display());
+            }
+        };
         std::fs::create_dir_all(screenshots)?;
         Ok(Self {
             client,
-            _driver: driver,
-            _notifications: notifications,
-            _display: display,
+            driver,
+            display: display.take().context("the display")?,
+            notifications: notifications.take().context("the notification daemon")?,
             app,
             display_name,
             env: env.to_vec(),
@@ -223,6 +237,14 @@ impl DesktopApp {
     /// Ends the session (the app quits), then stops the driver and display.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for DesktopApp {
+    fn drop(&mut self) {
+        kill_process_group(&mut self.driver);
+        kill_process_group(&mut self.notifications);
+        kill_process_group(&mut self.display);
     }
 }
 
