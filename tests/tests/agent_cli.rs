@@ -443,3 +443,44 @@ async fn status_json(agent: &AgentCli) -> serde_json::Value {
     let output = agent.run(&["status", "--json"], None).await.expect("status");
     serde_json::from_str(&output.expect_success("status").stdout).expect("JSON")
 }
+
+#[tokio::test]
+async fn a_policy_without_local_copies_swaps_but_keeps_no_index_and_deletes_an_old_one() {
+    let world = world().await;
+    let agent = world.registered_agent().await;
+    let stored = world.send(&["Before the policy".to_owned()]).await;
+    world.wait_for_inbox(1).await;
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("run --once");
+    let index = agent.data_dir().join("index.db");
+    assert!(index.exists(), "indexed while local copies are allowed");
+
+    let policy = agent.data_dir().join("no-policy.toml");
+    std::fs::write(&policy, "local_copies = false\n").expect("write policy");
+    let later = world.send(&["After the policy".to_owned()]).await;
+    world.wait_for_inbox(2).await;
+    let output = agent.run(&["run", "--once"], None).await.expect("run").expect_success("run");
+    assert!(output.stdout.contains("INBOX: 1 swapped"), "{}", output.stdout);
+    assert_eq!(world.copies(&stored[0]).await, (1, 0));
+    assert_eq!(world.copies(&later[0]).await, (1, 0), "the mailbox still gets the message");
+    assert!(!index.exists(), "the index from before the policy is deleted");
+
+    for command in [&["search", "policy"][..], &["reindex"][..]] {
+        let refused = agent.run(command, None).await.expect("run");
+        assert!(!refused.success, "{command:?} refused: {}", refused.stdout);
+        assert!(
+            refused.stderr.contains("does not allow copies")
+                && refused.stderr.contains("no-policy.toml"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert!(!index.exists(), "searching did not create a new index");
+    assert_eq!(status_json(&agent).await["indexed"], 0);
+
+    let shown = agent.run(&["policy"], None).await.expect("policy").expect_success("policy");
+    assert!(
+        shown.stdout.contains("no-policy.toml") && shown.stdout.contains("local_copies = false"),
+        "{}",
+        shown.stdout
+    );
+}

@@ -168,7 +168,7 @@ async fn the_policy_wins_over_the_command_line_the_server_and_autoconfig() {
     };
     let found = discover(&request).await.expect("discovered");
 
-    let from_policy = Source::Policy(policy_file.clone());
+    let from_policy = Source::Policy(policy_file.display().to_string());
     assert_eq!(found.server_url, "https://sealpost.example.test");
     assert_eq!(found.server_source, from_policy);
     assert_eq!(found.well_known.origin, app.origin);

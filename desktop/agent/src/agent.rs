@@ -54,13 +54,58 @@ pub enum AgentError {
     AlreadyRunning(PathBuf),
     #[error("cannot lock {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
+    #[error(
+        "your organization does not allow copies of secure messages on this computer \
+         (set in {origin}), so there is no local search and attachments are not saved; \
+         the messages themselves are in your mailbox"
+    )]
+    LocalCopiesOff { origin: String },
+    #[error("cannot delete {path}, which the IT policy does not allow to keep: {source}")]
+    RemoveLocalCopy { path: PathBuf, source: std::io::Error },
+}
+
+/// Refuses what would keep a copy of a secure message on this computer
+/// (the search index, a saved attachment) when the policy forbids it.
+pub fn ensure_local_copies_allowed(policy: Option<&Policy>) -> Result<(), AgentError> {
+    match policy {
+        Some(policy) if !Policy::allows_local_copies(Some(policy)) => {
+            Err(AgentError::LocalCopiesOff { origin: policy.origin.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The local search index, unless the system's policy forbids local copies.
+pub async fn open_search_index(paths: &AgentPaths) -> Result<SearchIndex, AgentError> {
+    ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
+    Ok(SearchIndex::open(&paths.index_db()).await?)
+}
+
+/// Deletes the search index and its journal files: the policy forbids
+/// keeping it, including one built before the policy arrived.
+fn remove_search_index(paths: &AgentPaths) -> Result<(), AgentError> {
+    let index = paths.index_db();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = index.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "search index deleted: the IT policy does not allow local copies")
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(AgentError::RemoveLocalCopy { path, source }),
+        }
+    }
+    Ok(())
 }
 
 pub struct Agent {
     pub config: AgentConfig,
     paths: AgentPaths,
     state: Arc<AgentState>,
-    index: Arc<SearchIndex>,
+    /// `None` when the IT policy forbids local copies of secure messages.
+    index: Option<Arc<SearchIndex>>,
     swapper: Arc<Swapper>,
     account: ImapAccount,
     /// The index file did not exist: rebuild it from the mailbox.
@@ -78,7 +123,10 @@ impl Agent {
         secrets: Secrets,
     ) -> Result<Self, AgentError> {
         let lock = take_lock(paths)?;
-        Policy::load_system()?.inspect(|policy| policy.apply(&mut config));
+        let policy = Policy::load_system()?;
+        if let Some(policy) = &policy {
+            policy.apply(&mut config);
+        }
         let ca_pem = config.ca_pem()?;
         let tokens = secrets.device_tokens().await?;
         let password = secrets.mailbox_password().await?;
@@ -98,10 +146,18 @@ impl Agent {
                 }
             });
         let index_was_missing = !paths.index_db().exists();
-        let index = Arc::new(SearchIndex::open(&paths.index_db()).await?);
+        let index = if Policy::allows_local_copies(policy.as_ref()) {
+            Some(Arc::new(SearchIndex::open(&paths.index_db()).await?))
+        } else {
+            remove_search_index(paths)?;
+            None
+        };
         let state = Arc::new(AgentState::open(&paths.state_db()).await?);
-        let swapper =
-            Arc::new(Swapper::new(server, trusted, &config.email).with_index(index.clone()));
+        let mut swapper = Swapper::new(server, trusted, &config.email);
+        if let Some(index) = &index {
+            swapper = swapper.with_index(index.clone());
+        }
+        let swapper = Arc::new(swapper);
         let account = config.imap_account(password)?;
         Ok(Self {
             config,
@@ -136,7 +192,7 @@ impl Agent {
     /// Watches every folder until `shutdown` is cancelled.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), AgentError> {
         self.state.clear_connections().await?;
-        if self.index_was_missing {
+        if self.index_was_missing && self.index.is_some() {
             match MailboxSession::connect(&self.account).await {
                 Ok(mut session) => {
                     self.rebuild_index_if_lost(&mut session).await?;
@@ -166,7 +222,7 @@ impl Agent {
     }
 
     async fn rebuild_index_if_lost(&self, session: &mut MailboxSession) -> Result<(), AgentError> {
-        if self.index_was_missing {
+        if self.index_was_missing && self.index.is_some() {
             let count = self.rebuild_index_on(session, &|_, _| {}).await?;
             tracing::info!(count, "search index rebuilt from the mailbox");
         }
@@ -190,6 +246,9 @@ impl Agent {
         session: &mut MailboxSession,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<usize, AgentError> {
+        let Some(index) = &self.index else {
+            return Err(AgentError::LocalCopiesOff { origin: Policy::system_origin() });
+        };
         let mut indexed = 0;
         for folder in &self.config.folders {
             session.select(folder).await.map_err(SwapError::from)?;
@@ -210,7 +269,7 @@ impl Agent {
                     })
                     .collect();
                 // One transaction per batch: a rebuild of many thousands stays quick.
-                self.index.add_all(&entries, now_unix()).await?;
+                index.add_all(&entries, now_unix()).await?;
                 indexed += entries.len();
                 progress(indexed, uids.len());
             }

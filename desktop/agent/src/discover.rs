@@ -19,7 +19,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sealpost_proto::api::{API_VERSION, MailEndpoint, MailSecurity, WellKnown};
@@ -68,7 +67,7 @@ pub struct DiscoveryRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// The IT policy file at this path.
-    Policy(PathBuf),
+    Policy(String),
     CommandLine,
     /// The Sealpost server's well-known document at this URL.
     WellKnown(String),
@@ -81,7 +80,7 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Policy(path) => write!(f, "the IT policy file {}", path.display()),
+            Self::Policy(origin) => write!(f, "the IT policy in {origin}"),
             Self::CommandLine => f.write_str("the command line"),
             Self::WellKnown(url) => write!(f, "the Sealpost server ({url})"),
             Self::Autoconfig(url) => write!(f, "the mail domain's autoconfig ({url})"),
@@ -136,11 +135,10 @@ pub enum DiscoveryError {
     )]
     InvalidServerUrl { url: String },
     #[error(
-        "your organization set the Sealpost server to {policy_url} in {}: leave out --server \
-         {requested}, or ask IT if the policy is wrong",
-        policy_path.display()
+        "your organization set the Sealpost server to {policy_url} in {policy_origin}: leave out \
+         --server {requested}, or ask IT if the policy is wrong"
     )]
-    ServerLocked { policy_url: String, requested: String, policy_path: PathBuf },
+    ServerLocked { policy_url: String, requested: String, policy_origin: String },
     #[error("cannot set up secure connections: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot set up secure connections: {0}")]
@@ -178,7 +176,7 @@ pub async fn discover(request: &DiscoveryRequest) -> Result<Discovered, Discover
         .as_ref()
         .map(|mail| (mail.imap.clone(), mail.smtp.clone()))
         .unwrap_or_default();
-    let policy_source = || Source::Policy(policy.map(|p| p.path.clone()).unwrap_or_default());
+    let policy_source = || Source::Policy(policy.map(|p| p.origin.clone()).unwrap_or_default());
     let mut autoconfig = Autoconfig::new(&http, &email, &domain);
 
     let explicit_imap = [
@@ -307,7 +305,7 @@ fn server_candidates(
                 return Err(DiscoveryError::ServerLocked {
                     policy_url,
                     requested,
-                    policy_path: policy.path.clone(),
+                    policy_origin: policy.origin.clone(),
                 });
             }
             tracing::warn!(
@@ -315,9 +313,11 @@ fn server_candidates(
                 ignored = %requested,
                 "the IT policy names the Sealpost server; the one on the command line is not used"
             );
-            (vec![policy_url], Source::Policy(policy.path.clone()))
+            (vec![policy_url], Source::Policy(policy.origin.clone()))
         }
-        (Some((policy_url, policy)), _) => (vec![policy_url], Source::Policy(policy.path.clone())),
+        (Some((policy_url, policy)), _) => {
+            (vec![policy_url], Source::Policy(policy.origin.clone()))
+        }
         (None, Some(requested)) => (vec![requested], Source::CommandLine),
         (None, None) => (
             vec![format!("https://sealpost.{domain}"), format!("https://{domain}")],
@@ -706,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn a_locked_server_refuses_another_one() {
         let policy = Policy {
-            path: PathBuf::from("/etc/sealpost/policy.toml"),
+            origin: "/etc/sealpost/policy.toml".to_owned(),
             server_url: Some("https://sealpost.example.org".into()),
             lock_server: true,
             ..Policy::default()

@@ -24,7 +24,7 @@ pub mod swap;
 pub mod tls;
 pub mod watch;
 
-pub use agent::{Agent, AgentError, Status};
+pub use agent::{Agent, AgentError, Status, ensure_local_copies_allowed, open_search_index};
 pub use config::{AgentConfig, AgentPaths};
 pub use imap::{ImapAccount, ImapError, MailboxSession};
 pub use index::{SearchHit, SearchIndex};

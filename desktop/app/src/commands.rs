@@ -53,7 +53,7 @@ fn preset(policy: Option<&Policy>) -> Preset {
     Preset {
         server_url: policy.server_url.clone(),
         folders: policy.folders.clone(),
-        source: Some(policy.path.display().to_string()),
+        source: Some(policy.origin.clone()),
     }
 }
 
@@ -332,6 +332,7 @@ pub async fn save_attachment(
     folder: String,
     index: u32,
 ) -> Result<SavedAttachment, IpcError> {
+    sealpost_agent::ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
     let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
     let dir = downloads_dir().ok_or_else(|| {
         IpcError::new(ErrorCode::Internal, "There is no Downloads or home folder to save into.")
@@ -386,7 +387,7 @@ fn settings_of(
         autostart,
         autostart_locked: policy.is_some_and(|policy| policy.start_at_login.is_some()),
         policy: policy.map(policy_values).unwrap_or_default(),
-        policy_source: policy.map(|policy| policy.path.display().to_string()),
+        policy_source: policy.map(|policy| policy.origin.clone()),
     })
 }
 
@@ -400,10 +401,7 @@ pub(crate) fn notifications_wanted(shell: &Shell, policy: Option<&Policy>) -> bo
 
 /// The refusal to change what the policy at `policy` decides.
 fn set_by_policy(what: &str, policy: &Policy) -> IpcError {
-    IpcError::new(
-        ErrorCode::Policy,
-        format!("Your organization sets {what} ({}).", policy.path.display()),
-    )
+    IpcError::new(ErrorCode::Policy, format!("Your organization sets {what} ({}).", policy.origin))
 }
 
 /// Each value the policy sets, as the Settings screen lists it.
@@ -429,6 +427,18 @@ fn policy_values(policy: &Policy) -> Vec<PolicyValue> {
         (
             "Desktop notifications",
             policy.notifications.map(|on| if on { "on" } else { "off" }.to_owned()),
+        ),
+        (
+            "Copies on this computer",
+            policy.local_copies.map(|on| {
+                if on { "allowed" } else { "none: no search, no saved attachments" }.to_owned()
+            }),
+        ),
+        (
+            "Automatic updates",
+            policy
+                .updates
+                .map(|on| if on { "on" } else { "off: IT installs new versions" }.to_owned()),
         ),
     ];
     values
@@ -563,7 +573,7 @@ impl From<AgentError> for IpcError {
             AgentError::Secrets(_) => ErrorCode::Keyring,
             AgentError::Server(_) => ErrorCode::Server,
             AgentError::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
-            AgentError::Policy(_) => ErrorCode::Policy,
+            AgentError::Policy(_) | AgentError::LocalCopiesOff { .. } => ErrorCode::Policy,
             _ => ErrorCode::Internal,
         };
         Self::new(code, sentence(&error))

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sealpost_agent::config::{ConfigError, write_atomically};
+use sealpost_agent::policy::Policy;
 use sealpost_agent::signout::{SignOutError, SignOutScope, SignedOut, sign_out};
 use sealpost_agent::{
     Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
@@ -181,6 +182,9 @@ impl Shell {
     /// The local search index, opened on first use; only while registered,
     /// so that nothing creates one during or after a sign-out.
     pub async fn index(&self) -> Result<Arc<SearchIndex>, AgentError> {
+        // Asked each time: a policy forbidding local copies takes effect at
+        // once, even for an index opened before it arrived.
+        sealpost_agent::ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
         let mut index = self.inner.index.lock().await;
         if let Some(index) = index.as_ref() {
             return Ok(index.clone());

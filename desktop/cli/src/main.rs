@@ -16,7 +16,7 @@ use sealpost_agent::policy::Policy;
 use sealpost_agent::register::{
     CODE_WAIT, RegisterRequest, TrustedCa, default_device_name, register,
 };
-use sealpost_agent::{Agent, AgentConfig, AgentPaths, SearchIndex, Secrets, Status};
+use sealpost_agent::{Agent, AgentConfig, AgentPaths, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,13 @@ enum Command {
     },
     /// Rebuild the search index from the swapped messages in the mailbox
     Reindex,
+    /// Show the IT policy this computer applies, or check a policy before deploying it
+    Policy {
+        /// Check this file instead: policy.toml, a registry export (.reg),
+        /// managed preferences (.plist) or a configuration profile (.mobileconfig)
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -159,7 +166,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { once } => run_command(&paths, once).await,
         Command::Search { query, json, limit } => {
             AgentConfig::load(&paths)?;
-            let index = SearchIndex::open(&paths.index_db()).await?;
+            let index = sealpost_agent::open_search_index(&paths).await?;
             output::print_hits(&index.search(&query, limit).await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -173,6 +180,17 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .rebuild_index(&|done, total| eprintln!("indexed {done} of {total} messages"))
                 .await?;
             println!("search index rebuilt: {count} messages");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { file } => {
+            let (policy, origin) = match file {
+                Some(file) => (Some(Policy::load(&file)?), file.display().to_string()),
+                None => (Policy::load_system()?, Policy::system_origin()),
+            };
+            match policy {
+                Some(policy) => print!("# The IT policy in {origin}\n{}", policy.to_toml()),
+                None => println!("No IT policy applies on this computer: {origin} does not exist."),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
