@@ -83,15 +83,23 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("serve")
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(working_dir)
+            .current_dir(working_dir);
+        Self::start_command(command)
+    }
+
+    /// Runs `command`, a server started some other way (as another user,
+    /// from an installed package), and waits for its banner.
+    pub fn start_command(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {command:?}"))?;
         let stdout = child.stdout.take().context("server stdout")?;
         let (lines_tx, lines_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -12,6 +12,9 @@
 //! - `ui`: the desktop app's front end (`ui/`): npm install, type check,
 //!   Vitest, build. `test` runs it before anything compiles the app, which
 //!   embeds `ui/dist`.
+//! - `installers`: the desktop `.deb`/`.rpm` and the server `.deb` from a
+//!   release build, and the checks of the Windows and macOS installer
+//!   sources that cannot be built here ([`installers`]).
 //! - `ipc-types`: rewrites `ui/src/lib/ipc-types.ts` from the app's Rust
 //!   IPC types; a test fails while the checked-in file is behind.
 //!
@@ -24,6 +27,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod installers;
 
 /// Debian packages the build, the tests and the demo need. Later parts of the
 /// system (PostgreSQL, desktop app, browser tests) append theirs here.
@@ -62,6 +67,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "xvfb",
     "webkit2gtk-driver",
     "dunst",
+    // Building and checking the packages: dpkg-shlibdeps, the .rpm reader,
+    // desktop-entry, shell-script and systemd-unit checks.
+    "dpkg-dev",
+    "rpm",
+    "desktop-file-utils",
+    "shellcheck",
+    "systemd",
 ];
 
 /// The WebDriver front for Tauri apps the desktop end-to-end test drives the
@@ -154,6 +166,15 @@ enum Task {
     },
     /// Install the front end's npm packages (when the lock file changed), type-check it, run its Vitest tests and build it into ui/dist.
     Ui,
+    /// Build the Linux packages (desktop .deb and .rpm, server .deb) into target/installers/, and check the Windows and macOS installer sources.
+    Installers {
+        /// Do not check or install Debian packages.
+        #[arg(long)]
+        no_install: bool,
+        /// Package the debug build instead of a release build (quick; for tests).
+        #[arg(long)]
+        debug: bool,
+    },
     /// Rewrite ui/src/lib/ipc-types.ts from the app's IPC types in desktop/app/src/ipc.rs.
     IpcTypes,
     /// Fuzz the notification parser with libFuzzer (needs `cargo install cargo-fuzz`).
@@ -170,6 +191,9 @@ fn main() -> ExitCode {
         Task::Demo { no_install, args } => demo(no_install, &args),
         Task::Fuzz { seconds } => fuzz(seconds).map(|()| ExitCode::SUCCESS),
         Task::Ui => front_end().map(|()| ExitCode::SUCCESS),
+        Task::Installers { no_install, debug } => {
+            build_installers(no_install, debug).map(|()| ExitCode::SUCCESS)
+        }
         Task::IpcTypes => ipc_types().map(|()| ExitCode::SUCCESS),
         Task::Bench { no_install, quick, args } => {
             bench(no_install, quick, &args).map(|()| ExitCode::SUCCESS)
@@ -302,6 +326,12 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     steps.run("binaries", &format!("cargo {}", binaries.join(" ")), || {
         run(cargo().args(&binaries))
     })?;
+    // The install tests take the packages of the test build: the same
+    // binaries, packaged in seconds.
+    let packages = root.join("target/installers/debug");
+    steps.run("packages (debug build)", "cargo xtask installers --debug --no-install", || {
+        installers::build(installers::Profile::Debug, &packages).map(|_| ())
+    })?;
     let tauri_driver = tauri_driver_path();
     steps.run("tauri-driver", &tauri_driver_install().join(" "), install_tauri_driver)?;
     steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
@@ -310,6 +340,7 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
             .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
             .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"))
             .env("SEALPOST_APP_BIN", root.join("target/debug/sealpost"))
+            .env("SEALPOST_PACKAGES_DIR", &packages)
             .env("SEALPOST_TAURI_DRIVER", &tauri_driver))
     })?;
     let quick_bench = "cargo xtask bench --quick --no-install";
@@ -474,6 +505,36 @@ fn install_debian_packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing))
+}
+
+/// Builds the Linux packages and checks the other systems' installer sources.
+fn build_installers(no_install: bool, debug: bool) -> Result<()> {
+    if !no_install {
+        install_debian_packages()?;
+    }
+    let profile = if debug { installers::Profile::Debug } else { installers::Profile::Release };
+    front_end()?;
+    run(cargo().args(installers::binaries_build(profile)))?;
+    let out = repo_root().join("target/installers").join(profile.name());
+    let packages = installers::build(profile, &out)?;
+    // The Windows (WiX, ADMX/ADML) and macOS (pkgbuild, profile) sources.
+    run(cargo().args([
+        "test",
+        "--locked",
+        "-p",
+        "sealpost-harness",
+        "--test",
+        "installers",
+        "templates::",
+    ]))?;
+    println!("\nBuilt in {}:", out.display());
+    for file in &packages.files {
+        let size = std::fs::metadata(file).map(|metadata| metadata.len()).unwrap_or_default();
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        println!("  {name:<44} {:>8.1} MiB", size as f64 / 1_048_576.0);
+    }
+    println!("Windows MSI and macOS pkg: built on those systems, see docs/deploy-desktop.md");
+    Ok(())
 }
 
 /// Runs the demo program, passing its arguments and exit status through.

@@ -24,6 +24,12 @@ mod output;
 
 /// Exit status of `run --once` when placeholders wait for the server.
 const EXIT_PENDING: u8 = 75;
+/// Exit status when another agent (the desktop app) already watches the
+/// mailbox; the systemd unit does not restart on it.
+const EXIT_ALREADY_RUNNING: u8 = 73;
+/// Exit status when the computer is not registered or the IT policy cannot
+/// be used: someone has to act first, so restarting cannot help.
+const EXIT_CONFIGURATION: u8 = 78;
 
 #[derive(Parser)]
 #[command(
@@ -150,8 +156,29 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            exit_code_for(&error)
         }
+    }
+}
+
+fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    use sealpost_agent::AgentError;
+    use sealpost_agent::config::ConfigError;
+    use sealpost_agent::policy::PolicyError;
+    if error.downcast_ref::<PolicyError>().is_some() {
+        return ExitCode::from(EXIT_CONFIGURATION);
+    }
+    match error.downcast_ref::<AgentError>() {
+        Some(AgentError::AlreadyRunning(_)) => ExitCode::from(EXIT_ALREADY_RUNNING),
+        Some(
+            AgentError::Policy(_)
+            | AgentError::Config(ConfigError::NotRegistered(_))
+            | AgentError::PinnedKeys(..),
+        ) => ExitCode::from(EXIT_CONFIGURATION),
+        _ if matches!(error.downcast_ref::<ConfigError>(), Some(ConfigError::NotRegistered(_))) => {
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+        _ => ExitCode::FAILURE,
     }
 }
 

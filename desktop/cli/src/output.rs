@@ -32,6 +32,8 @@ pub fn init_logging(paths: &AgentPaths, to_file: bool) -> anyhow::Result<Option<
         return Ok(None);
     }
     paths.create()?;
+    // The appender looks for old files to prune in it before writing one.
+    std::fs::create_dir_all(paths.log_dir())?;
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
         .filename_prefix("agent")

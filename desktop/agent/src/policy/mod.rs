@@ -411,7 +411,7 @@ impl Policy {
         let imap = endpoint("imap", file.imap)?;
         let smtp = endpoint("smtp", file.smtp)?;
         if let Some(ca_file) = &file.ca_file
-            && !ca_file.is_absolute()
+            && !is_absolute_anywhere(ca_file)
         {
             return Err(invalid(
                 "ca_file",
@@ -562,6 +562,19 @@ impl PolicySource {
         };
         Policy::from_managed(settings, origin).map(Some)
     }
+}
+
+/// Absolute here, or in Windows form (`C:\…`, `\\server\…`): a
+/// Windows policy can be checked on any computer before it is deployed.
+fn is_absolute_anywhere(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    let bytes = text.as_bytes();
+    path.is_absolute()
+        || text.starts_with(r"\\")
+        || (bytes.len() > 2
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && bytes[2] == b'\\')
 }
 
 fn policy_file_override() -> Option<PathBuf> {
