@@ -83,6 +83,28 @@ mod templates {
     }
 
     #[test]
+    fn the_deployment_guide_documents_every_policy_key_and_msi_property() {
+        let guide = read(&repo().join("docs/deploy-desktop.md"));
+        for key in KEYS {
+            assert!(guide.contains(&format!("`{}`", key.toml)), "the guide documents {}", key.toml);
+            assert!(
+                guide.contains(&format!("`{}`", key.managed)),
+                "the guide documents {}",
+                key.managed
+            );
+        }
+        let wix = read(&installers().join("windows/policy.wxs"));
+        let wix = roxmltree::Document::parse(&wix).expect("well-formed");
+        for property in descendants(wix.root_element(), (WIX, "Property")) {
+            let id = attribute(property, "Id");
+            assert!(
+                guide.contains(&format!("| `{id}` |")),
+                "the guide documents the MSI property {id}"
+            );
+        }
+    }
+
+    #[test]
     fn the_wix_fragment_writes_policy_values_from_declared_public_properties() {
         let text = read(&installers().join("windows/policy.wxs"));
         let document = roxmltree::Document::parse(&text).expect("policy.wxs is well-formed");
