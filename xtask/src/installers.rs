@@ -151,18 +151,24 @@ fn server_deb(profile: Profile, binaries: &Path, out: &Path) -> Result<PathBuf> 
             .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
         set_mode(&target, mode)
     };
-    place(&binaries.join("sealpost-server"), "usr/bin/sealpost-server", 0o755)?;
-    place(
-        &sources.join("sealpost-server.service"),
-        "usr/lib/systemd/system/sealpost-server.service",
-        0o644,
-    )?;
-    place(&sources.join("server.toml"), "etc/sealpost/server.toml", 0o640)?;
-    place(
-        &root.join("server/sealpost.example.toml"),
-        "usr/share/doc/sealpost-server/sealpost.example.toml",
-        0o644,
-    )?;
+    // (source, place in the package, mode)
+    let layout = [
+        (binaries.join("sealpost-server"), "usr/bin/sealpost-server", 0o755),
+        (
+            sources.join("sealpost-server.service"),
+            "usr/lib/systemd/system/sealpost-server.service",
+            0o644,
+        ),
+        (sources.join("server.toml"), "etc/sealpost/server.toml", 0o640),
+        (
+            root.join("server/sealpost.example.toml"),
+            "usr/share/doc/sealpost-server/sealpost.example.toml",
+            0o644,
+        ),
+    ];
+    for (from, to, mode) in &layout {
+        place(from, to, *mode)?;
+    }
     for snippet in ["main.cf", "master.cf", "transport"] {
         place(
             &root.join("installers/postfix").join(snippet),

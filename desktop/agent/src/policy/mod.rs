@@ -641,18 +641,22 @@ fn insert_managed(
             return Err(wrong(&format!("one of {}", choices.join(", "))));
         }
     };
-    match key.toml.split_once('.') {
+    let (table, field) = match key.toml.split_once('.') {
         Some((section, field)) => {
-            let table = settings
-                .entry(section)
-                .or_insert_with(|| toml::Table::new().into())
-                .as_table_mut()
-                .ok_or_else(|| wrong("a setting"))?;
-            table.insert(field.to_owned(), converted);
+            // Sections are only ever made here, always as tables.
+            match settings.entry(section).or_insert_with(|| toml::Table::new().into()) {
+                toml::Value::Table(table) => (table, field),
+                _ => return Err(wrong("in its section")),
+            }
         }
-        None => {
-            settings.insert(key.toml.to_owned(), converted);
-        }
+        None => (settings, key.toml),
+    };
+    if table.insert(field.to_owned(), converted).is_some() {
+        return Err(PolicyError::Invalid {
+            origin: origin.to_owned(),
+            key: key.managed.to_owned(),
+            problem: "is set twice (the names are not case-sensitive)".to_owned(),
+        });
     }
     Ok(())
 }
@@ -885,6 +889,12 @@ security = "start_tls"
         plist::Value::Dictionary(settings).to_file_binary(&plist).expect("write plist");
         let error = Policy::load(&plist).expect_err("plain refused").to_string();
         assert!(error.contains("`ImapSecurity` must be one of tls, start_tls"), "{error}");
+        let mut twice = plist::Dictionary::new();
+        twice.insert("ServerUrl".into(), "https://a.example.org".into());
+        twice.insert("serverurl".into(), "https://b.example.org".into());
+        plist::Value::Dictionary(twice).to_file_xml(&plist).expect("write plist");
+        let error = Policy::load(&plist).expect_err("set twice").to_string();
+        assert!(error.contains("`ServerUrl` is set twice"), "{error}");
         std::fs::write(&plist, "not a plist").expect("write");
         let error = Policy::load(&plist).expect_err("not a plist").to_string();
         assert!(error.contains("not a property list"), "{error}");
