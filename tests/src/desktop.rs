@@ -28,13 +28,24 @@ pub const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 
-/// The real app in a window on a private display.
+/// A child process leading its own group, killed with all it started when
+/// dropped: every way out of [`DesktopApp::launch`] cleans up by itself.
+struct GroupChild(Child);
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        kill_process_group(&mut self.0);
+    }
+}
+
+/// The real app in a window on a private display. Its processes stop in
+/// field order when dropped: the driver (and the app), dunst, the display.
 pub struct DesktopApp {
     pub client: Client,
-    driver: Child,
-    display: Child,
+    _driver: GroupChild,
     /// The desktop's notification daemon (dunst), on the app's session bus.
-    notifications: Child,
+    _notifications: GroupChild,
+    _display: GroupChild,
     app: PathBuf,
     display_name: String,
     env: Vec<(String, String)>,
@@ -56,32 +67,15 @@ impl DesktopApp {
             );
         }
         let (display, display_name) = start_display()?;
-        let mut display = Some(display);
-        let mut notifications = match start_notification_daemon(&display_name, env) {
-            Ok(daemon) => Some(daemon),
-            Err(error) => {
-                if let Some(mut display) = display.take() {
-                    kill_process_group(&mut display);
-                }
-                return Err(error);
-            }
-        };
-        let outcome = crate::start_with_retries(|| {
+        let display = GroupChild(display);
+        let notifications = GroupChild(start_notification_daemon(&display_name, env)?);
+        let (driver, port) = crate::start_with_retries(|| {
             let tauri_driver = tauri_driver.clone();
             let display_name = display_name.clone();
             async move { start_driver(&tauri_driver, &display_name, env) }
         })
-        .await;
-        let (mut driver, port) = match outcome {
-            Ok(started) => started,
-            Err(error) => {
-                for child in [display.take(), notifications.take()].into_iter().flatten() {
-                    let mut child = child;
-                    kill_process_group(&mut child);
-                }
-                return Err(error);
-            }
-        };
+        .await?;
+        let driver = GroupChild(driver);
         let capabilities = serde_json::json!({
             "tauri:options": { "application": app.display().to_string() }
         });
@@ -92,24 +86,16 @@ impl DesktopApp {
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
-            .await;
-        let client = match client {
-            Ok(client) => client,
-            Err(error) => {
-                kill_process_group(&mut driver);
-                for child in [display.take(), notifications.take()].into_iter().flatten() {
-                    let mut child = child;
-                    kill_process_group(&mut child);
-                }
-                bail!("cannot open {} through tauri-driver: {error}", app.display());
-            }
-        };
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("cannot open {} through tauri-driver: {error}", app.display())
+            })?;
         std::fs::create_dir_all(screenshots)?;
         Ok(Self {
             client,
-            driver,
-            display: display.take().context("the display")?,
-            notifications: notifications.take().context("the notification daemon")?,
+            _driver: driver,
+            _notifications: notifications,
+            _display: display,
             app,
             display_name,
             env: env.to_vec(),
@@ -237,14 +223,6 @@ impl DesktopApp {
     /// Ends the session (the app quits), then stops the driver and display.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
-    }
-}
-
-impl Drop for DesktopApp {
-    fn drop(&mut self) {
-        kill_process_group(&mut self.driver);
-        kill_process_group(&mut self.notifications);
-        kill_process_group(&mut self.display);
     }
 }
 

@@ -96,8 +96,19 @@ fn tauri_cli() -> Result<PathBuf> {
 /// profile, so it is added here.
 fn desktop_packages(profile: Profile, binaries: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let tauri = tauri_cli()?;
-    let agent = binaries.join("sealpost-agent").display().to_string();
-    let files = serde_json::json!({ "/usr/bin/sealpost-agent": agent });
+    let mut agent = binaries.join("sealpost-agent");
+    if profile == Profile::Release {
+        // The bundler takes the app from the target directory (and patches it
+        // there anyway); the agent goes in as a stripped copy, so that the
+        // target directory keeps its symbols for profiling.
+        strip(&binaries.join("sealpost"))?;
+        let stripped = out.join("stage/sealpost-agent");
+        std::fs::create_dir_all(out.join("stage"))?;
+        std::fs::copy(&agent, &stripped)?;
+        strip(&stripped)?;
+        agent = stripped;
+    }
+    let files = serde_json::json!({ "/usr/bin/sealpost-agent": agent.display().to_string() });
     let config = serde_json::json!({
         "bundle": { "linux": { "deb": { "files": files }, "rpm": { "files": files } } }
     });
@@ -180,6 +191,9 @@ fn server_deb(profile: Profile, binaries: &Path, out: &Path) -> Result<PathBuf> 
         place(&sources.join("debian").join(script), &format!("DEBIAN/{script}"), 0o755)?;
     }
     std::fs::write(stage.join("DEBIAN/conffiles"), "/etc/sealpost/server.toml\n")?;
+    if profile == Profile::Release {
+        strip(&stage.join("usr/bin/sealpost-server"))?;
+    }
     let depends = shared_library_depends(&stage.join("usr/bin/sealpost-server"))?;
     let installed_kib = directory_size(&stage.join("usr"))? / 1024;
     let control = format!(
@@ -213,6 +227,12 @@ fn server_deb(profile: Profile, binaries: &Path, out: &Path) -> Result<PathBuf> 
         .arg(&package))?;
     let _ = std::fs::remove_dir_all(out.join("stage"));
     Ok(package)
+}
+
+/// Drops the symbol table of a shipped binary (a quarter of its size); the
+/// build keeps no debug information in release anyway.
+fn strip(binary: &Path) -> Result<()> {
+    run(command("strip").arg("--strip-unneeded").arg(binary))
 }
 
 /// The shared libraries `binary` needs, as Debian package relations

@@ -17,7 +17,9 @@ use sealpost_agent::register::{
 use sealpost_agent::secrets::SecretError;
 use sealpost_agent::signout::{SignOutError, SignOutScope};
 use sealpost_agent::state::KeptRecord;
-use sealpost_agent::{AgentConfig, AgentError, AgentState, MailboxSession, Secrets, Status};
+use sealpost_agent::{
+    AgentConfig, AgentError, AgentState, ImapError, MailboxSession, Secrets, Status,
+};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
@@ -293,8 +295,17 @@ pub async fn open_message(
     message_id: String,
     folder: String,
 ) -> Result<MessageView, IpcError> {
-    let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
+    let raw = swapped_message(&shell, &folder, &message_id).await?;
     Ok(message_view(message_id, folder, &raw))
+}
+
+/// The raw message swapped in for `message_id`, from the registered mailbox.
+async fn swapped_message(
+    shell: &Shell,
+    folder: &str,
+    message_id: &str,
+) -> Result<Vec<u8>, IpcError> {
+    Ok(reader::fetch(&shell.mailbox_account().await?, folder, message_id).await?)
 }
 
 fn message_view(message_id: String, folder: String, raw: &[u8]) -> MessageView {
@@ -333,7 +344,7 @@ pub async fn save_attachment(
     index: u32,
 ) -> Result<SavedAttachment, IpcError> {
     sealpost_agent::ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
-    let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
+    let raw = swapped_message(&shell, &folder, &message_id).await?;
     let dir = downloads_dir().ok_or_else(|| {
         IpcError::new(ErrorCode::Internal, "There is no Downloads or home folder to save into.")
     })?;
@@ -450,13 +461,8 @@ fn policy_values(policy: &Policy) -> Vec<PolicyValue> {
 /// The mailbox's folders, to choose which to watch.
 #[tauri::command]
 pub async fn mailbox_folders(shell: State<'_, Shell>) -> Result<Vec<String>, IpcError> {
-    let mut session = MailboxSession::connect(&shell.mailbox_account().await?)
-        .await
-        .map_err(|error| IpcError::new(ErrorCode::Mailbox, sentence(&error)))?;
-    let folders = session
-        .folders()
-        .await
-        .map_err(|error| IpcError::new(ErrorCode::Mailbox, sentence(&error)))?;
+    let mut session = MailboxSession::connect(&shell.mailbox_account().await?).await?;
+    let folders = session.folders().await?;
     session.logout().await;
     Ok(folders)
 }
@@ -551,6 +557,12 @@ impl From<SignOutError> for IpcError {
             SignOutError::Server(_) => Self::new(ErrorCode::Server, sentence(&error)),
             SignOutError::Delete { .. } => Self::new(ErrorCode::Internal, sentence(&error)),
         }
+    }
+}
+
+impl From<ImapError> for IpcError {
+    fn from(error: ImapError) -> Self {
+        Self::new(ErrorCode::Mailbox, sentence(&error))
     }
 }
 
