@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{command, repo_root, run, same_packages, succeeds};
+use crate::{command, npm_install_locked, repo_root, require_npm, run};
 
 /// The build the packages take their binaries from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +72,8 @@ pub fn build(profile: Profile, out: &Path) -> Result<Packages> {
 /// The Tauri CLI from `installers/desktop`, installed as locked when missing.
 fn tauri_cli() -> Result<PathBuf> {
     let dir = repo_root().join("installers/desktop");
-    let installed = std::fs::read(dir.join("node_modules/.package-lock.json")).ok();
-    let locked = std::fs::read(dir.join("package-lock.json"))
-        .context("installers/desktop/package-lock.json")?;
-    if !installed.is_some_and(|installed| same_packages(&installed, &locked)) {
-        if !succeeds(command("npm").arg("--version")) {
-            bail!(
-                "npm is not installed; the desktop packages need it (Debian: apt-get install npm)"
-            );
-        }
-        run(command("npm").current_dir(&dir).args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-save",
-        ]))?;
-    }
+    require_npm("building the desktop packages")?;
+    npm_install_locked(&dir)?;
     Ok(dir.join("node_modules/.bin/tauri"))
 }
 

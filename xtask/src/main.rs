@@ -402,30 +402,43 @@ fn install_tauri_driver() -> Result<()> {
 /// unit tests and the build the app embeds.
 fn front_end() -> Result<()> {
     let ui = repo_root().join("ui");
-    if !succeeds(command("npm").arg("--version")) {
-        bail!(
-            "npm is not installed; the desktop app's front end needs Node.js 20 or later with npm \
-             (Debian: apt-get install nodejs npm)"
-        );
-    }
+    require_npm("the desktop app's front end")?;
     let npm = |args: &[&str]| {
         let mut npm = command("npm");
         npm.current_dir(&ui).args(args);
         npm
     };
-    // npm records what it installed in node_modules/.package-lock.json:
-    // the same as the lock file means nothing to install.
-    let installed = std::fs::read(ui.join("node_modules/.package-lock.json")).ok();
-    let locked = std::fs::read(ui.join("package-lock.json")).context("ui/package-lock.json")?;
-    if !installed.is_some_and(|installed| same_packages(&installed, &locked)) {
-        // `npm install` with the lock, not `npm ci`: the registry here lacks
-        // some other platforms' optional packages, which the lock then leaves
-        // out and `npm ci` refuses.
-        run(&mut npm(&["install", "--no-audit", "--no-fund", "--no-save"]))?;
-    }
+    npm_install_locked(&ui)?;
     run(&mut npm(&["run", "check"]))?;
     run(&mut npm(&["test"]))?;
     run(&mut npm(&["run", "build"]))
+}
+
+fn require_npm(what: &str) -> Result<()> {
+    if !succeeds(command("npm").arg("--version")) {
+        bail!(
+            "npm is not installed; {what} needs Node.js 20 or later with npm \
+             (Debian: apt-get install nodejs npm)"
+        );
+    }
+    Ok(())
+}
+
+/// Installs the npm packages of `dir` as its lock file pins them, unless
+/// they are installed already.
+fn npm_install_locked(dir: &Path) -> Result<()> {
+    // npm records what it installed in node_modules/.package-lock.json:
+    // the same as the lock file means nothing to install.
+    let installed = std::fs::read(dir.join("node_modules/.package-lock.json")).ok();
+    let lock = dir.join("package-lock.json");
+    let locked = std::fs::read(&lock).with_context(|| format!("reading {}", lock.display()))?;
+    if installed.is_some_and(|installed| same_packages(&installed, &locked)) {
+        return Ok(());
+    }
+    // `npm install` with the lock, not `npm ci`: the registry here lacks
+    // some other platforms' optional packages, which the lock then leaves
+    // out and `npm ci` refuses.
+    run(command("npm").current_dir(dir).args(["install", "--no-audit", "--no-fund", "--no-save"]))
 }
 
 /// Whether npm's record of installed packages lists the same packages as

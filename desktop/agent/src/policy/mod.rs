@@ -339,26 +339,20 @@ impl Policy {
             let Some(table) = settings.get(section).and_then(toml::Value::as_table) else {
                 continue;
             };
-            for key in KEYS.iter().filter(|key| key.toml.starts_with(section)) {
-                let field = key.toml.rsplit('.').next().unwrap_or_default();
-                if !table.contains_key(field) {
-                    let given: Vec<&str> = KEYS
-                        .iter()
-                        .filter(|other| {
-                            other
-                                .toml
-                                .strip_prefix(section)
-                                .and_then(|rest| rest.strip_prefix('.'))
-                                .is_some_and(|field| table.contains_key(field))
-                        })
-                        .map(|other| other.managed)
-                        .collect();
-                    return Err(PolicyError::Invalid {
-                        origin,
-                        key: key.managed.to_owned(),
-                        problem: format!("is needed with {}", given.join(" and ")),
-                    });
-                }
+            let (given, missing): (Vec<_>, Vec<_>) = KEYS
+                .iter()
+                .filter_map(|key| {
+                    let field = key.toml.strip_prefix(section)?.strip_prefix('.')?;
+                    Some((key.managed, table.contains_key(field)))
+                })
+                .partition(|(_, present)| *present);
+            if let Some((name, _)) = missing.first() {
+                let given: Vec<&str> = given.iter().map(|(name, _)| *name).collect();
+                return Err(PolicyError::Invalid {
+                    origin,
+                    key: (*name).to_owned(),
+                    problem: format!("is needed with {}", given.join(" and ")),
+                });
             }
         }
         let file = PolicyFile::deserialize(toml::Value::Table(settings)).map_err(|error| {
