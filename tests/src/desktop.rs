@@ -69,27 +69,38 @@ impl DesktopApp {
         let (display, display_name) = start_display()?;
         let display = GroupChild(display);
         let notifications = GroupChild(start_notification_daemon(&display_name, env)?);
-        let (driver, port) = crate::start_with_retries(|| {
-            let tauri_driver = tauri_driver.clone();
-            let display_name = display_name.clone();
-            async move { start_driver(&tauri_driver, &display_name, env) }
-        })
-        .await?;
-        let driver = GroupChild(driver);
         let capabilities = serde_json::json!({
             "tauri:options": { "application": app.display().to_string() }
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
             unreachable!("a JSON object literal")
         };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot open {} through tauri-driver: {error}", app.display())
-            })?;
+        // The driver and the first session together, each attempt on fresh
+        // ports: another test's server may take a port between our probe and
+        // the driver's bind, and then only the session request tells.
+        let (driver, client) = crate::start_with_retries(|| {
+            let tauri_driver = tauri_driver.clone();
+            let display_name = display_name.clone();
+            let capabilities = capabilities.clone();
+            let app = app.clone();
+            async move {
+                let (driver, port) = start_driver(&tauri_driver, &display_name, env)?;
+                let driver = GroupChild(driver);
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                let client = ClientBuilder::new(connector)
+                    .capabilities(capabilities)
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "cannot open {} through tauri-driver: {error}",
+                            app.display()
+                        )
+                    })?;
+                Ok((driver, client))
+            }
+        })
+        .await?;
         std::fs::create_dir_all(screenshots)?;
         Ok(Self {
             client,
