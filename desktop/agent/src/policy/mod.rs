@@ -45,7 +45,7 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Names a policy to use instead of the system's, so IT can try a policy
 /// before deploying it and tests can use their own. The file may be TOML, a
@@ -199,31 +199,43 @@ impl KeyNaming {
 }
 
 /// Settings preset by the organization; they win over the command line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized, it is the `policy.toml` deciding the same (only what is set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Policy {
     /// Where this policy was read from (a file, a registry key); shown to
     /// the user as the origin of each setting it decides.
+    #[serde(skip)]
     pub origin: String,
     /// The organization's Sealpost server.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_url: Option<String>,
     /// Refuse a different server given on the command line instead of only
     /// preferring the policy's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub lock_server: bool,
     /// The IMAP folders the agent watches; `None` leaves the choice to the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub folders: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub imap: Option<MailEndpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp: Option<MailEndpoint>,
     /// A PEM bundle trusted instead of the system roots, for an organization
     /// whose servers have certificates from its own CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// Whether the desktop app starts with the session; `None` leaves it to the person.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start_at_login: Option<bool>,
     /// Whether the desktop app announces new secure messages; `None` leaves it to the person.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notifications: Option<bool>,
     /// `Some(false)`: nothing of a secure message is kept on the computer
     /// outside the mailbox (no search index, no saved attachments).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_copies: Option<bool>,
     /// `Some(false)`: Sealpost never updates itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub updates: Option<bool>,
 }
 
@@ -451,49 +463,10 @@ impl Policy {
         })
     }
 
-    /// The settings this policy decides, as `policy.toml` would write them,
-    /// in the order of [`KEYS`]; for showing IT what a computer applies.
+    /// The settings this policy decides, as `policy.toml` would write them;
+    /// for showing IT what a computer applies.
     pub fn to_toml(&self) -> String {
-        let mut file = toml::Table::new();
-        let mut put = |key: &str, value: toml::Value| {
-            file.insert(key.to_owned(), value);
-        };
-        if let Some(url) = &self.server_url {
-            put("server_url", url.clone().into());
-        }
-        if self.lock_server {
-            put("lock_server", true.into());
-        }
-        if let Some(folders) = &self.folders {
-            put("folders", folders.clone().into());
-        }
-        if let Some(ca_file) = &self.ca_file {
-            put("ca_file", ca_file.display().to_string().into());
-        }
-        for (key, value) in [
-            ("start_at_login", self.start_at_login),
-            ("notifications", self.notifications),
-            ("local_copies", self.local_copies),
-            ("updates", self.updates),
-        ] {
-            if let Some(value) = value {
-                put(key, value.into());
-            }
-        }
-        for (section, endpoint) in [("imap", &self.imap), ("smtp", &self.smtp)] {
-            if let Some(endpoint) = endpoint {
-                let mut table = toml::Table::new();
-                table.insert("host".into(), endpoint.host.clone().into());
-                table.insert("port".into(), i64::from(endpoint.port).into());
-                let security = match endpoint.security {
-                    MailSecurity::Tls => "tls",
-                    MailSecurity::StartTls => "start_tls",
-                };
-                table.insert("security".into(), security.into());
-                put(section, table.into());
-            }
-        }
-        toml::to_string(&file).unwrap_or_default()
+        toml::to_string(self).unwrap_or_default()
     }
 }
 
