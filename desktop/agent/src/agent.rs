@@ -65,11 +65,12 @@ pub enum AgentError {
 }
 
 /// Refuses what would keep a copy of a secure message on this computer
-/// (the search index, a saved attachment) when the policy forbids it.
-pub fn ensure_local_copies_allowed(policy: Option<&Policy>) -> Result<(), AgentError> {
-    match policy {
-        Some(policy) if !Policy::allows_local_copies(Some(policy)) => {
-            Err(AgentError::LocalCopiesOff { origin: policy.origin.clone() })
+/// (the search index, a saved attachment) when this computer's policy
+/// forbids it; read at each use, so a new policy applies at once.
+pub fn ensure_local_copies_allowed() -> Result<(), AgentError> {
+    match Policy::load_system()? {
+        Some(policy) if !Policy::allows_local_copies(Some(&policy)) => {
+            Err(AgentError::LocalCopiesOff { origin: policy.origin })
         }
         _ => Ok(()),
     }
@@ -77,7 +78,7 @@ pub fn ensure_local_copies_allowed(policy: Option<&Policy>) -> Result<(), AgentE
 
 /// The local search index, unless the system's policy forbids local copies.
 pub async fn open_search_index(paths: &AgentPaths) -> Result<SearchIndex, AgentError> {
-    ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
+    ensure_local_copies_allowed()?;
     Ok(SearchIndex::open(&paths.index_db()).await?)
 }
 

@@ -343,7 +343,7 @@ pub async fn save_attachment(
     folder: String,
     index: u32,
 ) -> Result<SavedAttachment, IpcError> {
-    sealpost_agent::ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
+    sealpost_agent::ensure_local_copies_allowed()?;
     let raw = swapped_message(&shell, &folder, &message_id).await?;
     let dir = downloads_dir().ok_or_else(|| {
         IpcError::new(ErrorCode::Internal, "There is no Downloads or home folder to save into.")

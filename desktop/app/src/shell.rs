@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sealpost_agent::config::{ConfigError, write_atomically};
-use sealpost_agent::policy::Policy;
 use sealpost_agent::signout::{SignOutError, SignOutScope, SignedOut, sign_out};
 use sealpost_agent::{
     Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
@@ -184,7 +183,7 @@ impl Shell {
     pub async fn index(&self) -> Result<Arc<SearchIndex>, AgentError> {
         // Asked each time: a policy forbidding local copies takes effect at
         // once, even for an index opened before it arrived.
-        sealpost_agent::ensure_local_copies_allowed(Policy::load_system()?.as_ref())?;
+        sealpost_agent::ensure_local_copies_allowed()?;
         let mut index = self.inner.index.lock().await;
         if let Some(index) = index.as_ref() {
             return Ok(index.clone());
