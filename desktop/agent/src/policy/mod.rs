@@ -398,24 +398,21 @@ impl Policy {
         {
             return Err(invalid("folders", "must not contain an empty folder name"));
         }
-        let endpoint = |section: &'static str, table: Option<EndpointTable>| match table {
+        // `keys`: the section's host and port keys, as errors name them.
+        let endpoint = |keys: [&'static str; 2], table: Option<EndpointTable>| match table {
             None => Ok(None),
             Some(table) if table.host.is_empty() || table.host.contains(['/', '@', ' ', ':']) => {
-                let key = if section == "imap" { "imap.host" } else { "smtp.host" };
-                Err(invalid(key, "must be a host name such as mail.example.org"))
+                Err(invalid(keys[0], "must be a host name such as mail.example.org"))
             }
-            Some(table) if table.port == 0 => {
-                let key = if section == "imap" { "imap.port" } else { "smtp.port" };
-                Err(invalid(key, "must not be 0"))
-            }
+            Some(table) if table.port == 0 => Err(invalid(keys[1], "must not be 0")),
             Some(table) => Ok(Some(MailEndpoint {
                 host: table.host.to_ascii_lowercase(),
                 port: table.port,
                 security: table.security,
             })),
         };
-        let imap = endpoint("imap", file.imap)?;
-        let smtp = endpoint("smtp", file.smtp)?;
+        let imap = endpoint(["imap.host", "imap.port"], file.imap)?;
+        let smtp = endpoint(["smtp.host", "smtp.port"], file.smtp)?;
         if let Some(ca_file) = &file.ca_file
             && !is_absolute_anywhere(ca_file)
         {
