@@ -322,10 +322,28 @@ pub struct RecipientDelivery {
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// When the relay accepted the notification.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub notified_at: Option<OffsetDateTime>,
     /// First retrieval of the content by this recipient.
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub retrieved_at: Option<OffsetDateTime>,
+    /// Where that first retrieval was made.
+    #[serde(default)]
+    pub retrieved_with: Option<RetrievalChannel>,
+}
+
+/// What fetched a secure message's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RetrievalChannel {
+    /// The desktop app or the headless agent, which swapped it into the mailbox.
+    Agent,
+    /// A browser signed in to the Secure Message Center.
+    SecureMessageCenter,
 }
 
 /// The furthest a recipient's copy has got.

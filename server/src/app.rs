@@ -25,6 +25,7 @@ use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
+use crate::links::LinkKey;
 use crate::mailer::MailError;
 use crate::metrics::{self, Metrics};
 use crate::organization::Organization;
@@ -97,6 +98,8 @@ impl Application {
         );
         let bounces = BounceMatcher::load_or_generate(&data_dir, settings.bounce_address())
             .map_err(|error| StartError::Other(error.to_string()))?;
+        let links = LinkKey::load_or_generate(&data_dir)
+            .map_err(|error| StartError::Other(format!("notification links: {error}")))?;
         let dkim = DkimSigner::from_settings(&settings.dkim)
             .map_err(|error| StartError::Other(error.to_string()))?
             .map(Arc::new);
@@ -120,13 +123,17 @@ impl Application {
         let dummy_password_hash = hash_password("sealpost-dummy-password".into())
             .await
             .map_err(|error| StartError::Other(error.message))?;
+        let pages = crate::web::Pages::new()
+            .map_err(|error| StartError::Other(format!("page templates: {error}")))?;
         let state = AppState::new(Inner {
             limits: Limits::new(&settings),
+            pages,
             blobs: BlobStore::new(&data_dir),
             settings,
             origin,
             store,
             keys,
+            links,
             organization,
             outbox,
             blocklists: BlocklistStatus::default(),

@@ -149,6 +149,19 @@ impl BlobStore {
         }
     }
 
+    /// The whole content of a message of `size` bytes, for reading it here
+    /// (the Secure Message Center shows and unpacks it).
+    pub async fn read_all(&self, id: &MessageId, size: u64) -> Result<Bytes, BlobError> {
+        if size <= SMALL_CONTENT {
+            return self.read_small(id);
+        }
+        let path = self.path_of(id);
+        match tokio::fs::read(&path).await {
+            Ok(content) => Ok(Bytes::from(content)),
+            Err(source) => Err(BlobError::Io { path, source }),
+        }
+    }
+
     pub async fn open(&self, id: &MessageId) -> Result<tokio::fs::File, BlobError> {
         let path = self.path_of(id);
         tokio::fs::File::open(&path).await.map_err(|source| BlobError::Io { path, source })

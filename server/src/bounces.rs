@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::Sha256;
 
-use crate::files::write_private_file;
+use crate::files::{KeyFileError, load_or_create_key};
 
 const KEY_FILE: &str = "secrets/verp.key";
 /// Bytes of HMAC kept in the address: 80 bits make forging infeasible while
@@ -33,10 +33,8 @@ pub struct BounceMatcher {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerpError {
-    #[error("cannot use the VERP key {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} must hold exactly 32 bytes")]
-    Malformed { path: String },
+    #[error("VERP key: {0}")]
+    Key(#[from] KeyFileError),
     #[error("the bounce address {0:?} is not local@domain")]
     Address(String),
 }
@@ -66,19 +64,7 @@ impl Bounce {
 impl BounceMatcher {
     /// Loads the key from `<data_dir>/secrets/verp.key`, creating it on first start.
     pub fn load_or_generate(data_dir: &Path, bounce_address: &str) -> Result<Self, VerpError> {
-        let path = data_dir.join(KEY_FILE);
-        let io = |source| VerpError::Io { path: path.display().to_string(), source };
-        let key: [u8; 32] = if path.exists() {
-            std::fs::read(&path)
-                .map_err(io)?
-                .try_into()
-                .map_err(|_| VerpError::Malformed { path: path.display().to_string() })?
-        } else {
-            let key: [u8; 32] = rand::random();
-            write_private_file(&path, &key).map_err(io)?;
-            key
-        };
-        Self::new(key, bounce_address)
+        Self::new(load_or_create_key(&data_dir.join(KEY_FILE))?, bounce_address)
     }
 
     pub fn new(key: [u8; 32], bounce_address: &str) -> Result<Self, VerpError> {

@@ -14,6 +14,7 @@ pub mod dkim;
 pub mod error;
 pub mod files;
 pub mod ids;
+pub mod links;
 pub mod mailer;
 pub mod metrics;
 pub mod notify;
@@ -27,6 +28,7 @@ pub mod signing;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use app::{Application, StartError};
 pub use settings::Settings;

@@ -34,6 +34,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub blocklists: BlocklistSettings,
     pub branding: BrandingSettings,
+    pub webmail: WebmailSettings,
     pub discovery: DiscoverySettings,
     pub log: LogSettings,
 }
@@ -151,6 +152,21 @@ pub enum SmtpSecurity {
     Tls,
     /// No encryption: only for a relay on the same machine.
     None,
+}
+
+/// The Secure Message Center: the pages recipients without the desktop app
+/// read their secure messages in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebmailSettings {
+    /// A browser stays signed in this long after signing in, in hours.
+    pub session_hours: u64,
+}
+
+impl Default for WebmailSettings {
+    fn default() -> Self {
+        Self { session_hours: 12 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,6 +431,9 @@ impl Settings {
         }
         if self.accounts.min_password_length < 8 {
             return invalid("accounts.min_password_length", "must be at least 8");
+        }
+        if !(1..=24 * 90).contains(&self.webmail.session_hours) {
+            return invalid("webmail.session_hours", "must be between 1 and 2160 (90 days)");
         }
         if self.accounts.code_max_attempts == 0 {
             return invalid("accounts.code_max_attempts", "must be at least 1");

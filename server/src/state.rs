@@ -7,6 +7,7 @@ use crate::blobs::BlobStore;
 use crate::blocklist::BlocklistStatus;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
+use crate::links::LinkKey;
 use crate::metrics::Metrics;
 use crate::organization::Organization;
 use crate::outbox::Outbox;
@@ -25,6 +26,8 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     pub keys: SigningKeys,
+    /// Makes and checks the per-recipient tokens in notification links.
+    pub links: LinkKey,
     /// Branding, sender, Secure Message Center URL, templates and relay, as
     /// configured and changed by admins.
     pub organization: Arc<Organization>,
@@ -34,6 +37,8 @@ pub struct Inner {
     /// Signs notifications when DKIM is configured.
     pub dkim: Option<Arc<DkimSigner>>,
     pub limits: Limits,
+    /// The Secure Message Center's page templates.
+    pub pages: crate::web::Pages,
     pub metrics: Metrics,
     pub clock: Clock,
     /// Verified against when an account does not exist, so a failed login

@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 mod installers;
 
 /// Debian packages the build, the tests and the demo need. Later parts of the
-/// system (PostgreSQL, desktop app, browser tests) append theirs here.
+/// system (PostgreSQL) append theirs here.
 const DEBIAN_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -67,6 +67,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "xvfb",
     "webkit2gtk-driver",
     "dunst",
+    // The Secure Message Center's browser tests: Chromium driven through ChromeDriver.
+    "chromium",
+    "chromium-driver",
     // Building and checking the packages: dpkg-shlibdeps, the .rpm reader,
     // desktop-entry, shell-script and systemd-unit checks.
     "dpkg-dev",

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mail_parser::{Message, MessageParser, MimeHeaders};
-use serde::Serialize;
+pub use sealpost_reader::{AttachmentInfo, Body, OpenedMessage, address_list, sanitize_html};
+use sealpost_reader::{attachment, safe_file_name};
 
 use crate::imap::{ImapAccount, ImapError, MailboxSession};
 use crate::swap::SWAPPED_HEADER;
@@ -32,38 +32,6 @@ pub enum ReadError {
     },
 }
 
-/// A message ready to show: headers as text, the body as sanitized HTML.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OpenedMessage {
-    pub subject: String,
-    pub from: String,
-    pub to: String,
-    pub cc: String,
-    /// Seconds since the Unix epoch, from the message's Date.
-    pub date: Option<i64>,
-    pub body: Body,
-    pub attachments: Vec<AttachmentInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "content", rename_all = "snake_case")]
-pub enum Body {
-    /// Safe to put in a sandboxed frame: no scripts, no remote content, no
-    /// styles, forms or event handlers.
-    Html(String),
-    /// Shown as text, never parsed as markup.
-    Text(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttachmentInfo {
-    /// What [`save_attachment`] takes.
-    pub index: usize,
-    pub name: String,
-    pub content_type: String,
-    pub size: usize,
-}
-
 /// The raw message swapped in for `message_id`, from `folder`.
 pub async fn fetch(
     account: &ImapAccount,
@@ -82,72 +50,11 @@ pub async fn fetch(
     raw.ok_or_else(|| ReadError::Gone { folder: folder.to_owned() })
 }
 
-impl OpenedMessage {
-    /// Reads `raw` for display; what does not parse is shown as text.
-    pub fn parse(raw: &[u8]) -> Self {
-        let Some(message) = MessageParser::default().parse(raw) else {
-            return Self {
-                subject: String::new(),
-                from: String::new(),
-                to: String::new(),
-                cc: String::new(),
-                date: None,
-                body: Body::Text(String::from_utf8_lossy(raw).into_owned()),
-                attachments: Vec::new(),
-            };
-        };
-        // HTML when the sender wrote it; mail_parser would convert a text
-        // part to HTML too, but text shown as text keeps its lines exactly.
-        let has_html = message.html_body.iter().any(|part| {
-            message.part(*part).is_some_and(|part| part.is_content_type("text", "html"))
-        });
-        let body = if has_html {
-            Body::Html(sanitize_html(&message.body_html(0).unwrap_or_default()))
-        } else {
-            Body::Text(message.body_text(0).unwrap_or_default().into_owned())
-        };
-        Self {
-            subject: message.subject().unwrap_or_default().to_owned(),
-            from: address_list(message.from()),
-            to: address_list(message.to()),
-            cc: address_list(message.cc()),
-            date: message.date().map(|date| date.to_timestamp()),
-            body,
-            attachments: attachments(&message)
-                .map(|(index, part)| AttachmentInfo {
-                    index,
-                    name: attachment_name(part, index),
-                    content_type: part
-                        .content_type()
-                        .map(|kind| match kind.subtype() {
-                            Some(sub) => format!("{}/{sub}", kind.ctype()),
-                            None => kind.ctype().to_owned(),
-                        })
-                        .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                    size: part.contents().len(),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The attachments of `message` with the index [`save_attachment`] takes.
-fn attachments<'a>(
-    message: &'a Message<'a>,
-) -> impl Iterator<Item = (usize, &'a mail_parser::MessagePart<'a>)> {
-    message.attachments().enumerate()
-}
-
-fn attachment_name(part: &mail_parser::MessagePart<'_>, index: usize) -> String {
-    part.attachment_name().map(str::to_owned).unwrap_or_else(|| format!("attachment-{}", index + 1))
-}
-
 /// Saves attachment `index` of `raw` into `dir` under its own name, made
 /// safe for the file system, never over an existing file (`name (2).pdf`).
 pub fn save_attachment(raw: &[u8], index: usize, dir: &Path) -> Result<PathBuf, ReadError> {
-    let message = MessageParser::default().parse(raw).ok_or(ReadError::NoAttachment(index))?;
-    let (_, part) = attachments(&message).nth(index).ok_or(ReadError::NoAttachment(index))?;
-    let name = safe_file_name(&attachment_name(part, index));
+    let attachment = attachment(raw, index).ok_or(ReadError::NoAttachment(index))?;
+    let name = safe_file_name(&attachment.name);
     let save = |source| ReadError::Save { path: dir.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(save)?;
     let (stem, extension) = match name.rsplit_once('.') {
@@ -163,7 +70,7 @@ pub fn save_attachment(raw: &[u8], index: usize, dir: &Path) -> Result<PathBuf, 
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
             Ok(mut file) => {
                 use std::io::Write;
-                file.write_all(part.contents())
+                file.write_all(&attachment.bytes)
                     .and_then(|()| file.sync_all())
                     .map_err(|source| ReadError::Save { path: candidate.clone(), source })?;
                 return Ok(candidate);
@@ -173,54 +80,6 @@ pub fn save_attachment(raw: &[u8], index: usize, dir: &Path) -> Result<PathBuf, 
         }
     }
     Err(save(std::io::Error::other(format!("too many files named like {name}"))))
-}
-
-/// A name from a sender, usable as a file name anywhere: no directories,
-/// no characters Windows refuses, not hidden, not empty.
-fn safe_file_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c.is_control() || r#"/\:*?"<>|"#.contains(c) { '_' } else { c })
-        .collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
-    let cleaned: String = cleaned.chars().take(200).collect();
-    if cleaned.is_empty() { "attachment".to_owned() } else { cleaned }
-}
-
-/// Sender HTML made safe to display: no scripts, styles, forms, frames or
-/// event handlers; links open outside with no referrer; images only when
-/// embedded (`data:` / `cid:`), so opening a message tells no one.
-pub fn sanitize_html(html: &str) -> String {
-    ammonia::Builder::default()
-        .url_relative(ammonia::UrlRelative::Deny)
-        .link_rel(Some("noopener noreferrer"))
-        .set_tag_attribute_value("a", "target", "_blank")
-        .attribute_filter(|element, attribute, value| {
-            let embedded = value.starts_with("data:") || value.starts_with("cid:");
-            match (element, attribute) {
-                ("img", "src") if !embedded => None,
-                _ => Some(value.into()),
-            }
-        })
-        .add_url_schemes(["data", "cid"])
-        .clean(html)
-        .to_string()
-}
-
-/// Addresses as `Name <address>, …`.
-pub(crate) fn address_list(list: Option<&mail_parser::Address<'_>>) -> String {
-    list.map(|list| {
-        list.iter()
-            .map(|addr| match (addr.name(), addr.address()) {
-                (Some(name), Some(address)) => format!("{name} <{address}>"),
-                (None, Some(address)) => address.to_owned(),
-                (Some(name), None) => name.to_owned(),
-                (None, None) => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    })
-    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -249,38 +108,6 @@ JVBERi0xLjQK\r\n\
 --b1--\r\n";
 
     #[test]
-    fn html_is_shown_without_scripts_handlers_forms_or_remote_images() {
-        let opened = OpenedMessage::parse(HTML_MESSAGE);
-        assert_eq!(opened.subject, "Your results");
-        assert_eq!(opened.from, "Dr Sam <sam@clinic.example>");
-        assert_eq!(opened.to, "alice@example.test");
-        assert_eq!(opened.date, Some(1_795_428_000));
-        let Body::Html(html) = &opened.body else { panic!("an HTML body: {:?}", opened.body) };
-        assert!(html.contains("Results <b>normal</b>."), "{html}");
-        for banned in ["script", "steal", "onclick", "tracker.example", "<form", "<input", "<style"]
-        {
-            assert!(!html.contains(banned), "{banned} survived: {html}");
-        }
-        assert!(html.contains("rel=\"noopener noreferrer\""), "{html}");
-        assert_eq!(
-            opened.attachments,
-            [AttachmentInfo {
-                index: 0,
-                name: "../../lab results.pdf".into(),
-                content_type: "application/pdf".into(),
-                size: 9,
-            }]
-        );
-    }
-
-    #[test]
-    fn plain_text_stays_text_with_its_lines() {
-        let raw = b"From: a@b.example\r\nSubject: t\r\n\r\nLine one <b>\r\nLine two & more\r\n";
-        let body = OpenedMessage::parse(raw).body;
-        assert_eq!(body, Body::Text("Line one <b>\r\nLine two & more\r\n".into()));
-    }
-
-    #[test]
     fn attachments_are_saved_under_a_safe_name_and_never_over_a_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let first = save_attachment(HTML_MESSAGE, 0, dir.path()).expect("save");
@@ -290,14 +117,5 @@ JVBERi0xLjQK\r\n\
         assert_eq!(second, dir.path().join("_.._lab results (2).pdf"));
         let error = save_attachment(HTML_MESSAGE, 1, dir.path()).expect_err("only one");
         assert!(matches!(error, ReadError::NoAttachment(1)), "{error}");
-    }
-
-    #[test]
-    fn file_names_from_senders_cannot_escape_or_hide() {
-        assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
-        assert_eq!(safe_file_name("..\\..\\boot.ini"), "_.._boot.ini");
-        assert_eq!(safe_file_name(".hidden"), "hidden");
-        assert_eq!(safe_file_name("  "), "attachment");
-        assert_eq!(safe_file_name("a:b*c?.txt. "), "a_b_c_.txt");
     }
 }

@@ -14,7 +14,7 @@ use crate::ids::DeviceId;
 use crate::routes::accounts::{check_login_limits, count_failed_login, redeem_code};
 use crate::routes::input::{display_name, email_address};
 use crate::state::AppState;
-use crate::store::{AccountRecord, DeviceRecord, StoreError};
+use crate::store::{AccountRecord, DeviceKind, DeviceRecord, StoreError};
 
 /// Enrolls a device with a password or an emailed code and returns its tokens.
 /// A code for an address without an account creates a password-less account:
@@ -40,7 +40,10 @@ pub async fn enroll(
     };
     let now = state.clock.now();
     let tokens = issue_tokens(&state, now);
-    let device = state.store.create_device(&account.id, &device_name, &tokens.hashes).await?;
+    let device = state
+        .store
+        .create_device(&account.id, DeviceKind::Agent, &device_name, &tokens.hashes)
+        .await?;
     tracing::info!(account = %account.id, device = %device.id, "device enrolled");
     Ok((StatusCode::CREATED, ApiJson(tokens_view(&device, tokens))))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use sealpost_proto::MessageId;
 use sealpost_proto::api::{
     DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, MessageInfo, RecipientDelivery,
-    Retrieval, RetrievalLog, StoredMessage, UploadMetadata,
+    Retrieval, RetrievalChannel, RetrievalLog, StoredMessage, UploadMetadata,
 };
 use sealpost_proto::notification::{Notification, compose_email};
 use time::OffsetDateTime;
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::notify;
 use crate::routes::input::email_address;
 use crate::state::AppState;
-use crate::store::{MessageRecord, NewNotification, OutboxState};
+use crate::store::{AccountRecord, DeviceKind, MessageRecord, NewNotification, OutboxState};
 
 /// Stores a message (multipart: a JSON part `metadata` with the recipients and
 /// a part `content` with the raw MIME message) and returns one signed
@@ -72,41 +72,63 @@ pub async fn upload(
             return Err(error);
         }
     };
+    let stored =
+        store_message(&state, &caller.account, id, blob, recipients, send_notifications).await?;
+    Ok((StatusCode::CREATED, ApiJson(stored)))
+}
 
+/// Records an uploaded message (its content already written as `blob`) with
+/// one signed notification per recipient, queued for sending in the same
+/// transaction when the server sends them. The content is removed again if
+/// the message cannot be recorded.
+pub async fn store_message(
+    state: &AppState,
+    sender: &AccountRecord,
+    id: MessageId,
+    blob: StoredBlob,
+    recipients: Vec<String>,
+    send_notifications: bool,
+) -> ApiResult<StoredMessage> {
     let now = state.clock.now();
+    let headers = notify::SenderHeaders::parse(&blob.head, &sender.email);
     let organization = state.organization.current();
     let read_url = format!("{}/messages/{id}", organization.center_url);
     let signer = state.keys.active();
-    let notifications: Vec<IssuedNotification> = recipients
-        .iter()
-        .map(|recipient| {
-            let signed = signer.sign(Notification {
-                message_id: id.clone(),
-                origin: state.origin.clone(),
-                recipient: recipient.clone(),
-                content_sha256: blob.digest,
-            });
-            organization.issue(
-                &signed,
-                caller.account.display_name.as_deref(),
-                &caller.account.email,
-                &read_url,
-            )
-        })
-        .collect();
+    let issue = |recipient: &String, read_url: &str| {
+        let signed = signer.sign(Notification {
+            message_id: id.clone(),
+            origin: state.origin.clone(),
+            recipient: recipient.clone(),
+            content_sha256: blob.digest,
+        });
+        organization.issue(&signed, sender.display_name.as_deref(), &sender.email, read_url)
+    };
+    // The sender sees the notifications it is given, so those carry the
+    // plain link; the recipient's own token (which lets them register as
+    // that address) travels only in the email the server sends them.
+    let notifications: Vec<IssuedNotification> =
+        recipients.iter().map(|recipient| issue(recipient, &read_url)).collect();
     let outgoing = if send_notifications {
-        notification_emails(&state, &caller, &id, &blob.head, &recipients, &notifications, now)
+        let personal: Vec<IssuedNotification> = recipients
+            .iter()
+            .map(|recipient| {
+                let token = state.links.token(&id, recipient);
+                issue(recipient, &format!("{read_url}?t={token}"))
+            })
+            .collect();
+        notification_emails(state, sender, &id, &headers, &recipients, &personal, now)
     } else {
         Vec::new()
     };
     let record = MessageRecord {
         id: id.clone(),
-        sender_account_id: caller.account.id.clone(),
-        sender_email: caller.account.email.clone(),
+        sender_account_id: sender.id.clone(),
+        sender_email: sender.email.clone(),
         content_sha256: blob.digest,
         size: blob.size,
         created_at: now,
         recipients,
+        subject: headers.subject.clone(),
     };
     if let Err(error) = state.store.insert_message(&record, &outgoing).await {
         state.blobs.remove(&id).await;
@@ -117,33 +139,28 @@ pub async fn upload(
     }
     state.metrics.messages_stored.inc();
     state.metrics.message_bytes_stored.inc_by(blob.size);
-    tracing::info!(message_id = %id, sender = %caller.account.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(StoredMessage {
-            message_id: id.to_string(),
-            content_sha256: blob.digest.to_hex(),
-            size: blob.size,
-            created_at: record.created_at,
-            notifications,
-        }),
-    ))
+    tracing::info!(message_id = %id, sender = %sender.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
+    Ok(StoredMessage {
+        message_id: id.to_string(),
+        content_sha256: blob.digest.to_hex(),
+        size: blob.size,
+        created_at: record.created_at,
+        notifications,
+    })
 }
 
 /// One complete email per recipient, with the sender's own headers.
 fn notification_emails(
     state: &AppState,
-    caller: &Caller,
+    sender: &AccountRecord,
     id: &MessageId,
-    head: &[u8],
+    headers: &notify::SenderHeaders,
     recipients: &[String],
     notifications: &[IssuedNotification],
     now: OffsetDateTime,
 ) -> Vec<NewNotification> {
-    let headers = notify::SenderHeaders::parse(head, &caller.account.email);
     let origin_host = state.origin.trim_start_matches("https://");
-    let envelope =
-        notify::envelope(&headers, &caller.account, recipients, now, origin_host, id.as_str());
+    let envelope = notify::envelope(headers, sender, recipients, now, origin_host, id.as_str());
     notifications
         .iter()
         .map(|issued| {
@@ -312,6 +329,15 @@ pub async fn deliveries(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<DeliveryReport>> {
     let message = sent_message(&state, &caller, &id).await?;
+    Ok(ApiJson(delivery_report(&state, &message).await?))
+}
+
+/// Where each recipient's notification is and whether they retrieved the
+/// message: the delivery slip of the API and of the Secure Message Center.
+pub async fn delivery_report(
+    state: &AppState,
+    message: &MessageRecord,
+) -> ApiResult<DeliveryReport> {
     let notifications = state.store.notifications_of(&message.id).await?;
     let retrievals = state.store.retrievals(&message.id).await?;
     let recipients = message
@@ -319,11 +345,11 @@ pub async fn deliveries(
         .iter()
         .map(|recipient| {
             let notification = notifications.iter().find(|n| &n.recipient == recipient);
-            let retrieved_at = retrievals
+            let first_retrieval = retrievals
                 .iter()
                 .filter(|r| &r.account_email == recipient)
-                .map(|r| r.retrieved_at)
-                .min();
+                .min_by_key(|r| r.retrieved_at);
+            let retrieved_at = first_retrieval.map(|r| r.retrieved_at);
             let state = match (retrieved_at, notification.map(|n| n.state)) {
                 (Some(_), _) => DeliveryState::Retrieved,
                 (None, None) => DeliveryState::NotSentByServer,
@@ -341,9 +367,17 @@ pub async fn deliveries(
                 next_attempt_at: notification
                     .filter(|n| n.state == OutboxState::Queued)
                     .map(|n| n.next_attempt_at),
+                // A sent row is last updated when the relay accepts it.
+                notified_at: notification
+                    .filter(|n| n.state == OutboxState::Sent)
+                    .map(|n| n.updated_at),
                 retrieved_at,
+                retrieved_with: first_retrieval.map(|r| match r.device_kind {
+                    DeviceKind::Agent => RetrievalChannel::Agent,
+                    DeviceKind::Browser => RetrievalChannel::SecureMessageCenter,
+                }),
             }
         })
         .collect();
-    Ok(ApiJson(DeliveryReport { message_id: message.id.to_string(), recipients }))
+    Ok(DeliveryReport { message_id: message.id.to_string(), recipients })
 }

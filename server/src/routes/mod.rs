@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::organization).put(admin::update_organization),
         )
         .route("/api/v1/admin/blocklists", get(admin::blocklists))
+        .merge(crate::web::router(state.clone()))
         .fallback(health::not_found)
         .with_state(state)
 }

@@ -37,10 +37,36 @@ pub struct AccountRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// What a device is: a desktop agent (bearer tokens with refresh), or a
+/// browser signed in to the Secure Message Center (a session cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Agent,
+    Browser,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Browser => "browser",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "agent" => Ok(Self::Agent),
+            "browser" => Ok(Self::Browser),
+            other => Err(StoreError::Corrupt(format!("unknown device kind {other:?}"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
     pub id: DeviceId,
     pub account_id: AccountId,
+    pub kind: DeviceKind,
     pub name: String,
     pub access_expires_at: OffsetDateTime,
     pub refresh_expires_at: OffsetDateTime,
@@ -76,12 +102,27 @@ pub struct MessageRecord {
     pub size: u64,
     pub created_at: OffsetDateTime,
     pub recipients: Vec<String>,
+    /// The Subject of the stored MIME, for lists.
+    pub subject: Option<String>,
+}
+
+/// A message as a mailbox lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    pub id: MessageId,
+    pub sender_email: String,
+    pub sender_name: Option<String>,
+    pub subject: Option<String>,
+    pub size: u64,
+    pub created_at: OffsetDateTime,
+    pub recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrievalRecord {
     pub account_email: String,
     pub device_id: DeviceId,
+    pub device_kind: DeviceKind,
     pub device_name: String,
     pub retrieved_at: OffsetDateTime,
 }
@@ -179,6 +220,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_device(
         &self,
         account_id: &AccountId,
+        kind: DeviceKind,
         name: &str,
         tokens: &TokenHashes,
     ) -> StoreResult<DeviceRecord>;
@@ -232,6 +274,16 @@ pub trait Store: Send + Sync + 'static {
         };
         Ok((Some(device), self.message(id).await?))
     }
+
+    /// The newest messages sent to `email`, at most `limit`.
+    async fn received_messages(&self, email: &str, limit: u32) -> StoreResult<Vec<MessageSummary>>;
+
+    /// The newest messages `account_id` sent, at most `limit`.
+    async fn sent_messages(
+        &self,
+        account_id: &AccountId,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageSummary>>;
 
     async fn record_retrieval(
         &self,

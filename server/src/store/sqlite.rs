@@ -14,8 +14,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::{
-    AccountRecord, CodeCheck, DeviceRecord, MessageRecord, NewNotification, NotificationRecord,
-    OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
+    AccountRecord, CodeCheck, DeviceKind, DeviceRecord, MessageRecord, MessageSummary,
+    NewNotification, NotificationRecord, OutboxEntry, OutboxState, RetrievalRecord, Store,
+    StoreError, StoreResult, TokenHashes,
 };
 use crate::ids::{AccountId, DeviceId};
 use crate::read_cache::{Generation, ReadCache};
@@ -306,6 +307,7 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
     Ok(DeviceRecord {
         id: DeviceId::from_stored(row.try_get("id")?),
         account_id: AccountId::from_stored(row.try_get("account_id")?),
+        kind: DeviceKind::parse(row.try_get("kind")?)?,
         name: row.try_get("name")?,
         access_expires_at: from_unix(row.try_get("access_expires_at")?)?,
         refresh_expires_at: from_unix(row.try_get("refresh_expires_at")?)?,
@@ -317,7 +319,7 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
 /// The columns [`caller_from_row`] reads, from `devices d JOIN accounts a`.
 macro_rules! caller_columns {
     () => {
-        "d.id, d.account_id, d.name, d.access_expires_at, d.refresh_expires_at,
+        "d.id, d.account_id, d.kind, d.name, d.access_expires_at, d.refresh_expires_at,
          d.created_at, d.revoked_at,
          a.email, a.display_name, a.password_hash, a.created_at AS account_created_at"
     };
@@ -341,7 +343,7 @@ fn caller_from_row(row: &SqliteRow) -> StoreResult<(DeviceRecord, AccountRecord)
 macro_rules! message_columns {
     () => {
         "m.id AS message_id, m.sender_account_id, s.email AS sender_email, m.content_sha256,
-         m.size, m.created_at AS message_created_at,
+         m.size, m.created_at AS message_created_at, m.subject,
          (SELECT json_group_array(r.email ORDER BY r.rowid) FROM message_recipients r
           WHERE r.message_id = m.id) AS recipients"
     };
@@ -370,13 +372,35 @@ fn message_from_row(row: &SqliteRow, id: &MessageId) -> StoreResult<MessageRecor
             .map_err(|_| StoreError::Corrupt(format!("message {id} has size {size}")))?,
         created_at: from_unix(row.try_get("message_created_at")?)?,
         recipients,
+        subject: row.try_get("subject")?,
     })
+}
+
+/// Mailbox lists: [`message_columns`] and the sender's name.
+fn summaries_from_rows(rows: &[SqliteRow]) -> StoreResult<Vec<MessageSummary>> {
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("message_id")?;
+            let id = MessageId::parse(&id)
+                .map_err(|_| StoreError::Corrupt(format!("message id {id:?}")))?;
+            let message = message_from_row(row, &id)?;
+            Ok(MessageSummary {
+                id,
+                sender_email: message.sender_email,
+                sender_name: row.try_get("sender_name")?,
+                subject: message.subject,
+                size: message.size,
+                created_at: message.created_at,
+                recipients: message.recipients,
+            })
+        })
+        .collect()
 }
 
 /// The columns [`device_from_row`] reads; a macro so queries stay static strings.
 macro_rules! device_columns {
     () => {
-        "id, account_id, name, access_expires_at, refresh_expires_at, created_at, revoked_at"
+        "id, account_id, kind, name, access_expires_at, refresh_expires_at, created_at, revoked_at"
     };
 }
 
@@ -480,12 +504,14 @@ impl Store for SqliteStore {
     async fn create_device(
         &self,
         account_id: &AccountId,
+        kind: DeviceKind,
         name: &str,
         tokens: &TokenHashes,
     ) -> StoreResult<DeviceRecord> {
         let record = DeviceRecord {
             id: DeviceId::generate(),
             account_id: account_id.clone(),
+            kind,
             name: name.to_owned(),
             access_expires_at: tokens.access_expires_at,
             refresh_expires_at: tokens.refresh_expires_at,
@@ -493,12 +519,13 @@ impl Store for SqliteStore {
             revoked_at: None,
         };
         sqlx::query(
-            "INSERT INTO devices (id, account_id, name, access_hash, access_expires_at, refresh_hash,
+            "INSERT INTO devices (id, account_id, kind, name, access_hash, access_expires_at, refresh_hash,
                                   refresh_expires_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(record.id.as_str())
         .bind(account_id.as_str())
+        .bind(kind.as_str())
         .bind(name)
         .bind(&tokens.access_hash[..])
         .bind(unix(tokens.access_expires_at))
@@ -601,13 +628,15 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at, subject)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(message.id.as_str())
         .bind(message.sender_account_id.as_str())
         .bind(message.content_sha256.to_hex())
         .bind(i64::try_from(message.size).map_err(|_| StoreError::Corrupt("size overflows".into()))?)
         .bind(unix(message.created_at))
+        .bind(&message.subject)
         .execute(&mut *tx)
         .await
         .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
@@ -704,6 +733,41 @@ impl Store for SqliteStore {
         Ok((Some(caller), message))
     }
 
+    async fn received_messages(&self, email: &str, limit: u32) -> StoreResult<Vec<MessageSummary>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", s.display_name AS sender_name FROM message_recipients mine
+              JOIN messages m ON m.id = mine.message_id ",
+            message_joins!(),
+            " WHERE mine.email = ? ORDER BY m.created_at DESC, m.id DESC LIMIT ?"
+        ))
+        .bind(email)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        summaries_from_rows(&rows)
+    }
+
+    async fn sent_messages(
+        &self,
+        account_id: &AccountId,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageSummary>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", s.display_name AS sender_name FROM messages m ",
+            message_joins!(),
+            " WHERE m.sender_account_id = ? ORDER BY m.created_at DESC, m.id DESC LIMIT ?"
+        ))
+        .bind(account_id.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        summaries_from_rows(&rows)
+    }
+
     async fn record_retrieval(
         &self,
         message_id: &MessageId,
@@ -722,7 +786,7 @@ impl Store for SqliteStore {
 
     async fn retrievals(&self, message_id: &MessageId) -> StoreResult<Vec<RetrievalRecord>> {
         let rows = sqlx::query(
-            "SELECT a.email, d.id AS device_id, d.name AS device_name, r.retrieved_at
+            "SELECT a.email, d.id AS device_id, d.kind AS device_kind, d.name AS device_name, r.retrieved_at
              FROM retrievals r JOIN accounts a ON a.id = r.account_id JOIN devices d ON d.id = r.device_id
              WHERE r.message_id = ? ORDER BY r.id",
         )
@@ -734,6 +798,7 @@ impl Store for SqliteStore {
                 Ok(RetrievalRecord {
                     account_email: row.try_get("email")?,
                     device_id: DeviceId::from_stored(row.try_get("device_id")?),
+                    device_kind: DeviceKind::parse(row.try_get("device_kind")?)?,
                     device_name: row.try_get("device_name")?,
                     retrieved_at: from_unix(row.try_get("retrieved_at")?)?,
                 })
@@ -955,6 +1020,7 @@ mod tests {
             size: 1,
             created_at: at,
             recipients: recipients.iter().map(|&r| r.to_owned()).collect(),
+            subject: Some("Results".into()),
         }
     }
 
@@ -1022,7 +1088,10 @@ mod tests {
         let later = now + time::Duration::hours(1);
         let account = store.create_account("a@example.test", None, None).await.expect("account");
         let pair = |seed: u8| tokens(seed, later);
-        let device = store.create_device(&account.id, "laptop", &pair(1)).await.expect("device");
+        let device = store
+            .create_device(&account.id, DeviceKind::Agent, "laptop", &pair(1))
+            .await
+            .expect("device");
         assert!(store.rotate_tokens([101; 32], &pair(2), now).await.expect("rotate").is_some());
         assert!(
             store.rotate_tokens([101; 32], &pair(3), now).await.expect("rotate").is_none(),
@@ -1041,8 +1110,10 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let account = store.create_account("s@example.test", None, None).await.expect("account");
         let later = now + time::Duration::hours(1);
-        let device =
-            store.create_device(&account.id, "laptop", &tokens(1, later)).await.expect("device");
+        let device = store
+            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(1, later))
+            .await
+            .expect("device");
         let message = message(&account, &["a@example.test"], now);
         store.insert_message(&message, &[]).await.expect("insert");
         // Not stored: its row breaks the foreign key, in whichever group it lands.
@@ -1079,7 +1150,10 @@ mod tests {
         let (_dir, store) = store().await;
         let account = store.create_account("s@example.test", None, None).await.expect("account");
         let later = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
-        store.create_device(&account.id, "laptop", &tokens(7, later)).await.expect("device");
+        store
+            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(7, later))
+            .await
+            .expect("device");
         let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let message = message(&account, &["b@example.test", "a@example.test"], created);
         store.insert_message(&message, &[]).await.expect("insert");
@@ -1106,9 +1180,14 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let later = now + time::Duration::hours(1);
         let account = store.create_account("a@example.test", None, None).await.expect("account");
-        let laptop =
-            store.create_device(&account.id, "laptop", &tokens(1, later)).await.expect("device");
-        store.create_device(&account.id, "phone", &tokens(2, later)).await.expect("device");
+        let laptop = store
+            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(1, later))
+            .await
+            .expect("device");
+        store
+            .create_device(&account.id, DeviceKind::Agent, "phone", &tokens(2, later))
+            .await
+            .expect("device");
         let message = message(&account, &["b@example.test"], now);
         store.insert_message(&message, &[]).await.expect("insert");
         // Read, and so kept, both ways a request reads a caller.

@@ -1,0 +1,368 @@
+//! A secure message made ready to show, by the desktop app and by the
+//! Secure Message Center alike: its headers as text, its body as sanitized
+//! HTML or as plain text, and its attachments.
+//!
+//! Everything here is pure: bytes in, values out. Fetching the message and
+//! saving or serving an attachment belong to the callers.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders};
+use serde::Serialize;
+
+/// A message ready to show: headers as text, the body as sanitized HTML.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenedMessage {
+    pub subject: String,
+    pub from: String,
+    pub to: String,
+    pub cc: String,
+    /// Seconds since the Unix epoch, from the message's Date.
+    pub date: Option<i64>,
+    pub body: Body,
+    pub attachments: Vec<AttachmentInfo>,
+    /// Images from the web left out of the HTML body (see [`HtmlOptions`]).
+    pub remote_images_blocked: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "content", rename_all = "snake_case")]
+pub enum Body {
+    /// Safe to show: no scripts, no styles, forms or event handlers, and
+    /// remote content only where [`HtmlOptions`] allowed it.
+    Html(String),
+    /// Shown as text, never parsed as markup.
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttachmentInfo {
+    /// What [`attachment`] takes.
+    pub index: usize,
+    pub name: String,
+    pub content_type: String,
+    pub size: usize,
+}
+
+/// One attachment's content, with what its sender called it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// As the sender wrote it: make it safe with [`safe_file_name`] before use.
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What the HTML body may still load once sanitized.
+#[derive(Debug, Clone, Default)]
+pub struct HtmlOptions {
+    /// Keep images from the web. Off by default: loading one tells its
+    /// sender that, when and from where the message was opened.
+    pub remote_images: bool,
+    /// Where images embedded in the message (`cid:`) are served: the
+    /// Content-ID is appended, URL-encoded. Must be an absolute https URL.
+    /// Without it they stay `cid:` links, which show nothing in a browser.
+    pub inline_image_base: Option<String>,
+}
+
+impl OpenedMessage {
+    /// Reads `raw` for display with no remote images; what does not parse
+    /// is shown as text.
+    pub fn parse(raw: &[u8]) -> Self {
+        Self::parse_with(raw, &HtmlOptions::default())
+    }
+
+    pub fn parse_with(raw: &[u8], options: &HtmlOptions) -> Self {
+        let Some(message) = MessageParser::default().parse(raw) else {
+            return Self {
+                subject: String::new(),
+                from: String::new(),
+                to: String::new(),
+                cc: String::new(),
+                date: None,
+                body: Body::Text(String::from_utf8_lossy(raw).into_owned()),
+                attachments: Vec::new(),
+                remote_images_blocked: 0,
+            };
+        };
+        // HTML when the sender wrote it; mail_parser would convert a text
+        // part to HTML too, but text shown as text keeps its lines exactly.
+        let has_html = message.html_body.iter().any(|part| {
+            message.part(*part).is_some_and(|part| part.is_content_type("text", "html"))
+        });
+        let (body, remote_images_blocked) = if has_html {
+            let sanitized = sanitize_html(&message.body_html(0).unwrap_or_default(), options);
+            (Body::Html(sanitized.html), sanitized.remote_images_blocked)
+        } else {
+            (Body::Text(message.body_text(0).unwrap_or_default().into_owned()), 0)
+        };
+        Self {
+            subject: message.subject().unwrap_or_default().to_owned(),
+            from: address_list(message.from()),
+            to: address_list(message.to()),
+            cc: address_list(message.cc()),
+            date: message.date().map(|date| date.to_timestamp()),
+            body,
+            attachments: attachments(&message)
+                .map(|(index, part)| AttachmentInfo {
+                    index,
+                    name: attachment_name(part, index),
+                    content_type: content_type(part),
+                    size: part.contents().len(),
+                })
+                .collect(),
+            remote_images_blocked,
+        }
+    }
+}
+
+/// Attachment `index` of `raw`, as listed in [`OpenedMessage::attachments`].
+pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
+    let message = MessageParser::default().parse(raw)?;
+    let (_, part) = attachments(&message).nth(index)?;
+    Some(Attachment {
+        name: attachment_name(part, index),
+        content_type: content_type(part),
+        bytes: part.contents().to_vec(),
+    })
+}
+
+/// The image embedded in `raw` under `content_id` (written without `<>`).
+pub fn inline_image(raw: &[u8], content_id: &str) -> Option<Attachment> {
+    let message = MessageParser::default().parse(raw)?;
+    let (index, part) = message.parts.iter().enumerate().find(|(_, part)| {
+        part.content_id().is_some_and(|id| id.trim_matches(['<', '>']) == content_id)
+            && part.content_type().is_some_and(|kind| kind.ctype().eq_ignore_ascii_case("image"))
+    })?;
+
+    Some(Attachment {
+        name: attachment_name(part, index),
+        content_type: content_type(part),
+        bytes: part.contents().to_vec(),
+    })
+}
+
+/// The attachments of `message` with the index [`attachment`] takes.
+fn attachments<'a>(message: &'a Message<'a>) -> impl Iterator<Item = (usize, &'a MessagePart<'a>)> {
+    message.attachments().enumerate()
+}
+
+fn attachment_name(part: &MessagePart<'_>, index: usize) -> String {
+    part.attachment_name().map(str::to_owned).unwrap_or_else(|| format!("attachment-{}", index + 1))
+}
+
+fn content_type(part: &MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|kind| match kind.subtype() {
+            Some(sub) => format!("{}/{sub}", kind.ctype()),
+            None => kind.ctype().to_owned(),
+        })
+        .map(|kind| kind.to_ascii_lowercase())
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
+/// A name from a sender, usable as a file name anywhere: no directories,
+/// no characters Windows refuses, not hidden, not empty.
+pub fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_control() || r#"/\:*?"<>|"#.contains(c) { '_' } else { c })
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
+    let cleaned: String = cleaned.chars().take(200).collect();
+    if cleaned.is_empty() { "attachment".to_owned() } else { cleaned }
+}
+
+/// Sanitized HTML and what was left out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanitizedHtml {
+    pub html: String,
+    pub remote_images_blocked: usize,
+}
+
+/// Sender HTML made safe to display: no scripts, styles, forms, frames or
+/// event handlers; links open outside with no referrer and never to
+/// `data:`; images only when embedded, or from the web when `options`
+/// allow it, so opening a message tells no one.
+pub fn sanitize_html(html: &str, options: &HtmlOptions) -> SanitizedHtml {
+    let blocked = Arc::new(AtomicUsize::new(0));
+    let counter = blocked.clone();
+    let remote_images = options.remote_images;
+    let inline_base = options.inline_image_base.clone();
+    let clean = ammonia::Builder::default()
+        .url_relative(ammonia::UrlRelative::Deny)
+        .link_rel(Some("noopener noreferrer"))
+        .set_tag_attribute_value("a", "target", "_blank")
+        .attribute_filter(move |element, attribute, value| -> Option<Cow<'_, str>> {
+            let scheme = value.trim_start().get(..5).unwrap_or_default().to_ascii_lowercase();
+            let embedded = scheme == "data:" || scheme.starts_with("cid:");
+            match (element, attribute) {
+                ("img", "src") if scheme.starts_with("cid:") => match &inline_base {
+                    Some(base) => Some(format!("{base}{}", url_encode(&value.trim()[4..])).into()),
+                    None => Some(value.into()),
+                },
+                ("img", "src") if embedded => Some(value.into()),
+                ("img", "src") if remote_images => Some(value.into()),
+                ("img", "src") => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                // A link is for leaving the message, never for a document
+                // made by its sender.
+                (_, "href") if embedded => None,
+                _ => Some(value.into()),
+            }
+        })
+        .add_url_schemes(["data", "cid"])
+        .clean(html)
+        .to_string();
+    SanitizedHtml { html: clean, remote_images_blocked: blocked.load(Ordering::Relaxed) }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn url_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Addresses as `Name <address>, …`.
+pub fn address_list(list: Option<&mail_parser::Address<'_>>) -> String {
+    list.map(|list| {
+        list.iter()
+            .map(|addr| match (addr.name(), addr.address()) {
+                (Some(name), Some(address)) => format!("{name} <{address}>"),
+                (None, Some(address)) => address.to_owned(),
+                (Some(name), None) => name.to_owned(),
+                (None, None) => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HTML_MESSAGE: &[u8] = b"From: Dr Sam <sam@clinic.example>\r\n\
+To: alice@example.test\r\n\
+Subject: Your results\r\n\
+Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+\r\n\
+--b1\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+\r\n\
+<p onclick=\"steal()\">Results <b>normal</b>.</p><script>steal()</script>\
+<img src=\"https://tracker.example/p.gif\"><a href=\"https://clinic.example/x\">portal</a>\
+<form action=\"https://evil.example\"><input name=q></form><style>p{}</style>\
+<img src=\"cid:logo@clinic\"><a href=\"data:text/html,<script>steal()</script>\">data</a>\r\n\
+--b1\r\n\
+Content-Type: image/png\r\n\
+Content-ID: <logo@clinic>\r\n\
+Content-Disposition: inline\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+iVBORw0K\r\n\
+--b1\r\n\
+Content-Type: application/pdf; name=\"../../lab results.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"../../lab results.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQK\r\n\
+--b1--\r\n";
+
+    fn html_of(opened: &OpenedMessage) -> &str {
+        match &opened.body {
+            Body::Html(html) => html,
+            Body::Text(text) => panic!("an HTML body, not text: {text}"),
+        }
+    }
+
+    #[test]
+    fn html_is_shown_without_scripts_handlers_forms_or_remote_images() {
+        let opened = OpenedMessage::parse(HTML_MESSAGE);
+        assert_eq!(opened.subject, "Your results");
+        assert_eq!(opened.from, "Dr Sam <sam@clinic.example>");
+        assert_eq!(opened.to, "alice@example.test");
+        assert_eq!(opened.date, Some(1_795_428_000));
+        let html = html_of(&opened);
+        assert!(html.contains("Results <b>normal</b>."), "{html}");
+        for banned in
+            ["script", "steal", "onclick", "tracker.example", "<form", "<input", "<style", "data:"]
+        {
+            assert!(!html.contains(banned), "{banned} survived: {html}");
+        }
+        assert!(html.contains("rel=\"noopener noreferrer\""), "{html}");
+        assert!(html.contains("src=\"cid:logo@clinic\""), "embedded images stay: {html}");
+        assert_eq!(opened.remote_images_blocked, 1);
+        let pdf = opened.attachments.iter().find(|a| a.content_type == "application/pdf");
+        assert_eq!(
+            pdf,
+            Some(&AttachmentInfo {
+                index: pdf.map_or(0, |a| a.index),
+                name: "../../lab results.pdf".into(),
+                content_type: "application/pdf".into(),
+                size: 9,
+            })
+        );
+    }
+
+    #[test]
+    fn remote_images_load_only_when_allowed_and_embedded_ones_point_at_the_server() {
+        let options = HtmlOptions {
+            remote_images: true,
+            inline_image_base: Some("https://center.example/messages/m1/inline/".into()),
+        };
+        let opened = OpenedMessage::parse_with(HTML_MESSAGE, &options);
+        let html = html_of(&opened);
+        assert!(html.contains("https://tracker.example/p.gif"), "{html}");
+        assert!(
+            html.contains("src=\"https://center.example/messages/m1/inline/logo%40clinic\""),
+            "{html}"
+        );
+        assert_eq!(opened.remote_images_blocked, 0);
+        assert!(!html.contains("script"), "{html}");
+    }
+
+    #[test]
+    fn attachments_and_embedded_images_are_found_with_their_type() {
+        let opened = OpenedMessage::parse(HTML_MESSAGE);
+        let pdf = opened.attachments.iter().find(|a| a.content_type == "application/pdf");
+        let pdf = attachment(HTML_MESSAGE, pdf.expect("listed").index).expect("found");
+        assert_eq!(pdf.bytes, b"%PDF-1.4\n");
+        assert_eq!(pdf.name, "../../lab results.pdf");
+        let logo = inline_image(HTML_MESSAGE, "logo@clinic").expect("embedded image");
+        assert_eq!(logo.content_type, "image/png");
+        assert_eq!(logo.bytes, b"\x89PNG\r\n");
+        assert!(inline_image(HTML_MESSAGE, "other@clinic").is_none());
+        assert!(attachment(HTML_MESSAGE, 9).is_none());
+    }
+
+    #[test]
+    fn plain_text_stays_text_with_its_lines() {
+        let raw = b"From: a@b.example\r\nSubject: t\r\n\r\nLine one <b>\r\nLine two & more\r\n";
+        let body = OpenedMessage::parse(raw).body;
+        assert_eq!(body, Body::Text("Line one <b>\r\nLine two & more\r\n".into()));
+    }
+
+    #[test]
+    fn file_names_from_senders_cannot_escape_or_hide() {
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_file_name("..\\..\\boot.ini"), "_.._boot.ini");
+        assert_eq!(safe_file_name(".hidden"), "hidden");
+        assert_eq!(safe_file_name("  "), "attachment");
+        assert_eq!(safe_file_name("a:b*c?.txt. "), "a_b_c_.txt");
+    }
+}
