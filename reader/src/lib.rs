@@ -118,6 +118,55 @@ impl OpenedMessage {
     }
 }
 
+/// What an answer to a message carries over from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplyContext {
+    /// `Re: ` and the original subject (not doubled).
+    pub subject: String,
+    /// The original's Message-ID, without `<>`: the answer's In-Reply-To.
+    pub message_id: Option<String>,
+    /// The answer's References: the original's, then its Message-ID.
+    pub references: Vec<String>,
+    /// The original's text, quoted with `> ` under an attribution line.
+    pub quoted: String,
+}
+
+/// The headers and quote for answering `raw`.
+pub fn reply_context(raw: &[u8]) -> ReplyContext {
+    let Some(message) = MessageParser::default().parse(raw) else {
+        return ReplyContext::default();
+    };
+    let subject = message.subject().unwrap_or_default().trim();
+    let subject = if subject.len() >= 3 && subject[..3].eq_ignore_ascii_case("re:") {
+        subject.to_owned()
+    } else {
+        format!("Re: {subject}")
+    };
+    let message_id = message.message_id().map(str::to_owned);
+    let mut references: Vec<String> = message
+        .references()
+        .as_text_list()
+        .map(|ids| ids.iter().map(|id| id.to_string()).collect())
+        .unwrap_or_default();
+    references.extend(message_id.clone());
+    let from = address_list(message.from());
+    let attribution = match message.date() {
+        Some(date) => format!("On {}, {from} wrote:", date.to_rfc822()),
+        None => format!("{from} wrote:"),
+    };
+    let text = message.body_text(0).unwrap_or_default();
+    let quoted_lines: Vec<String> = text
+        .lines()
+        .map(|line| if line.is_empty() { ">".to_owned() } else { format!("> {line}") })
+        .collect();
+    ReplyContext {
+        subject,
+        message_id,
+        references,
+        quoted: format!("{attribution}\n{}\n", quoted_lines.join("\n")),
+    }
+}
+
 /// Attachment `index` of `raw`, as listed in [`OpenedMessage::attachments`].
 pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
     let message = MessageParser::default().parse(raw)?;
@@ -196,14 +245,20 @@ pub fn sanitize_html(html: &str, options: &HtmlOptions) -> SanitizedHtml {
         .link_rel(Some("noopener noreferrer"))
         .set_tag_attribute_value("a", "target", "_blank")
         .attribute_filter(move |element, attribute, value| -> Option<Cow<'_, str>> {
-            let scheme = value.trim_start().get(..5).unwrap_or_default().to_ascii_lowercase();
-            let embedded = scheme == "data:" || scheme.starts_with("cid:");
+            let start = value.trim_start().get(..16).unwrap_or(value).to_ascii_lowercase();
+            let cid = start.starts_with("cid:");
+            let embedded = start.starts_with("data:") || cid;
             match (element, attribute) {
-                ("img", "src") if scheme.starts_with("cid:") => match &inline_base {
+                ("img", "src") if cid => match &inline_base {
                     Some(base) => Some(format!("{base}{}", url_encode(&value.trim()[4..])).into()),
                     None => Some(value.into()),
                 },
-                ("img", "src") if embedded => Some(value.into()),
+                // Pictures only: an SVG document is code, even where a browser
+                // would not run it.
+                ("img", "src") if embedded => RASTER_DATA_URLS
+                    .iter()
+                    .any(|prefix| start.starts_with(prefix))
+                    .then(|| value.into()),
                 ("img", "src") if remote_images => Some(value.into()),
                 ("img", "src") => {
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -220,6 +275,10 @@ pub fn sanitize_html(html: &str, options: &HtmlOptions) -> SanitizedHtml {
         .to_string();
     SanitizedHtml { html: clean, remote_images_blocked: blocked.load(Ordering::Relaxed) }
 }
+
+/// The embedded images kept in message HTML.
+const RASTER_DATA_URLS: &[&str] =
+    &["data:image/png", "data:image/jpeg", "data:image/jpg", "data:image/gif", "data:image/webp"];
 
 /// Percent-encodes everything but unreserved characters.
 fn url_encode(text: &str) -> String {
@@ -267,7 +326,8 @@ Content-Type: text/html; charset=utf-8\r\n\
 <p onclick=\"steal()\">Results <b>normal</b>.</p><script>steal()</script>\
 <img src=\"https://tracker.example/p.gif\"><a href=\"https://clinic.example/x\">portal</a>\
 <form action=\"https://evil.example\"><input name=q></form><style>p{}</style>\
-<img src=\"cid:logo@clinic\"><a href=\"data:text/html,<script>steal()</script>\">data</a>\r\n\
+<img src=\"cid:logo@clinic\"><a href=\"data:text/html,<script>steal()</script>\">data</a>\
+<img src=\"data:image/svg+xml;base64,PHN2Zz4=\"><img src=\"data:image/png;base64,iVBORw0K\">\r\n\
 --b1\r\n\
 Content-Type: image/png\r\n\
 Content-ID: <logo@clinic>\r\n\
@@ -299,13 +359,22 @@ JVBERi0xLjQK\r\n\
         assert_eq!(opened.date, Some(1_795_428_000));
         let html = html_of(&opened);
         assert!(html.contains("Results <b>normal</b>."), "{html}");
-        for banned in
-            ["script", "steal", "onclick", "tracker.example", "<form", "<input", "<style", "data:"]
-        {
+        for banned in [
+            "script",
+            "steal",
+            "onclick",
+            "tracker.example",
+            "<form",
+            "<input",
+            "<style",
+            "data:text",
+        ] {
             assert!(!html.contains(banned), "{banned} survived: {html}");
         }
         assert!(html.contains("rel=\"noopener noreferrer\""), "{html}");
         assert!(html.contains("src=\"cid:logo@clinic\""), "embedded images stay: {html}");
+        assert!(html.contains("src=\"data:image/png;base64,iVBORw0K\""), "{html}");
+        assert!(!html.contains("svg"), "embedded SVG is dropped: {html}");
         assert_eq!(opened.remote_images_blocked, 1);
         let pdf = opened.attachments.iter().find(|a| a.content_type == "application/pdf");
         assert_eq!(
@@ -348,6 +417,22 @@ JVBERi0xLjQK\r\n\
         assert_eq!(logo.bytes, b"\x89PNG\r\n");
         assert!(inline_image(HTML_MESSAGE, "other@clinic").is_none());
         assert!(attachment(HTML_MESSAGE, 9).is_none());
+    }
+
+    #[test]
+    fn a_reply_threads_under_the_original_and_quotes_it() {
+        let raw = b"From: Sam <sam@clinic.example>\r\nSubject: Results\r\nMessage-ID: <m2@clinic>\r\n\
+References: <m0@clinic> <m1@clinic>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nAll normal.\r\n\r\nSam\r\n";
+        let reply = reply_context(raw);
+        assert_eq!(reply.subject, "Re: Results");
+        assert_eq!(reply.message_id.as_deref(), Some("m2@clinic"));
+        assert_eq!(reply.references, ["m0@clinic", "m1@clinic", "m2@clinic"]);
+        assert!(reply.quoted.starts_with("On Mon, 23 Nov 2026"), "{}", reply.quoted);
+        assert!(
+            reply.quoted.contains("Sam <sam@clinic.example> wrote:\n> All normal.\n>\n> Sam\n")
+        );
+        let again = b"Subject: RE: Results\r\n\r\nx";
+        assert_eq!(reply_context(again).subject, "RE: Results");
     }
 
     #[test]

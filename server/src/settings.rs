@@ -161,11 +161,26 @@ pub enum SmtpSecurity {
 pub struct WebmailSettings {
     /// A browser stays signed in this long after signing in, in hours.
     pub session_hours: u64,
+    /// Addresses at these domains are the organization's members: they may
+    /// write new secure messages to anyone. Everyone else may only reply to
+    /// the people of a message they received.
+    pub member_domains: Vec<String>,
+    /// Where the account page sends people to download the desktop app.
+    pub desktop_download_url: Option<String>,
 }
 
 impl Default for WebmailSettings {
     fn default() -> Self {
-        Self { session_hours: 12 }
+        Self { session_hours: 12, member_domains: Vec::new(), desktop_download_url: None }
+    }
+}
+
+impl WebmailSettings {
+    /// Whether `email` belongs to one of the organization's domains.
+    pub fn is_member(&self, email: &str) -> bool {
+        email.rsplit_once('@').is_some_and(|(_, domain)| {
+            self.member_domains.iter().any(|member| member.eq_ignore_ascii_case(domain))
+        })
     }
 }
 
@@ -434,6 +449,19 @@ impl Settings {
         }
         if !(1..=24 * 90).contains(&self.webmail.session_hours) {
             return invalid("webmail.session_hours", "must be between 1 and 2160 (90 days)");
+        }
+        if let Some(domain) = self
+            .webmail
+            .member_domains
+            .iter()
+            .find(|domain| domain.is_empty() || domain.contains(['@', '/', ' ']))
+        {
+            return invalid("webmail.member_domains", &format!("{domain:?} is not a domain name"));
+        }
+        if let Some(url) = &self.webmail.desktop_download_url
+            && !url.starts_with("https://")
+        {
+            return invalid("webmail.desktop_download_url", "must start with https://");
         }
         if self.accounts.code_max_attempts == 0 {
             return invalid("accounts.code_max_attempts", "must be at least 1");

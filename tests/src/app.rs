@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_proto::api::{
-    CodeRequest, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage, WellKnown,
+    CodeRequest, CreateAccount, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage,
+    WellKnown,
 };
 use sealpost_proto::verification::find_code;
 use sealpost_server::clock::Clock;
@@ -171,6 +172,21 @@ impl TestApp {
         let response = self.enroll(email, device_name, DeviceCredential::Code(code)).await;
         assert_eq!(response.status, 201, "enrollment refused: {}", response.text());
         TestUser { email: email.to_owned(), tokens: response.json() }
+    }
+
+    /// Creates a password account (as the Secure Message Center's people
+    /// have), proving the address with a code first.
+    pub async fn create_password_account(&self, email: &str, name: &str, password: &str) {
+        let code = self.code_for(email).await;
+        let request = CreateAccount {
+            email: email.into(),
+            code,
+            password: password.into(),
+            display_name: Some(name.into()),
+        };
+        let response =
+            self.api.post_json("/api/v1/accounts", &request, None).await.expect("request");
+        assert_eq!(response.status, 201, "account refused: {}", response.text());
     }
 
     pub async fn store_message(

@@ -14,6 +14,22 @@ use serde::de::DeserializeOwned;
 
 use crate::mailstack::MailStack;
 
+/// An HTTP/1.1 client that trusts only the PEM certificate given.
+pub(crate) fn https_client(
+    trusted_cert_pem: &[u8],
+    redirects: reqwest::redirect::Policy,
+) -> anyhow::Result<reqwest::Client> {
+    let mut tls = sealpost_agent::tls::client_config(Some(trusted_cert_pem))
+        .context("trusting the certificate")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(redirects)
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("building the HTTPS client")
+}
+
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
@@ -62,14 +78,7 @@ impl ApiClient {
     /// A client for `base_url` (`https://127.0.0.1:PORT`) that trusts only the
     /// PEM certificate given: the server's self-signed one in tests.
     pub fn new(base_url: &str, trusted_cert_pem: &[u8]) -> anyhow::Result<Self> {
-        let mut tls = sealpost_agent::tls::client_config(Some(trusted_cert_pem))
-            .context("trusting the certificate")?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .context("building the HTTPS client")?;
+        let http = https_client(trusted_cert_pem, reqwest::redirect::Policy::default())?;
         Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
     }
 

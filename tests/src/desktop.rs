@@ -9,8 +9,7 @@
 //! Every process runs in its own process group and is killed with
 //! everything it started when the app is dropped.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,24 +18,13 @@ use anyhow::{Context, Result, bail};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::process::{kill_process_group, workspace_binary};
+use crate::browser::{body_text, find_within, save_screenshot, wait_for_text_in};
+use crate::process::{GroupChild, free_ports, spawn_in_group, wait_until_ready, workspace_binary};
 
 /// How long a screen may take to show what a test waits for. Generous: a
 /// cold WebKit start on a loaded two-core machine takes seconds.
 pub const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long Xvfb and tauri-driver may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
-
-/// A child process leading its own group, killed with all it started when
-/// dropped: every way out of [`DesktopApp::launch`] cleans up by itself.
-struct GroupChild(Child);
-
-impl Drop for GroupChild {
-    fn drop(&mut self) {
-        kill_process_group(&mut self.0);
-    }
-}
 
 /// The real app in a window on a private display. Its processes stop in
 /// field order when dropped: the driver (and the app), dunst, the display.
@@ -116,12 +104,7 @@ impl DesktopApp {
 
     /// The element `css` selects, once it is shown.
     pub async fn find(&self, css: &str) -> Result<Element> {
-        self.client
-            .wait()
-            .at_most(SCREEN_TIMEOUT)
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("nothing matching `{css}` appeared"))
+        find_within(&self.client, css, SCREEN_TIMEOUT).await
     }
 
     /// Waits until the text of the element `css` selects contains `text`;
@@ -136,27 +119,7 @@ impl DesktopApp {
         text: &str,
         timeout: Duration,
     ) -> Result<String> {
-        let started = Instant::now();
-        let mut last = String::new();
-        loop {
-            if let Ok(elements) = self.client.find_all(Locator::Css(css)).await {
-                for element in elements {
-                    if let Ok(shown) = element.text().await {
-                        if shown.contains(text) {
-                            return Ok(shown);
-                        }
-                        last = shown;
-                    }
-                }
-            }
-            if started.elapsed() > timeout {
-                let shown = self.evidence().await;
-                bail!(
-                    "`{css}` did not show “{text}” within {timeout:?}; it showed “{last}”\n{shown}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_text_in(&self.client, css, text, timeout, self.evidence()).await
     }
 
     /// Starts the app binary again with `args`, on the same display and
@@ -198,10 +161,7 @@ impl DesktopApp {
     /// What the window shows, for a failure's message: its text, and a
     /// screenshot saved as `failure.png`.
     pub async fn evidence(&self) -> String {
-        let text = match self.client.find(Locator::Css("body")).await {
-            Ok(body) => body.text().await.unwrap_or_default(),
-            Err(error) => format!("(no page: {error})"),
-        };
+        let text = body_text(&self.client).await;
         let screenshot = match self.screenshot("failure").await {
             Ok(path) => format!("screenshot: {}", path.display()),
             Err(error) => format!("no screenshot: {error:#}"),
@@ -225,10 +185,7 @@ impl DesktopApp {
 
     /// Saves what the window shows as `name`.png; returns the file.
     pub async fn screenshot(&self, name: &str) -> Result<PathBuf> {
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
-        let path = self.screenshots.join(format!("{name}.png"));
-        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        save_screenshot(&self.client, &self.screenshots, name).await
     }
 
     /// Ends the session (the app quits), then stops the driver and display.
@@ -321,37 +278,6 @@ fn start_notification_daemon(display: &str, env: &[(String, String)]) -> Result<
     Ok(child)
 }
 
-/// Spawns `command` as the leader of a new process group, with no input or
-/// output but `stderr`.
-fn spawn_in_group(command: &mut Command, stderr: Stdio, cannot: &str) -> Result<Child> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .context(cannot.to_owned())
-}
-
-/// Waits until `ready()` says `child` (called `what`) serves; kills it when
-/// it exits first or takes longer than [`START_TIMEOUT`].
-fn wait_until_ready(child: &mut Child, what: &str, ready: impl Fn() -> bool) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        if ready() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{what} exited at start ({status})");
-        }
-        if started.elapsed() > START_TIMEOUT {
-            kill_process_group(child);
-            bail!("{what} was not ready within {START_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// An X server of its own on a free display number.
 fn start_display() -> Result<(Child, String)> {
     let mut last_error = None;
@@ -390,7 +316,7 @@ fn start_driver(
     display: &str,
     env: &[(String, String)],
 ) -> Result<(Child, u16)> {
-    let [port, native_port] = free_ports()?;
+    let [port, native_port] = free_ports::<2>()?;
     let cannot = format!(
         "cannot start {} (`cargo xtask test` installs it; by hand: cargo install tauri-driver)",
         tauri_driver.display()
@@ -413,10 +339,4 @@ fn start_driver(
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
     })?;
     Ok((child, port))
-}
-
-fn free_ports() -> Result<[u16; 2]> {
-    let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let second = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok([first.local_addr()?.port(), second.local_addr()?.port()])
 }

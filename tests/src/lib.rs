@@ -9,8 +9,12 @@
 //! - [`AgentCli`] runs the real `sealpost-agent` binary with its own data
 //!   directory, and [`KeyringSession`] gives it a private, unlocked OS
 //!   keyring (a D-Bus session with GNOME Keyring).
+//! - [`Browser`] drives headless Chromium through ChromeDriver, trusting the
+//!   test server's self-signed certificate by its key alone.
 //! - [`desktop::DesktopApp`] opens the real desktop app in a window on a
 //!   private X display, driven through tauri-driver and WebKitWebDriver.
+//! - [`PageClient`] fetches the Secure Message Center's pages as a browser
+//!   without JavaScript would, keeping cookies, for tests of the exchange.
 //! - [`web::StaticSite`] serves fixed pages over HTTPS with its own CA, for
 //!   what clients discover on web servers other than Sealpost's.
 //!
@@ -18,21 +22,25 @@
 
 mod agent_cli;
 mod app;
+pub mod browser;
 pub mod checks;
 mod client;
 pub mod desktop;
 mod mail_capture;
 mod mailstack;
+mod pages;
 mod process;
 pub mod web;
 
 pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
 pub use app::{TestApp, TestUser};
+pub use browser::Browser;
 pub use client::{ApiClient, ApiResponse};
 pub use mail_capture::{CapturedMail, MailCapture};
 pub use mailstack::{
     CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailUser, MailboxMessage, StackOptions,
 };
+pub use pages::{Page, PageClient};
 pub use process::{ServerProcess, start_with_retries, workspace_binary};
 
 /// How many real copies of secure message `message_id` (swapped in by an
@@ -76,4 +84,16 @@ fn mime_base64(bytes: &[u8]) -> String {
         .map(|line| String::from_utf8_lossy(line).into_owned())
         .collect::<Vec<_>>()
         .join("\r\n")
+}
+
+/// The Secure Message Center link in a notification email (with the
+/// recipient's token), read from its text body as the recipient would.
+pub fn notification_link(raw: &[u8]) -> Option<String> {
+    let message = mail_parser::MessageParser::default().parse(raw)?;
+    let text = message.body_text(0)?;
+    text.split_whitespace()
+        .find(|word| {
+            word.starts_with("https://") && word.contains("/messages/") && word.contains("?t=")
+        })
+        .map(|link| link.trim_end_matches(['.', ',', ')', '>']).to_owned())
 }

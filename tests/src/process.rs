@@ -1,11 +1,19 @@
-//! [`ServerProcess`]: the real `sealpost-server` binary as a child process.
+//! [`ServerProcess`]: the real `sealpost-server` binary as a child process;
+//! and what the harness's other helper processes (displays, WebDriver
+//! servers) share: their own process groups, free ports, waiting until ready.
 
 use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// How long a helper process (an X server, a WebDriver server) may take to
+/// start serving.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running `sealpost-server serve`, killed when dropped.
 pub struct ServerProcess {
@@ -33,6 +41,71 @@ where
         outcome = start_once().await;
     }
     outcome
+}
+
+/// A child process leading its own group, killed with all it started when
+/// dropped: every way out of a launch that started it cleans up by itself.
+pub(crate) struct GroupChild(pub(crate) Child);
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        kill_process_group(&mut self.0);
+    }
+}
+
+/// Spawns `command` as the leader of a new process group, with no input or
+/// output but `stderr`; `cannot` is the error's context when it fails to start.
+pub(crate) fn spawn_in_group(
+    command: &mut Command,
+    stderr: Stdio,
+    cannot: &str,
+) -> anyhow::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context(cannot.to_owned())
+}
+
+/// Waits until `ready()` says `child` (called `what`) serves; kills it when
+/// it exits first or takes longer than [`START_TIMEOUT`].
+pub(crate) fn wait_until_ready(
+    child: &mut Child,
+    what: &str,
+    ready: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited at start ({status})");
+        }
+        if started.elapsed() > START_TIMEOUT {
+            kill_process_group(child);
+            bail!("{what} was not ready within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `COUNT` distinct loopback ports that were free a moment ago. Another
+/// process may take one before ours binds it: start on them with
+/// [`start_with_retries`].
+pub(crate) fn free_ports<const COUNT: usize>() -> anyhow::Result<[u16; COUNT]> {
+    // All held open together, so that the system hands out distinct ports.
+    let listeners = (0..COUNT)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("probing for a free loopback port")?;
+    let mut ports = [0; COUNT];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Kills `child` and whatever it started: it must lead its own process

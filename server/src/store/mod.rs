@@ -242,6 +242,19 @@ pub trait Store: Send + Sync + 'static {
 
     async fn devices_of(&self, account_id: &AccountId) -> StoreResult<Vec<DeviceRecord>>;
 
+    /// Revokes the account's devices (only those of `kind`, when given),
+    /// except `keep`; returns how many were revoked.
+    async fn revoke_devices(
+        &self,
+        account_id: &AccountId,
+        kind: Option<DeviceKind>,
+        keep: Option<&DeviceId>,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+
+    /// Replaces the account's password hash.
+    async fn set_password_hash(&self, account_id: &AccountId, hash: &str) -> StoreResult<()>;
+
     /// Revokes one of the account's devices; false when it has no such device.
     async fn revoke_device(
         &self,

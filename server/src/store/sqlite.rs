@@ -621,6 +621,48 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_devices(
+        &self,
+        account_id: &AccountId,
+        kind: Option<DeviceKind>,
+        keep: Option<&DeviceId>,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let pool = self.pool.clone();
+        let account_id = account_id.clone();
+        let keep = keep.map(|id| id.as_str().to_owned()).unwrap_or_default();
+        self.write_devices(async move {
+            let result = sqlx::query(
+                "UPDATE devices SET revoked_at = ?
+                 WHERE account_id = ? AND revoked_at IS NULL AND id != ? AND (? IS NULL OR kind = ?)",
+            )
+            .bind(unix(now))
+            .bind(account_id.as_str())
+            .bind(keep)
+            .bind(kind.map(DeviceKind::as_str))
+            .bind(kind.map(DeviceKind::as_str))
+            .execute(&pool)
+            .await?;
+            Ok(result.rows_affected())
+        })
+        .await
+    }
+
+    async fn set_password_hash(&self, account_id: &AccountId, hash: &str) -> StoreResult<()> {
+        let pool = self.pool.clone();
+        let (account_id, hash) = (account_id.clone(), hash.to_owned());
+        // Kept callers carry their account: dropped with the device writes.
+        self.write_devices(async move {
+            sqlx::query("UPDATE accounts SET password_hash = ? WHERE id = ?")
+                .bind(hash)
+                .bind(account_id.as_str())
+                .execute(&pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_message(
         &self,
         message: &MessageRecord,

@@ -259,7 +259,7 @@ pub async fn register(
     signed_in_redirect(&state, &account, &headers, &next).await
 }
 
-fn bad_form(rejection: FormRejection) -> WebError {
+pub(super) fn bad_form(rejection: FormRejection) -> WebError {
     WebError(ApiError::bad_request(format!(
         "The form was incomplete ({rejection}). Go back, reload the page and try again."
     )))

@@ -9,14 +9,16 @@
 //! carries a CSRF token checked against a cookie, and cross-site posts are
 //! refused outright.
 
+mod account;
 mod auth;
+mod compose;
 mod pages;
 mod read;
 pub mod session;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -33,19 +35,35 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router(state: AppState) -> Router<AppState> {
+    // Attachments and the form around them.
+    let upload_limit = usize::try_from(state.settings.messages.max_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
     Router::new()
         .route("/", get(home))
         .route("/signin", get(auth::sign_in_page).post(auth::sign_in))
         .route("/signout", axum::routing::post(auth::sign_out))
         .route("/register", axum::routing::post(auth::register))
         .route("/mailbox", get(read::mailbox))
+        .route("/account", get(account::page))
+        .route("/account/password", axum::routing::post(account::change_password))
+        .route("/account/devices/{device_id}/revoke", axum::routing::post(account::revoke))
+        .route("/account/sign-out-everywhere", axum::routing::post(account::sign_out_everywhere))
+        .route(
+            "/compose",
+            get(compose::new_message)
+                .post(compose::send)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/messages/{message_id}/reply", get(compose::reply))
         .route("/messages/{message_id}", get(read::message))
         .route("/messages/{message_id}/print", get(read::print))
         .route("/messages/{message_id}/attachments/{index}", get(read::attachment))
         .route("/messages/{message_id}/inline/{content_id}", get(read::inline_image))
         .route("/static/sealpost.css", get(stylesheet))
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
+        // Outermost last: errors from the CSRF check are rendered as pages too.
         .layer(middleware::from_fn(session::csrf_cookie))
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -80,7 +98,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     headers.insert(
         header::HeaderName::from_static("cross-origin-opener-policy"),
@@ -162,21 +180,41 @@ async fn render_errors(
 }
 
 /// Refuses a state-changing request that another site's page sent: the
-/// browser says where it comes from in `Origin` and `Sec-Fetch-Site`.
-/// `host` is the one the request was sent to.
+/// browser says where it comes from in `Sec-Fetch-Site`, or else in
+/// `Origin`. (The CSRF token is checked as well; this stops the request
+/// before any form is read.) `host` is the one the request was sent to.
 pub fn same_origin(method: &Method, headers: &HeaderMap, host: Option<&str>) -> bool {
     if method == Method::GET || method == Method::HEAD {
         return true;
     }
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|site| site == "cross-site" || site == "same-site")
-    {
-        return false;
+    let header = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok());
+    if let Some(site) = header(HeaderName::from_static("sec-fetch-site")) {
+        return site == "same-origin";
     }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) else {
-        return true;
-    };
-    origin.strip_prefix("https://").is_some_and(|origin_host| Some(origin_host) == host)
+    match header(header::ORIGIN) {
+        None | Some("null") => true,
+        Some(origin) => origin.strip_prefix("https://").is_some_and(|origin| Some(origin) == host),
+    }
+}
+
+/// The host (and port) the request was sent to: `Host` in HTTP/1.1, the
+/// `:authority` in HTTP/2.
+pub fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|authority| authority.to_string()))
+        .filter(|host| !host.is_empty() && !host.contains(['/', '\\', '@']))
+}
+
+/// Whether `content_type` is a bare `type/subtype`, safe in a header.
+pub fn is_media_type(content_type: &str) -> bool {
+    content_type.split_once('/').is_some_and(|(kind, sub)| {
+        let token = |part: &str| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        token(kind) && token(sub)
+    })
 }

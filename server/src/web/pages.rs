@@ -18,6 +18,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("print.html", include_str!("../../templates/print.html")),
     ("other_account.html", include_str!("../../templates/other_account.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    ("compose.html", include_str!("../../templates/compose.html")),
+    ("account.html", include_str!("../../templates/account.html")),
 ];
 
 pub struct Pages {
@@ -90,6 +92,7 @@ impl Pages {
             viewer => viewer.account().map(|account| context! {
                 email => &account.email,
                 name => account.display_name.as_deref().unwrap_or(&account.email),
+                can_compose => state.settings.webmail.is_member(&account.email),
             }),
         };
         let template = self.templates.get_template(name).ok()?;

@@ -2,7 +2,7 @@
 //! mailbox, its attachments, its embedded images and its print view.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use sealpost_proto::MessageId;
@@ -54,6 +54,8 @@ pub struct MessageQuery {
     t: Option<String>,
     /// `show` to load the message's images from the web.
     images: Option<String>,
+    /// `1` right after it was sent from here.
+    sent: Option<String>,
 }
 
 /// A message: shown to its sender and recipients; a stranger holding a
@@ -65,6 +67,7 @@ pub async fn message(
     Path(id): Path<String>,
     Query(query): Query<MessageQuery>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> WebResult<Response> {
     let id = MessageId::parse(&id).map_err(|_| not_found())?;
     let record = state.store.message(&id).await?;
@@ -91,7 +94,7 @@ pub async fn message(
         return Err(not_found());
     };
     let show_images = query.images.as_deref() == Some("show");
-    let opened = open(&state, session, &message, &headers, show_images).await?;
+    let opened = open(&state, session, &message, &headers, &uri, show_images).await?;
     let slip = if message.sender_account_id == session.account.id {
         delivery_slip(&state, &message).await?
     } else {
@@ -102,6 +105,7 @@ pub async fn message(
         is_sender => message.sender_account_id == session.account.id,
         slip,
         show_images,
+        sent => query.sent.as_deref() == Some("1"),
         ..message_values(&opened)
     };
     let mut page = state.pages.render(&state, &viewer, &csrf, "message.html", values);
@@ -124,9 +128,10 @@ pub async fn print(
     SignedIn(session): SignedIn,
     Path(id): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> WebResult<Response> {
     let message = readable(&state, &session, &id).await?;
-    let opened = open(&state, &session, &message, &headers, false).await?;
+    let opened = open(&state, &session, &message, &headers, &uri, false).await?;
     let values = context! { id => message.id.as_str(), ..message_values(&opened) };
     Ok(state.pages.render(&state, &viewer, &csrf, "print.html", values))
 }
@@ -188,7 +193,11 @@ fn may_read(account: &AccountRecord, message: &MessageRecord) -> bool {
 
 /// The message if the signed-in account may read it; otherwise the same
 /// 404 as for a message that does not exist.
-async fn readable(state: &AppState, session: &Session, id: &str) -> WebResult<MessageRecord> {
+pub(super) async fn readable(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> WebResult<MessageRecord> {
     let id = MessageId::parse(id).map_err(|_| not_found())?;
     state
         .store
@@ -205,13 +214,11 @@ async fn open(
     session: &Session,
     message: &MessageRecord,
     headers: &HeaderMap,
+    uri: &Uri,
     remote_images: bool,
 ) -> WebResult<OpenedMessage> {
     let raw = state.blobs.read_all(&message.id, message.size).await?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .filter(|host| !host.is_empty() && !host.contains(['/', '\\', '@']))
+    let host = super::request_host(headers, uri)
         .map(|host| format!("https://{host}"))
         .unwrap_or_else(|| state.origin.clone());
     let options = HtmlOptions {
@@ -285,14 +292,11 @@ async fn delivery_slip(state: &AppState, message: &MessageRecord) -> WebResult<V
 
 /// `type/subtype` as a header value; anything odd is sent as plain bytes.
 fn header_safe_type(content_type: &str) -> String {
-    let valid = content_type.split_once('/').is_some_and(|(kind, sub)| {
-        let token = |part: &str| {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        };
-        token(kind) && token(sub)
-    });
-    if valid { content_type.to_owned() } else { "application/octet-stream".to_owned() }
+    if super::is_media_type(content_type) {
+        content_type.to_owned()
+    } else {
+        "application/octet-stream".to_owned()
+    }
 }
 
 /// `attachment; filename="ascii"; filename*=UTF-8''encoded` (RFC 6266).

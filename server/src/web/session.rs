@@ -147,12 +147,7 @@ impl CsrfToken {
 /// Gives every browser a CSRF token (set as a cookie on its first page) and
 /// refuses posts that the browser says come from another site.
 pub async fn csrf_cookie(mut request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|authority| authority.to_string()));
+    let host = super::request_host(request.headers(), request.uri());
     if !super::same_origin(request.method(), request.headers(), host.as_deref()) {
         return super::WebError(ApiError::forbidden(
             "This form was sent from another site, so it was refused.",

@@ -1,0 +1,352 @@
+//! The Secure Message Center over HTTP, as a browser without JavaScript
+//! uses it: a notification's link registers its recipient, sessions are
+//! cookies with the right flags, every form needs the browser's CSRF token,
+//! and a link opens its own message for its own recipient only.
+//! (`webmail_browser.rs` drives the same pages in Chromium.)
+
+use std::time::Duration;
+
+use sealpost_harness::{PageClient, TestApp, TestUser, notification_link, sample_mime};
+use sealpost_proto::api::{DeliveryReport, DeliveryState, RetrievalChannel};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct World {
+    app: TestApp,
+    sender: TestUser,
+}
+
+async fn world_with(configure: impl FnOnce(&mut sealpost_server::settings::Settings)) -> World {
+    let app = TestApp::spawn_with(configure).await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    World { app, sender }
+}
+
+async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+impl World {
+    /// Stores a message and returns its id and each recipient's link, read
+    /// from the notification the server mailed them.
+    async fn send(&self, recipients: &[&str], subject: &str) -> (String, Vec<String>) {
+        let mime = sample_mime(subject, "The results are normal.", b"\x00attached bytes\xff");
+        let stored = self.app.store_and_notify(self.sender.token(), recipients, mime).await;
+        let mut links = Vec::new();
+        for recipient in recipients {
+            let id = stored.message_id.clone();
+            let mail = self
+                .app
+                .mail
+                .wait_for(recipient, Duration::from_secs(15), |mail| {
+                    String::from_utf8_lossy(&mail.data).contains(&id)
+                })
+                .await
+                .unwrap_or_else(|| panic!("no notification reached {recipient}"));
+            let link = notification_link(&mail.data).unwrap_or_else(|| {
+                panic!("no link in the notification:\n{}", String::from_utf8_lossy(&mail.data))
+            });
+            links.push(link);
+        }
+        (stored.message_id, links)
+    }
+
+    fn browser(&self) -> PageClient {
+        PageClient::new(&self.app.base_url, &self.app.cert_pem).expect("page client")
+    }
+}
+
+/// Follows `link` and registers through the form; returns the response to the registration.
+async fn register(browser: &PageClient, link: &str, name: &str) -> sealpost_harness::Page {
+    let page = browser.get(link).await.expect("open the link");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (message, token) = link_parts(link);
+    let csrf = browser.csrf();
+    browser
+        .post(
+            "/register",
+            &[
+                ("csrf", &csrf),
+                ("message", &message),
+                ("t", &token),
+                ("name", name),
+                ("password", PASSWORD),
+                ("accept", "on"),
+            ],
+        )
+        .await
+        .expect("register")
+}
+
+fn link_parts(link: &str) -> (String, String) {
+    let (path, token) = link.split_once("?t=").expect("a token in the link");
+    let message = path.rsplit('/').next().expect("a message id").to_owned();
+    (message, token.to_owned())
+}
+
+#[tokio::test]
+async fn a_link_registers_its_recipient_with_a_name_and_a_password_and_opens_the_message() {
+    let world = world().await;
+    let (id, links) = world.send(&["alice@example.test"], "Your lab results").await;
+    let link = &links[0];
+    assert!(link.starts_with(&format!("{}/messages/{id}?t=", world.app.origin)), "{link}");
+
+    let browser = world.browser();
+    let landing = browser.get(link).await.expect("open the link");
+    assert_eq!(landing.status, 200);
+    assert!(landing.body.contains("alice@example.test"), "the page names the recipient");
+    assert!(!landing.body.contains("The results are normal"), "no content before registering");
+    let inputs = ["name=\"name\"", "name=\"password\"", "name=\"accept\""];
+    for input in inputs {
+        assert!(landing.body.contains(input), "{input} missing:\n{}", landing.body);
+    }
+    let visible_fields =
+        landing.body.matches("<input id=").count() + landing.body.matches("<input name=").count();
+    assert_eq!(visible_fields, 3, "three fields: name, password, accept");
+    let csrf_cookie = landing
+        .set_cookies()
+        .into_iter()
+        .find(|line| line.starts_with("__Host-sealpost-csrf="))
+        .expect("a CSRF cookie")
+        .to_owned();
+    for flag in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(csrf_cookie.contains(flag), "{flag} missing: {csrf_cookie}");
+    }
+
+    let registered = register(&browser, link, "Alice Martin").await;
+    assert_eq!(registered.status, 303, "{}", registered.body);
+    assert_eq!(registered.location(), Some(format!("/messages/{id}").as_str()));
+    let session_cookie = registered
+        .set_cookies()
+        .into_iter()
+        .find(|line| line.starts_with("__Host-sealpost-session="))
+        .expect("a session cookie")
+        .to_owned();
+    for flag in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=43200"] {
+        assert!(session_cookie.contains(flag), "{flag} missing: {session_cookie}");
+    }
+
+    let message = browser.get(&format!("/messages/{id}")).await.expect("read");
+    assert_eq!(message.status, 200, "{}", message.body);
+    for shown in ["Your lab results", "The results are normal.", "data.bin", "Example Clinic"] {
+        assert!(message.body.contains(shown), "{shown:?} not shown:\n{}", message.body);
+    }
+    assert!(message.body.contains("Sent by Example Clinic, 1 Test Street, Testville"), "footer");
+    let csp = message.header("content-security-policy").expect("a CSP");
+    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe"), "{csp}");
+    assert_eq!(message.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(message.header("x-frame-options"), Some("DENY"));
+    assert_eq!(message.header("cache-control"), Some("no-store"));
+
+    let attachment = browser.get(&format!("/messages/{id}/attachments/0")).await.expect("download");
+    assert_eq!(attachment.status, 200);
+    assert_eq!(attachment.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        attachment.header("content-disposition"),
+        Some("attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin")
+    );
+
+    // The sender's delivery slip says where the recipient read it.
+    let report: DeliveryReport = world
+        .app
+        .api
+        .get(&format!("/api/v1/messages/{id}/deliveries"), Some(world.sender.token()))
+        .await
+        .expect("request")
+        .json();
+    let alice = &report.recipients[0];
+    assert_eq!(alice.state, DeliveryState::Retrieved);
+    assert_eq!(alice.retrieved_with, Some(RetrievalChannel::SecureMessageCenter));
+    assert!(alice.notified_at.is_some(), "{alice:?}");
+
+    // The mailbox lists it; signing out ends the session for good.
+    let mailbox = browser.get("/mailbox").await.expect("mailbox");
+    assert!(mailbox.body.contains("Your lab results"), "{}", mailbox.body);
+    let stolen = browser.cookie("__Host-sealpost-session").expect("session");
+    let csrf = browser.csrf();
+    let signed_out = browser.post("/signout", &[("csrf", &csrf)]).await.expect("sign out");
+    assert_eq!(signed_out.status, 303);
+    assert_eq!(browser.get("/mailbox").await.expect("mailbox").status, 401);
+    browser.set_cookie("__Host-sealpost-session", &stolen);
+    assert_eq!(
+        browser.get("/mailbox").await.expect("mailbox").status,
+        401,
+        "a copied cookie is worthless after signing out"
+    );
+
+    // Next time the link asks for the password, and the password works.
+    let again = world.browser();
+    let landing = again.get(link).await.expect("open the link again");
+    assert!(landing.body.contains("action=\"/signin\""), "{}", landing.body);
+    let csrf = again.csrf();
+    let next = format!("/messages/{id}");
+    let signed_in = again
+        .post(
+            "/signin",
+            &[
+                ("csrf", &csrf),
+                ("email", "alice@example.test"),
+                ("password", PASSWORD),
+                ("next", &next),
+            ],
+        )
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(signed_in.location(), Some(next.as_str()));
+}
+
+#[tokio::test]
+async fn forms_without_the_browsers_csrf_token_or_from_another_site_are_refused() {
+    let world = world().await;
+    let (_, links) = world.send(&["alice@example.test"], "CSRF").await;
+    let link = &links[0];
+    let (message, token) = link_parts(link);
+    let post =
+        |browser: &'static PageClient, csrf: String, headers: Vec<(&'static str, String)>| {
+            let (message, token) = (message.clone(), token.clone());
+            async move {
+                let fields = [
+                    ("csrf", csrf.as_str()),
+                    ("message", &message),
+                    ("t", &token),
+                    ("name", "Alice"),
+                    ("password", PASSWORD),
+                    ("accept", "on"),
+                ];
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                browser.post_with("/register", &fields, &headers).await.expect("post")
+            }
+        };
+
+    // A browser that never loaded our page has no token to send.
+    let stranger: &'static PageClient = Box::leak(Box::new(world.browser()));
+    let refused = post(stranger, "made-up".into(), vec![]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("reload the page"), "an explanation: {}", refused.body);
+
+    let browser: &'static PageClient = Box::leak(Box::new(world.browser()));
+    browser.get(link).await.expect("open the link");
+    let csrf = browser.csrf();
+    assert_eq!(csrf.len(), 43);
+    let wrong = post(browser, "x".repeat(43), vec![]).await;
+    assert_eq!(wrong.status, 403, "another token");
+    let cross_origin =
+        post(browser, csrf.clone(), vec![("origin", "https://evil.example".into())]).await;
+    assert_eq!(cross_origin.status, 403, "another site's Origin");
+    let cross_site =
+        post(browser, csrf.clone(), vec![("sec-fetch-site", "cross-site".into())]).await;
+    assert_eq!(cross_site.status, 403, "a cross-site fetch");
+    assert!(browser.cookie("__Host-sealpost-session").is_none(), "no session from any of those");
+
+    let origin = world.app.base_url.clone();
+    let accepted = post(browser, csrf.clone(), vec![("origin", origin)]).await;
+    assert_eq!(accepted.status, 303, "{}", accepted.body);
+
+    // Signing out needs the token too: another site cannot end the session.
+    let forged = browser.post("/signout", &[("csrf", "forged")]).await.expect("post");
+    assert_eq!(forged.status, 403);
+    assert_eq!(browser.get("/mailbox").await.expect("mailbox").status, 200);
+}
+
+#[tokio::test]
+async fn a_link_opens_its_own_message_for_its_own_recipient_only() {
+    let world = world().await;
+    let (shared, links) = world.send(&["alice@example.test", "bob@example.test"], "For both").await;
+    let (alices_link, bobs_link) = (&links[0], &links[1]);
+    let (private, carols) = world.send(&["carol@example.test"], "For Carol").await;
+    let (_, alices_token) = link_parts(alices_link);
+
+    // Alice's token names Alice on the page, never Bob, and opens no other message.
+    let stranger = world.browser();
+    let landing = stranger.get(alices_link).await.expect("link");
+    assert!(landing.body.contains("alice@example.test") && !landing.body.contains("bob@"));
+    let elsewhere =
+        stranger.get(&format!("/messages/{private}?t={alices_token}")).await.expect("reuse");
+    assert_eq!(elsewhere.status, 303, "another message's link is not a registration");
+    assert_eq!(elsewhere.location(), Some(format!("/signin?next=/messages/{private}").as_str()));
+    let mut tampered = alices_token.clone();
+    tampered.replace_range(..1, if tampered.starts_with('A') { "B" } else { "A" });
+    let forged = stranger.get(&format!("/messages/{shared}?t={tampered}")).await.expect("tampered");
+    assert_eq!(forged.status, 303, "a changed token opens nothing");
+    let (_, carols_token) = link_parts(&carols[0]);
+    let registered = stranger
+        .post(
+            "/register",
+            &[
+                ("csrf", &stranger.csrf()),
+                ("message", &shared),
+                ("t", &carols_token),
+                ("name", "Carol"),
+                ("password", PASSWORD),
+                ("accept", "on"),
+            ],
+        )
+        .await
+        .expect("register with another message's token");
+    assert_eq!(registered.status, 403, "{}", registered.body);
+
+    // Carol, signed in, opening Alice's link sees whose it is, not the message.
+    let carol = world.browser();
+    assert_eq!(register(&carol, &carols[0], "Carol").await.status, 303);
+    let alices_as_carol = carol.get(alices_link).await.expect("Alice's link as Carol");
+    assert_eq!(alices_as_carol.status, 200);
+    assert!(alices_as_carol.body.contains("This message is for alice@example.test"));
+    assert!(!alices_as_carol.body.contains("The results are normal"));
+    let bob = world.browser();
+    assert_eq!(register(&bob, bobs_link, "Bob").await.status, 303);
+    // Bob may read the message he received, not Carol's, and Carol's
+    // message looks exactly like one that does not exist.
+    assert_eq!(bob.get(&format!("/messages/{shared}")).await.expect("shared").status, 200);
+    let hidden = bob.get(&format!("/messages/{private}")).await.expect("private");
+    let missing = bob.get("/messages/00000000000000000000000000").await.expect("missing");
+    assert_eq!((hidden.status, missing.status), (404, 404));
+    assert_eq!(
+        bob.get(&format!("/messages/{private}/attachments/0")).await.expect("attachment").status,
+        404
+    );
+    assert!(!hidden.body.contains("For Carol"));
+}
+
+#[tokio::test]
+async fn sessions_expire_as_configured_and_failed_sign_ins_are_throttled() {
+    let world = world_with(|settings| {
+        settings.webmail.session_hours = 2;
+        settings.limits.failed_logins_per_address_per_15_minutes = 3;
+    })
+    .await;
+    let (_, links) = world.send(&["alice@example.test"], "Expiry").await;
+    let browser = world.browser();
+    let registered = register(&browser, &links[0], "Alice").await;
+    assert!(registered.set_cookies().iter().any(|line| line.contains("Max-Age=7200")));
+    assert_eq!(browser.get("/mailbox").await.expect("mailbox").status, 200);
+    world.app.clock.advance(Duration::from_secs(2 * 3600 + 1));
+    let expired = browser.get("/mailbox").await.expect("mailbox");
+    assert_eq!(expired.status, 401);
+    assert!(expired.body.contains("Sign in"), "{}", expired.body);
+
+    let guesser = world.browser();
+    guesser.get("/signin").await.expect("sign-in page");
+    let csrf = guesser.csrf();
+    for _ in 0..3 {
+        let wrong = guesser
+            .post(
+                "/signin",
+                &[("csrf", &csrf), ("email", "alice@example.test"), ("password", "wrong guess")],
+            )
+            .await
+            .expect("sign in");
+        assert_eq!(wrong.status, 401, "{}", wrong.body);
+        assert!(wrong.body.contains("not right"), "{}", wrong.body);
+    }
+    let throttled = guesser
+        .post(
+            "/signin",
+            &[("csrf", &csrf), ("email", "alice@example.test"), ("password", PASSWORD)],
+        )
+        .await
+        .expect("sign in");
+    assert_eq!(throttled.status, 429, "even the right password waits: {}", throttled.body);
+    assert!(throttled.header("retry-after").is_some());
+}
