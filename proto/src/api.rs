@@ -208,6 +208,9 @@ pub struct RefreshTokens {
 pub struct Device {
     pub device_id: String,
     pub name: String,
+    /// A desktop agent, or a browser signed in to the Secure Message Center.
+    #[serde(default)]
+    pub kind: DeviceKind,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
@@ -333,6 +336,18 @@ pub struct RecipientDelivery {
     /// Where that first retrieval was made.
     #[serde(default)]
     pub retrieved_with: Option<RetrievalChannel>,
+}
+
+/// What kind of device an account signed in on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// The desktop app or the headless agent.
+    #[default]
+    Agent,
+    /// A browser signed in to the Secure Message Center.
+    Browser,
 }
 
 /// What fetched a secure message's content.

@@ -112,6 +112,29 @@ impl PageClient {
         self.send(request, headers).await
     }
 
+    /// Posts a `multipart/form-data` form as our compose page does: text
+    /// `fields` and `files` as `(field, file name, content type, bytes)`.
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &str, &[u8])],
+    ) -> anyhow::Result<Page> {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        for (name, file_name, content_type, bytes) in files {
+            let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+                .file_name(file_name.to_string())
+                .mime_str(content_type)?;
+            form = form.part(name.to_string(), part);
+        }
+        let origin = self.base_url.clone();
+        let request = self.http.post(self.url(path)).multipart(form);
+        self.send(request, &[("origin", &origin)]).await
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,

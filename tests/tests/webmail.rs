@@ -350,3 +350,324 @@ async fn sessions_expire_as_configured_and_failed_sign_ins_are_throttled() {
     assert_eq!(throttled.status, 429, "even the right password waits: {}", throttled.body);
     assert!(throttled.header("retry-after").is_some());
 }
+
+/// The message a link opens, as its recipient reads it after registering.
+async fn registered_reader(world: &World, link: &str, name: &str) -> PageClient {
+    let browser = world.browser();
+    assert_eq!(register(&browser, link, name).await.status, 303);
+    browser
+}
+
+#[tokio::test]
+async fn a_reply_is_a_new_secure_message_to_the_conversation_only() {
+    let world = world().await;
+    let (original, links) =
+        world.send(&["alice@example.test", "bob@example.test"], "Appointment").await;
+    let alice = registered_reader(&world, &links[0], "Alice Martin").await;
+
+    let reply_all = alice.get(&format!("/messages/{original}/reply?all=1")).await.expect("form");
+    assert_eq!(reply_all.status, 200, "{}", reply_all.body);
+    assert!(reply_all.body.contains("value=\"sender@example.test\""), "{}", reply_all.body);
+    assert!(reply_all.body.contains("value=\"bob@example.test\""), "Bob in Cc");
+    assert!(reply_all.body.contains("Re: Appointment"));
+    assert!(reply_all.body.contains("&gt; The results are normal."), "the original quoted");
+    assert_eq!(alice.get("/compose").await.expect("compose").status, 403, "not a member");
+
+    let csrf = alice.csrf();
+    let fields = |to: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("reply_to", original.clone()),
+            ("to", to.to_owned()),
+            ("cc", "bob@example.test".to_owned()),
+            ("subject", "Re: Appointment".to_owned()),
+            ("body", "Tuesday works for me.".to_owned()),
+        ]
+    };
+    let as_pairs =
+        |fields: &[(&'static str, String)]| -> Vec<(&'static str, String)> { fields.to_vec() };
+    let stranger_fields = as_pairs(&fields("mallory@elsewhere.test"));
+    let pairs: Vec<(&str, &str)> = stranger_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = alice.post_multipart("/compose", &pairs, &[]).await.expect("post");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("did not take part in this conversation"), "{}", refused.body);
+    assert!(refused.body.contains("Tuesday works for me."), "the draft is kept");
+
+    let reply_fields = as_pairs(&fields("Sam <sender@example.test>"));
+    let pairs: Vec<(&str, &str)> = reply_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let form_file: &[u8] = b"%PDF-1.4 signed consent form";
+    let sent = alice
+        .post_multipart(
+            "/compose",
+            &pairs,
+            &[("attachment", "consent form.pdf", "application/pdf", form_file)],
+        )
+        .await
+        .expect("send");
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let location = sent.location().expect("to the sent message").to_owned();
+    let reply_id = location
+        .strip_prefix("/messages/")
+        .and_then(|rest| rest.strip_suffix("?sent=1"))
+        .expect("the new message")
+        .to_owned();
+    let shown = alice.get(&location).await.expect("sent message");
+    assert!(shown.body.contains("Sent securely"), "{}", shown.body);
+    assert!(shown.body.contains("delivery-slip"), "the sender sees the delivery slip");
+
+    // The original sender gets a notification for it, and its content
+    // threads under the original, with the attachment.
+    for recipient in ["sender@example.test", "bob@example.test"] {
+        let id = reply_id.clone();
+        world
+            .app
+            .mail
+            .wait_for(recipient, Duration::from_secs(15), |mail| {
+                String::from_utf8_lossy(&mail.data).contains(&id)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no notification of the reply reached {recipient}"));
+    }
+    let content = world.app.content(Some(world.sender.token()), &reply_id).await;
+    assert_eq!(content.status, 200, "the sender may read the reply");
+    let mime = content.text();
+    // sample_mime's Message-ID is the subject in hex.
+    let parent = "4170706f696e746d656e74@example.test";
+    assert!(mime.contains(&format!("In-Reply-To: <{parent}>")), "threaded: {mime}");
+    assert!(mime.contains(&format!("References: <{parent}>")), "threaded: {mime}");
+    assert!(mime.contains("From: \"Alice Martin\" <alice@example.test>"), "{mime}");
+    assert!(mime.contains("consent form.pdf"), "{mime}");
+    assert!(mime.contains("Tuesday works for me."), "{mime}");
+}
+
+#[tokio::test]
+async fn members_write_new_secure_messages_to_anyone() {
+    let world = world_with(|settings| {
+        settings.webmail.member_domains = vec!["clinic.test".into()];
+    })
+    .await;
+    world.app.create_password_account("dana@clinic.test", "Dana", PASSWORD).await;
+    let dana = world.browser();
+    dana.get("/signin").await.expect("sign-in page");
+    let csrf = dana.csrf();
+    let signed_in = dana
+        .post("/signin", &[("csrf", &csrf), ("email", "dana@clinic.test"), ("password", PASSWORD)])
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let form = dana.get("/compose").await.expect("compose");
+    assert_eq!(form.status, 200, "{}", form.body);
+    let sent = dana
+        .post_multipart(
+            "/compose",
+            &[
+                ("csrf", &csrf),
+                ("to", "zed@elsewhere.test"),
+                ("subject", "Welcome"),
+                ("body", "Your first secure message."),
+            ],
+            &[],
+        )
+        .await
+        .expect("send");
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let notification = world
+        .app
+        .mail
+        .wait_for("zed@elsewhere.test", Duration::from_secs(15), |_| true)
+        .await
+        .expect("a notification for the new recipient");
+    let link = notification_link(&notification.data).expect("a registration link");
+    let zed = world.browser();
+    let landing = zed.get(&link).await.expect("open the link");
+    assert!(landing.body.contains("zed@elsewhere.test"), "{}", landing.body);
+}
+
+#[tokio::test]
+async fn the_account_page_changes_the_password_and_signs_devices_out() {
+    let world = world().await;
+    let (_, links) = world.send(&["alice@example.test"], "Account").await;
+    let first = registered_reader(&world, &links[0], "Alice").await;
+    let second = world.browser();
+    second.get("/signin").await.expect("sign-in page");
+    assert_eq!(sign_in_as_alice(&second, PASSWORD).await, 303);
+    let agent = world.app.register_agent("alice@example.test", "Alice's laptop").await;
+
+    let account = first.get("/account").await.expect("account page");
+    assert_eq!(account.status, 200, "{}", account.body);
+    for shown in [
+        "Alice&#x27;s laptop",
+        "Desktop app",
+        "(this browser)",
+        "sealpost:&#x2f;&#x2f;register?email=alice%40example.test&amp;server=https%3A%2F%2F",
+    ] {
+        assert!(account.body.contains(shown), "{shown:?} missing:\n{}", account.body);
+    }
+    assert_eq!(account.body.matches("class=\"link revoke\"").count(), 3, "two browsers, one app");
+
+    let csrf = first.csrf();
+    let wrong = first
+        .post(
+            "/account/password",
+            &[("csrf", &csrf), ("current", "not it"), ("new", "a brand new password")],
+        )
+        .await
+        .expect("post");
+    assert!(wrong.body.contains("current password is not right"), "{}", wrong.body);
+    let changed = first
+        .post(
+            "/account/password",
+            &[("csrf", &csrf), ("current", PASSWORD), ("new", "a brand new password")],
+        )
+        .await
+        .expect("post");
+    assert!(changed.body.contains("Your password was changed"), "{}", changed.body);
+    assert_eq!(
+        second.get("/mailbox").await.expect("mailbox").status,
+        401,
+        "other browsers signed out"
+    );
+    assert_eq!(first.get("/mailbox").await.expect("mailbox").status, 200, "this one stays");
+    let third = world.browser();
+    third.get("/signin").await.expect("sign-in page");
+    assert_eq!(sign_in_as_alice(&third, PASSWORD).await, 401, "the old password is gone");
+    assert_eq!(sign_in_as_alice(&third, "a brand new password").await, 303);
+
+    // The API lists the browsers with the apps, each for what it is.
+    let listed: Vec<sealpost_proto::api::Device> =
+        world.app.api.get("/api/v1/devices", Some(agent.token())).await.expect("request").json();
+    let kinds: Vec<_> = listed.iter().filter(|d| d.revoked_at.is_none()).map(|d| d.kind).collect();
+    use sealpost_proto::api::DeviceKind::{Agent, Browser};
+    assert_eq!(kinds.iter().filter(|k| **k == Browser).count(), 2, "{listed:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == Agent).count(), 1, "{listed:?}");
+
+    // The desktop app, signed out from here, is refused by the API.
+    let devices = first.get("/account").await.expect("account page").body;
+    let agent_row =
+        devices.split("<tr>").find(|row| row.contains("Alice&#x27;s laptop")).expect("row");
+    let action =
+        agent_row.split("action=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("form");
+    let revoked = first.post(action, &[("csrf", &csrf)]).await.expect("revoke");
+    assert!(revoked.body.contains("The device was signed out."), "{}", revoked.body);
+    let refused = world.app.api.get("/api/v1/devices", Some(agent.token())).await.expect("request");
+    assert_eq!(refused.status, 401);
+
+    let everywhere =
+        first.post("/account/sign-out-everywhere", &[("csrf", &csrf)]).await.expect("post");
+    assert_eq!(everywhere.status, 303);
+    assert_eq!(first.get("/mailbox").await.expect("mailbox").status, 401);
+    assert_eq!(third.get("/mailbox").await.expect("mailbox").status, 401);
+}
+
+/// Signs in as Alice; the status of the answer.
+async fn sign_in_as_alice(browser: &PageClient, password: &str) -> u16 {
+    sign_in_as(browser, "alice@example.test", password).await
+}
+
+/// Signs in; the status of the answer.
+async fn sign_in_as(browser: &PageClient, email: &str, password: &str) -> u16 {
+    let csrf = browser.csrf();
+    browser
+        .post("/signin", &[("csrf", &csrf), ("email", email), ("password", password)])
+        .await
+        .expect("sign in")
+        .status
+}
+
+/// The code the server emailed `email` after `after` emails to it.
+async fn emailed_code(world: &World, email: &str, after: usize) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let codes: Vec<String> = world
+            .app
+            .mail
+            .messages()
+            .await
+            .iter()
+            .filter(|mail| mail.rcpt_to.iter().any(|to| to == email))
+            .filter_map(|mail| {
+                sealpost_proto::verification::find_code(&mail.data, &world.app.origin)
+            })
+            .collect();
+        if codes.len() > after {
+            return codes[after].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no code emailed to {email}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_emailed_code_sets_a_password_for_desktop_users_and_forgotten_ones() {
+    let world = world().await;
+    // Bob registered the desktop app (its code was the first email to him).
+    let bobs_app = world.app.register_agent("bob@example.test", "Bob's laptop").await;
+    let (message, links) = world.send(&["bob@example.test"], "For the app user").await;
+    let bob = world.browser();
+    let landing = bob.get(&links[0]).await.expect("open the link");
+    assert_eq!(landing.status, 200);
+    assert!(landing.body.contains("id=\"uses-app\""), "{}", landing.body);
+    let csrf = bob.csrf();
+    let next = format!("/messages/{message}");
+    let asked = bob
+        .post("/signin/code", &[("csrf", &csrf), ("email", "bob@example.test"), ("next", &next)])
+        .await
+        .expect("ask for a code");
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let code = emailed_code(&world, "bob@example.test", 1).await;
+    let verify = |code: String| {
+        let (csrf, next) = (csrf.clone(), next.clone());
+        let bob = &bob;
+        async move {
+            bob.post(
+                "/signin/code/verify",
+                &[
+                    ("csrf", &csrf),
+                    ("email", "bob@example.test"),
+                    ("code", &code),
+                    ("password", PASSWORD),
+                    ("next", &next),
+                ],
+            )
+            .await
+            .expect("verify")
+        }
+    };
+    let wrong = verify("000000".into()).await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.body.contains("The code is wrong"), "{}", wrong.body);
+    let right = verify(code).await;
+    assert_eq!(right.status, 303, "{}", right.body);
+    assert_eq!(right.location(), Some(next.as_str()));
+    assert_eq!(bob.get(&next).await.expect("read").status, 200);
+    let still = world.app.api.get("/api/v1/devices", Some(bobs_app.token())).await.expect("api");
+    assert_eq!(still.status, 200, "the desktop app stays signed in");
+
+    // A forgotten password is replaced the same way; other browsers are signed out.
+    let other = world.browser();
+    other.get("/signin").await.expect("sign-in page");
+    assert_eq!(sign_in_as(&other, "bob@example.test", PASSWORD).await, 303);
+    let forgetful = world.browser();
+    forgetful.get("/signin/code").await.expect("code page");
+    let csrf = forgetful.csrf();
+    forgetful
+        .post("/signin/code", &[("csrf", &csrf), ("email", "bob@example.test")])
+        .await
+        .expect("ask for a code");
+    let code = emailed_code(&world, "bob@example.test", 2).await;
+    let reset = forgetful
+        .post(
+            "/signin/code/verify",
+            &[
+                ("csrf", &csrf),
+                ("email", "bob@example.test"),
+                ("code", &code),
+                ("password", "another long password"),
+            ],
+        )
+        .await
+        .expect("reset");
+    assert_eq!(reset.status, 303, "{}", reset.body);
+    assert_eq!(other.get("/mailbox").await.expect("mailbox").status, 401);
+    assert_eq!(forgetful.get("/mailbox").await.expect("mailbox").status, 200);
+}

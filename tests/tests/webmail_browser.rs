@@ -1,7 +1,8 @@
 //! The Secure Message Center in a real browser: Debian's Chromium, driven
 //! through ChromeDriver, against the real server (and, for the link, the
-//! real Postfix and Dovecot). Screenshots go to `target/screenshots/webmail/`;
-//! the current ones are kept in `docs/screenshots/`.
+//! real Postfix and Dovecot). Screenshots go to `target/tmp/screenshots/webmail/`;
+//! with `SEALPOST_WRITE_SCREENSHOTS=1` the registration test's replace the
+//! `webmail-*.png` ones in `docs/screenshots/`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,16 @@ use serde_json::json;
 const PASSWORD: &str = "correct horse battery staple";
 
 fn screenshots() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/webmail")
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots/webmail")
+}
+
+/// Where the registration test's screenshots go: `docs/screenshots` when rewriting them.
+fn documented_screenshots() -> PathBuf {
+    if std::env::var_os("SEALPOST_WRITE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        screenshots()
+    }
 }
 
 /// A message with an HTML body, a remote image and a PDF attachment.
@@ -65,7 +75,8 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
     let raw = notification_in_inbox(&stack, "alice@example.test", &stored.message_id).await;
     let link = notification_link(&raw).expect("a link in the notification");
 
-    let browser = Browser::launch(&app.cert_pem, &screenshots()).await.expect("Chromium");
+    let browser =
+        Browser::launch(&app.cert_pem, &documented_screenshots()).await.expect("Chromium");
     // The machine's share of the twenty seconds: from following the link to
     // reading the message, with the three fields typed by the driver.
     let started = Instant::now();
@@ -76,7 +87,7 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
         .await
         .expect("fields");
     assert_eq!(fields.len(), 3, "name, password, accept");
-    browser.screenshot("register").await.expect("screenshot");
+    browser.screenshot("webmail-register").await.expect("screenshot");
     browser.fill("#name", "Alice Martin").await.expect("name");
     browser.fill("#password", PASSWORD).await.expect("password");
     browser.click("#accept").await.expect("accept");
@@ -100,7 +111,7 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
         .await
         .expect("resources");
     assert_eq!(remote_requests, json!([]), "nothing was fetched from elsewhere");
-    browser.screenshot("message").await.expect("screenshot");
+    browser.screenshot("webmail-message").await.expect("screenshot");
 
     browser.click("a.attachment").await.expect("download");
     let downloaded =
@@ -114,12 +125,50 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
         .await
         .expect("widths");
     assert!(overflow.as_i64().unwrap_or(1) <= 0, "wider than a phone by {overflow}px");
-    browser.screenshot("message-phone").await.expect("screenshot");
+    browser.screenshot("webmail-message-phone").await.expect("screenshot");
     browser.set_window_size(1280, 900).await.expect("desktop size");
+
+    // A secure reply with an attachment reaches the sender's mailbox as a notification.
+    browser.click("#reply").await.expect("reply");
+    browser.find("#body-input").await.expect("the compose form");
+    browser
+        .fill("#body-input", "Thank you. The signed consent form is attached.")
+        .await
+        .expect("body");
+    let uploads = tempfile::tempdir().expect("temp dir");
+    let consent = uploads.path().join("consent.pdf");
+    std::fs::write(&consent, b"%PDF-1.4 signed consent").expect("write the file");
+    browser
+        .find("#attachment")
+        .await
+        .expect("file input")
+        .send_keys(&consent.display().to_string())
+        .await
+        .expect("attach");
+    browser.screenshot("webmail-reply").await.expect("screenshot");
+    browser.click("#send").await.expect("send");
+    browser.wait_for_text("#sent-notice", "Sent securely").await.expect("sent");
+    let url = browser.current_url().await.expect("url");
+    let reply_id = url
+        .split("/messages/")
+        .nth(1)
+        .and_then(|rest| rest.split('?').next())
+        .expect("the reply's id")
+        .to_owned();
+    let notification = notification_in_inbox(&stack, "sender@example.test", &reply_id).await;
+    assert!(notification_link(&notification).is_some(), "the sender can open it too");
+    let content = app.content(Some(sender.token()), &reply_id).await.text();
+    assert!(
+        content.contains("consent.pdf")
+            && content.contains("In-Reply-To: <results.1@example.test>"),
+        "{content}"
+    );
+    browser.goto(&format!("{}/messages/{}", app.origin, stored.message_id)).await.expect("back");
+    browser.wait_for_text("#subject", "Your lab results").await.expect("the message");
 
     browser.click("#print").await.expect("print view");
     browser.wait_for_text("body.print h1", "Your lab results").await.expect("print view");
-    browser.screenshot("print").await.expect("screenshot");
+    browser.screenshot("webmail-print").await.expect("screenshot");
 
     let report: DeliveryReport = app
         .api
@@ -133,7 +182,10 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
     // The link named the server's public origin; the session belongs to it.
     browser.goto(&format!("{}/mailbox", app.origin)).await.expect("mailbox");
     browser.wait_for_text("#received", "Your lab results").await.expect("listed");
-    browser.screenshot("mailbox").await.expect("screenshot");
+    browser.screenshot("webmail-mailbox").await.expect("screenshot");
+    browser.click("#account").await.expect("account page");
+    browser.wait_for_text("#devices", "Chrome on Linux").await.expect("this browser listed");
+    browser.screenshot("webmail-account").await.expect("screenshot");
     browser.close().await.expect("close");
 }
 

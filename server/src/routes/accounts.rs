@@ -24,21 +24,32 @@ pub async fn request_code(
     ApiJson(request): ApiJson<CodeRequest>,
 ) -> ApiResult<(StatusCode, ApiJson<CodeSent>)> {
     let email = email_address(&request.email)?;
+    let expires_at = send_code(&state, &peer, &email).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(CodeSent { expires_at })))
+}
+
+/// Emails a fresh code to `email` (rate-limited per address and client);
+/// returns when it stops working.
+pub async fn send_code(
+    state: &AppState,
+    peer: &SocketAddr,
+    email: &str,
+) -> ApiResult<time::OffsetDateTime> {
     state.limits.codes_per_ip.hit(&peer.ip().to_string()).map_err(ApiError::rate_limited)?;
-    state.limits.codes_per_address.hit(&email).map_err(ApiError::rate_limited)?;
+    state.limits.codes_per_address.hit(email).map_err(ApiError::rate_limited)?;
     let code = new_code();
     let now = state.clock.now();
     let ttl = time::Duration::seconds(
         i64::try_from(state.settings.accounts.code_ttl_seconds).unwrap_or(900),
     );
     let expires_at = now + ttl;
-    state.store.put_code(&email, code_hash(&email, &code), expires_at).await?;
+    state.store.put_code(email, code_hash(email, &code), expires_at).await?;
     let organization = state.organization.current();
     let content = code_email(&code, &state.origin, &organization.branding);
     organization
         .mailer
         .send(OutgoingMail {
-            to: &email,
+            to: email,
             subject: &content.subject,
             text_body: &content.text_body,
             headers: &content.headers,
@@ -46,7 +57,7 @@ pub async fn request_code(
         .await?;
     state.metrics.verification_emails.inc();
     tracing::info!(email = %email, "verification code sent");
-    Ok((StatusCode::ACCEPTED, ApiJson(CodeSent { expires_at })))
+    Ok(expires_at)
 }
 
 /// Creates a password account for an address proven with a code.

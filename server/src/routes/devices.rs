@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use sealpost_proto::api::{
-    Device, DeviceCredential, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, RefreshTokens,
+    self, Device, DeviceCredential, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, RefreshTokens,
 };
 
 use crate::auth::{Caller, issue_tokens, token_hash, verify_password};
@@ -126,6 +126,10 @@ pub async fn list(
                 current: device.id == caller.device.id,
                 device_id: device.id.to_string(),
                 name: device.name,
+                kind: match device.kind {
+                    DeviceKind::Agent => api::DeviceKind::Agent,
+                    DeviceKind::Browser => api::DeviceKind::Browser,
+                },
                 created_at: device.created_at,
                 revoked_at: device.revoked_at,
             })

@@ -156,19 +156,177 @@ pub fn landing(
         Some(account) if account.password_hash.is_some() => {
             sign_in_form(state, viewer, csrf, recipient, &next, None)
         }
-        Some(_) => {
-            let message = "This address reads its secure messages with the Sealpost desktop app: \
-                           open the message in your mail program, where the app has put it.";
-            state.pages.render(
-                state,
-                viewer,
-                csrf,
-                "error.html",
-                context! { status => 409, title => "Use the desktop app", message },
-            )
-        }
+        // An address registered with the desktop app has no password yet.
+        Some(_) => code_request_form(state, viewer, csrf, recipient, &next, true, None),
         None => register_form(state, viewer, csrf, message, token, recipient, "", None),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CodeQuery {
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    email: String,
+}
+
+/// Asks for the address to email a code to: for a forgotten password, for
+/// an address that uses the desktop app, and for a recipient whose link
+/// carries no token (a notification their sender's own mail program sent).
+pub async fn code_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: CsrfToken,
+    Query(query): Query<CodeQuery>,
+) -> Response {
+    code_request_form(&state, &viewer, &csrf, &query.email, &query.next, false, None)
+}
+
+fn code_request_form(
+    state: &AppState,
+    viewer: &Viewer,
+    csrf: &CsrfToken,
+    email: &str,
+    next: &str,
+    uses_app: bool,
+    error: Option<&str>,
+) -> Response {
+    let values = context! { email, next => safe_next(next), uses_app, error };
+    state.pages.render(state, viewer, csrf, "code_request.html", values)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CodeRequestForm {
+    csrf: String,
+    email: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Emails a code, then asks for it with the new password.
+pub async fn send_code(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: CsrfToken,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    form: Result<Form<CodeRequestForm>, FormRejection>,
+) -> WebResult<Response> {
+    let Form(form) = form.map_err(bad_form)?;
+    csrf.check(&form.csrf)?;
+    let Ok(email) = email_address(&form.email) else {
+        let error = "Enter your email address, such as alice@example.org.";
+        return Ok(code_request_form(
+            &state,
+            &viewer,
+            &csrf,
+            &form.email,
+            &form.next,
+            false,
+            Some(error),
+        ));
+    };
+    crate::routes::accounts::send_code(&state, &peer, &email).await?;
+    Ok(code_form(&state, &viewer, &csrf, &email, &form.next, None))
+}
+
+fn code_form(
+    state: &AppState,
+    viewer: &Viewer,
+    csrf: &CsrfToken,
+    email: &str,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
+    let values = context! {
+        email,
+        next => safe_next(next),
+        error,
+        min_password_length => state.settings.accounts.min_password_length,
+    };
+    let page = state.pages.render(state, viewer, csrf, "code_verify.html", values);
+    match error {
+        Some(_) => (StatusCode::BAD_REQUEST, page).into_response(),
+        None => page,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    csrf: String,
+    email: String,
+    code: String,
+    password: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// The emailed code proves the address: the password is set (every other
+/// browser is signed out, as after any reset) or the account created.
+pub async fn verify_code(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: CsrfToken,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> WebResult<Response> {
+    let Form(form) = form.map_err(bad_form)?;
+    csrf.check(&form.csrf)?;
+    let email = email_address(&form.email)?;
+    let refuse =
+        |error: &str| Ok(code_form(&state, &viewer, &csrf, &email, &form.next, Some(error)));
+    // Checked before the code is used up.
+    let password = match password(&form.password, state.settings.accounts.min_password_length) {
+        Ok(password) => password.to_owned(),
+        Err(error) => return refuse(&error.message),
+    };
+    let name = match form.name.trim() {
+        "" => None,
+        name => match display_name(name) {
+            Ok(name) => Some(name),
+            Err(_) => return refuse("A name has at most 100 characters."),
+        },
+    };
+    if let Err(error) =
+        crate::routes::accounts::redeem_code(&state, &peer, &email, &form.code).await
+    {
+        if error.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(error.into());
+        }
+        return refuse(
+            "The code is wrong, already used or expired. Check it, or ask for a new one.",
+        );
+    }
+    let hash = hash_password(password).await?;
+    let account = match state.store.account_by_email(&email).await? {
+        Some(account) => {
+            state.store.set_password_hash(&account.id, &hash).await?;
+            state
+                .store
+                .revoke_devices(
+                    &account.id,
+                    Some(crate::store::DeviceKind::Browser),
+                    None,
+                    state.clock.now(),
+                )
+                .await?;
+            tracing::info!(account = %account.id, "password set with an emailed code");
+            AccountRecord { password_hash: Some(hash), ..account }
+        }
+        None => match state.store.create_account(&email, name.as_deref(), Some(&hash)).await {
+            Ok(account) => {
+                tracing::info!(account = %account.id, "account created with an emailed code");
+                account
+            }
+            Err(StoreError::Conflict) => {
+                return refuse("This address was registered a moment ago: sign in.");
+            }
+            Err(other) => return Err(other.into()),
+        },
+    };
+    signed_in_redirect(&state, &account, &headers, &form.next).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/signin", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/signin/code", get(auth::code_page).post(auth::send_code))
+        .route("/signin/code/verify", axum::routing::post(auth::verify_code))
         .route("/signout", axum::routing::post(auth::sign_out))
         .route("/register", axum::routing::post(auth::register))
         .route("/mailbox", get(read::mailbox))

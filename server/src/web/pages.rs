@@ -18,6 +18,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("print.html", include_str!("../../templates/print.html")),
     ("other_account.html", include_str!("../../templates/other_account.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    ("code_request.html", include_str!("../../templates/code_request.html")),
+    ("code_verify.html", include_str!("../../templates/code_verify.html")),
     ("compose.html", include_str!("../../templates/compose.html")),
     ("account.html", include_str!("../../templates/account.html")),
 ];
