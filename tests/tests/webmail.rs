@@ -430,6 +430,18 @@ async fn a_reply_is_a_new_secure_message_to_the_conversation_only() {
     }
     let content = world.app.content(Some(world.sender.token()), &reply_id).await;
     assert_eq!(content.status, 200, "the sender may read the reply");
+    // Alice's delivery slip: the sender fetched it with the desktop app, Bob was notified.
+    let slip = alice.get(&format!("/messages/{reply_id}")).await.expect("the reply").body;
+    let row = |who: &str| {
+        slip.split("<tr class=")
+            .skip(1)
+            .find(|row| row.contains(who))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("sender@example.test").contains("Retrieved with the desktop app"), "{slip}");
+    assert!(row("bob@example.test").contains("Notified"), "{slip}");
+    assert!(row("bob@example.test").contains("UTC"), "with the time: {slip}");
     let mime = content.text();
     // sample_mime's Message-ID is the subject in hex.
     let parent = "4170706f696e746d656e74@example.test";
