@@ -71,14 +71,8 @@ impl Browser {
                 let capabilities = capabilities(&pin, profile.path(), downloads.path());
                 let (chromedriver, port) = start_chromedriver()?;
                 let chromedriver = GroupChild(chromedriver);
-                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                let client = ClientBuilder::new(connector)
-                    .capabilities(capabilities)
-                    .connect(&format!("http://127.0.0.1:{port}"))
-                    .await
-                    .map_err(|error| {
-                        anyhow::anyhow!("cannot open Chromium through ChromeDriver: {error}")
-                    })?;
+                let client =
+                    connect_webdriver(port, capabilities, "Chromium through ChromeDriver").await?;
                 Ok((chromedriver, client, profile, downloads))
             }
         })
@@ -377,4 +371,19 @@ pub(crate) async fn save_screenshot(client: &Client, dir: &Path, name: &str) -> 
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// A WebDriver session on the driver listening on `port`; `what` names the
+/// browser and driver for the error.
+pub(crate) async fn connect_webdriver(
+    port: u16,
+    capabilities: serde_json::Map<String, serde_json::Value>,
+    what: &str,
+) -> Result<Client> {
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open {what}: {error}"))
 }

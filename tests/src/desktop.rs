@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 
 use crate::browser::{body_text, find_within, save_screenshot, wait_for_text_in};
 use crate::process::{GroupChild, free_ports, spawn_in_group, wait_until_ready, workspace_binary};
@@ -74,17 +74,8 @@ impl DesktopApp {
             async move {
                 let (driver, port) = start_driver(&tauri_driver, &display_name, env)?;
                 let driver = GroupChild(driver);
-                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                let client = ClientBuilder::new(connector)
-                    .capabilities(capabilities)
-                    .connect(&format!("http://127.0.0.1:{port}"))
-                    .await
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "cannot open {} through tauri-driver: {error}",
-                            app.display()
-                        )
-                    })?;
+                let what = format!("{} through tauri-driver", app.display());
+                let client = crate::browser::connect_webdriver(port, capabilities, &what).await?;
                 Ok((driver, client))
             }
         })

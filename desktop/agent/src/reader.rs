@@ -86,26 +86,13 @@ pub fn save_attachment(raw: &[u8], index: usize, dir: &Path) -> Result<PathBuf, 
 mod tests {
     use super::*;
 
-    const HTML_MESSAGE: &[u8] = b"From: Dr Sam <sam@clinic.example>\r\n\
-To: alice@example.test\r\n\
-Subject: Your results\r\n\
-Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
-\r\n\
---b1\r\n\
-Content-Type: text/html; charset=utf-8\r\n\
-\r\n\
-<p onclick=\"steal()\">Results <b>normal</b>.</p><script>steal()</script>\
-<img src=\"https://tracker.example/p.gif\"><a href=\"https://clinic.example/x\">portal</a>\
-<form action=\"https://evil.example\"><input name=q></form><style>p{}</style>\r\n\
---b1\r\n\
-Content-Type: application/pdf; name=\"../../lab results.pdf\"\r\n\
+    /// A message with one attachment whose name tries to leave the folder.
+    const HTML_MESSAGE: &[u8] = b"From: sam@clinic.example\r\nSubject: Results\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n\
+--b1\r\nContent-Type: application/pdf\r\n\
 Content-Disposition: attachment; filename=\"../../lab results.pdf\"\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-JVBERi0xLjQK\r\n\
---b1--\r\n";
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n";
 
     #[test]
     fn attachments_are_saved_under_a_safe_name_and_never_over_a_file() {

@@ -1,8 +1,6 @@
 //! The account page: the password, the signed-in devices (desktop apps and
 //! browsers) with revoke, signing out everywhere, and the desktop app.
 
-use axum::Form;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -10,8 +8,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::WebResult;
-use super::auth::bad_form;
-use super::session::{self, CsrfToken, Session, SignedIn, Viewer};
+use super::session::{self, CheckedForm, CsrfToken, NoFields, Session, SignedIn, Viewer};
 use crate::auth::{hash_password, verify_password};
 use crate::ids::DeviceId;
 use crate::routes::input::password;
@@ -78,7 +75,6 @@ async fn render(
 
 #[derive(Debug, Deserialize)]
 pub struct PasswordForm {
-    csrf: String,
     current: String,
     new: String,
 }
@@ -90,10 +86,8 @@ pub async fn change_password(
     viewer: Viewer,
     csrf: CsrfToken,
     SignedIn(session): SignedIn,
-    form: Result<Form<PasswordForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let current_hash = session.account.password_hash.clone().unwrap_or_default();
     if !verify_password(current_hash, form.current.clone()).await {
         let error = "The current password is not right.";
@@ -122,11 +116,6 @@ pub async fn change_password(
     render(&state, &viewer, &csrf, &session, Some(notice), None).await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// Signs one device out: a desktop app stops fetching messages, a browser
 /// is signed out at its next page.
 pub async fn revoke(
@@ -135,10 +124,8 @@ pub async fn revoke(
     csrf: CsrfToken,
     SignedIn(session): SignedIn,
     Path(device_id): Path<String>,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    CheckedForm(NoFields {}): CheckedForm<NoFields>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let device_id = DeviceId::from_stored(device_id);
     let revoked =
         state.store.revoke_device(&session.account.id, &device_id, state.clock.now()).await?;
@@ -152,12 +139,9 @@ pub async fn revoke(
 /// Signs every device of the account out, this browser included.
 pub async fn sign_out_everywhere(
     State(state): State<AppState>,
-    csrf: CsrfToken,
     SignedIn(session): SignedIn,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    CheckedForm(NoFields {}): CheckedForm<NoFields>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let count =
         state.store.revoke_devices(&session.account.id, None, None, state.clock.now()).await?;
     tracing::info!(account = %session.account.id, devices = count, "signed out everywhere");

@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 
-use axum::Form;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,7 +9,7 @@ use minijinja::context;
 use sealpost_proto::MessageId;
 use serde::Deserialize;
 
-use super::session::{self, CsrfToken, Viewer};
+use super::session::{self, CheckedForm, CsrfToken, NoFields, Viewer};
 use super::{WebError, WebResult};
 use crate::auth::{hash_password, verify_password};
 use crate::error::ApiError;
@@ -59,7 +57,6 @@ pub fn sign_in_form(
 
 #[derive(Debug, Deserialize)]
 pub struct SignInForm {
-    csrf: String,
     email: String,
     password: String,
     #[serde(default)]
@@ -72,10 +69,8 @@ pub async fn sign_in(
     csrf: CsrfToken,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<SignInForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<SignInForm>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let refuse = |message: &str| {
         Ok(sign_in_form(&state, &viewer, &csrf, &form.email, &form.next, Some(message)))
     };
@@ -113,21 +108,13 @@ async fn signed_in_redirect(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// Ends this browser's session: its device is revoked, so the cookie is
 /// worthless even if it was copied.
 pub async fn sign_out(
     State(state): State<AppState>,
     viewer: Viewer,
-    csrf: CsrfToken,
-    form: Result<Form<CsrfOnly>, FormRejection>,
+    CheckedForm(NoFields {}): CheckedForm<NoFields>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     if let Some(session) = &viewer.0 {
         state
             .store
@@ -197,7 +184,6 @@ fn code_request_form(
 
 #[derive(Debug, Deserialize)]
 pub struct CodeRequestForm {
-    csrf: String,
     email: String,
     #[serde(default)]
     next: String,
@@ -209,10 +195,8 @@ pub async fn send_code(
     viewer: Viewer,
     csrf: CsrfToken,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    form: Result<Form<CodeRequestForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CodeRequestForm>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let Ok(email) = email_address(&form.email) else {
         let error = "Enter your email address, such as alice@example.org.";
         return Ok(code_request_form(
@@ -252,7 +236,6 @@ fn code_form(
 
 #[derive(Debug, Deserialize)]
 pub struct CodeForm {
-    csrf: String,
     email: String,
     code: String,
     password: String,
@@ -270,10 +253,8 @@ pub async fn verify_code(
     csrf: CsrfToken,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CodeForm>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let email = email_address(&form.email)?;
     let refuse =
         |error: &str| Ok(code_form(&state, &viewer, &csrf, &email, &form.next, Some(error)));
@@ -357,7 +338,6 @@ fn register_form(
 
 #[derive(Debug, Deserialize)]
 pub struct RegisterForm {
-    csrf: String,
     message: String,
     t: String,
     name: String,
@@ -373,10 +353,8 @@ pub async fn register(
     csrf: CsrfToken,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<RegisterForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<RegisterForm>,
 ) -> WebResult<Response> {
-    let Form(form) = form.map_err(bad_form)?;
-    csrf.check(&form.csrf)?;
     let expired = || {
         WebError(ApiError::forbidden(
             "This link does not open a secure message. Use the link in your notification email as it is.",
@@ -415,12 +393,6 @@ pub async fn register(
     };
     tracing::info!(account = %account.id, "account created from a notification link");
     signed_in_redirect(&state, &account, &headers, &next).await
-}
-
-pub(super) fn bad_form(rejection: FormRejection) -> WebError {
-    WebError(ApiError::bad_request(format!(
-        "The form was incomplete ({rejection}). Go back, reload the page and try again."
-    )))
 }
 
 /// Where to go after signing in: a path on this site only, never another

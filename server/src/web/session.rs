@@ -15,12 +15,15 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use data_encoding::BASE64URL_NOPAD;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::auth::token_hash;
 use crate::error::ApiError;
@@ -142,6 +145,45 @@ impl CsrfToken {
     fn fresh() -> Self {
         Self { value: BASE64URL_NOPAD.encode(&rand::random::<[u8; 32]>()), from_browser: false }
     }
+}
+
+/// A submitted form whose CSRF field matched the browser's token; any other
+/// post is refused before its fields are looked at, so no handler can
+/// forget the check.
+pub struct CheckedForm<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for CheckedForm<T> {
+    type Rejection = super::WebError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token =
+            request.extensions().get::<CsrfToken>().cloned().unwrap_or_else(CsrfToken::fresh);
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| bad_form(&rejection.to_string()))?;
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(default)]
+            csrf: String,
+        }
+        let submitted: Token =
+            serde_urlencoded::from_bytes(&body).map_err(|error| bad_form(&error.to_string()))?;
+        token.check(&submitted.csrf)?;
+        serde_urlencoded::from_bytes(&body)
+            .map(CheckedForm)
+            .map_err(|error| bad_form(&error.to_string()))
+    }
+}
+
+/// A form with nothing to read but its CSRF token (sign out and the like).
+#[derive(Debug, Deserialize)]
+pub struct NoFields {}
+
+/// A form that could not be read.
+pub fn bad_form(problem: &str) -> super::WebError {
+    super::WebError(ApiError::bad_request(format!(
+        "The form was incomplete ({problem}). Go back, reload the page and try again."
+    )))
 }
 
 /// Gives every browser a CSRF token (set as a cookie on its first page) and
