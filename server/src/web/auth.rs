@@ -48,11 +48,11 @@ pub fn sign_in_form(
     error: Option<&str>,
 ) -> Response {
     let values = context! { email, next => safe_next(next), error };
-    let page = state.pages.render(state, viewer, csrf, "signin.html", values);
-    match error {
-        Some(_) => (StatusCode::UNAUTHORIZED, page).into_response(),
-        None => page,
-    }
+    super::pages::refused_if(
+        state.pages.render(state, viewer, csrf, "signin.html", values),
+        error,
+        StatusCode::UNAUTHORIZED,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,11 +227,11 @@ fn code_form(
         error,
         min_password_length => state.settings.accounts.min_password_length,
     };
-    let page = state.pages.render(state, viewer, csrf, "code_verify.html", values);
-    match error {
-        Some(_) => (StatusCode::BAD_REQUEST, page).into_response(),
-        None => page,
-    }
+    super::pages::refused_if(
+        state.pages.render(state, viewer, csrf, "code_verify.html", values),
+        error,
+        StatusCode::BAD_REQUEST,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,11 +329,11 @@ fn register_form(
         error,
         min_password_length => state.settings.accounts.min_password_length,
     };
-    let page = state.pages.render(state, viewer, csrf, "register.html", values);
-    match error {
-        Some(_) => (StatusCode::BAD_REQUEST, page).into_response(),
-        None => page,
-    }
+    super::pages::refused_if(
+        state.pages.render(state, viewer, csrf, "register.html", values),
+        error,
+        StatusCode::BAD_REQUEST,
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -98,11 +98,11 @@ fn form(
         error,
         max_size => state.settings.messages.max_size,
     };
-    let page = state.pages.render(state, viewer, csrf, "compose.html", values);
-    match error {
-        Some(_) => (StatusCode::BAD_REQUEST, page).into_response(),
-        None => page,
-    }
+    super::pages::refused_if(
+        state.pages.render(state, viewer, csrf, "compose.html", values),
+        error,
+        StatusCode::BAD_REQUEST,
+    )
 }
 
 /// One attachment from the form.

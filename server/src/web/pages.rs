@@ -108,6 +108,14 @@ impl Pages {
     }
 }
 
+/// A form's page: `status` when it shows why the form was refused.
+pub fn refused_if(page: Response, error: Option<&str>, status: StatusCode) -> Response {
+    match error {
+        Some(_) => (status, page).into_response(),
+        None => page,
+    }
+}
+
 /// Unix seconds as `2026-11-29 14:05 UTC`.
 fn datetime(seconds: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
