@@ -23,7 +23,10 @@ pub struct PageClient {
 pub struct Page {
     pub status: u16,
     pub headers: HeaderMap,
+    /// The body as text (lossily, for pages).
     pub body: String,
+    /// The body as received (for downloads).
+    pub bytes: Vec<u8>,
 }
 
 impl Page {
@@ -159,8 +162,9 @@ impl PageClient {
         let response = request.send().await.context("page request")?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.context("page body")?;
-        let page = Page { status, headers, body };
+        let bytes = response.bytes().await.context("page body")?.to_vec();
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        let page = Page { status, headers, body, bytes };
         let mut cookies = self.cookies.lock().expect("cookies");
         for line in page.set_cookies() {
             let Some((name, value)) = line.split(';').next().and_then(|pair| pair.split_once('='))

@@ -140,6 +140,7 @@ async fn a_link_registers_its_recipient_with_a_name_and_a_password_and_opens_the
 
     let attachment = browser.get(&format!("/messages/{id}/attachments/0")).await.expect("download");
     assert_eq!(attachment.status, 200);
+    assert_eq!(attachment.bytes, b"\x00attached bytes\xff", "the attachment's own bytes");
     assert_eq!(attachment.header("content-type"), Some("application/octet-stream"));
     assert_eq!(
         attachment.header("content-disposition"),

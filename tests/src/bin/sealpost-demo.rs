@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sealpost_agent::swap::SWAPPED_HEADER;
 use sealpost_harness::{
-    AgentCli, ApiClient, KeyringSession, MailStack, ServerProcess, sample_mime,
+    AgentCli, ApiClient, KeyringSession, MailStack, PageClient, ServerProcess, notification_link,
+    sample_mime,
 };
-use sealpost_proto::api::{DeliveryReport, DeviceTokens, StoredMessage, WellKnown};
+use sealpost_proto::api::{
+    DeliveryReport, DeviceTokens, RetrievalChannel, StoredMessage, WellKnown,
+};
 use sealpost_proto::notification::parse;
 
 struct Steps {
@@ -59,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
 
     let stack = steps.run(
         "start the mail stack (Postfix -> Dovecot)",
-        MailStack::start(&["sender", "alice", "mallory"]).await.map(|stack| {
+        MailStack::start(&["sender", "alice", "bob", "mallory"]).await.map(|stack| {
             let detail = format!(
                 "SMTP {}, IMAP {}, mailboxes {}",
                 stack.smtp_addr(),
@@ -142,15 +145,20 @@ async fn main() -> anyhow::Result<()> {
         &attachment,
     );
     let stored: StoredMessage = steps.run(
-        "store a secure message for alice",
+        "store a secure message for alice and bob",
         async {
             let stored: StoredMessage = api
-                .upload_with(&sender.access_token, &["alice@example.test"], mime.clone(), true)
+                .upload_with(
+                    &sender.access_token,
+                    &["alice@example.test", "bob@example.test"],
+                    mime.clone(),
+                    true,
+                )
                 .await?
                 .expect_status(201)?
                 .json();
             let detail = format!(
-                "message {} ({} bytes, sha256 {}…); the server queues alice's notification",
+                "message {} ({} bytes, sha256 {}…); the server queues both notifications",
                 stored.message_id,
                 stored.size,
                 &stored.content_sha256[..16]
@@ -185,6 +193,59 @@ async fn main() -> anyhow::Result<()> {
             Ok((
                 (),
                 format!("delivered by Postfix into Dovecot; its headers:\n{}", shown.join("\n")),
+            ))
+        }
+        .await,
+    )?;
+
+    steps.run(
+        "bob, without the agent, follows his link to the Secure Message Center",
+        async {
+            let is_notification = |raw: &[u8]| parse(raw).is_ok();
+            let raw = stack
+                .wait_for_email(
+                    "bob@example.test",
+                    "INBOX",
+                    is_notification,
+                    Duration::from_secs(15),
+                )
+                .await?;
+            let link = notification_link(&raw).context("no link in bob's notification")?;
+            let started = Instant::now();
+            let browser = PageClient::new(&server.base_url, &cert)?;
+            browser.get(&link).await?;
+            let (path, token) = link.split_once("?t=").context("no token in the link")?;
+            let message = path.rsplit('/').next().unwrap_or_default();
+            let csrf = browser.csrf();
+            let registered = browser
+                .post(
+                    "/register",
+                    &[
+                        ("csrf", &csrf),
+                        ("message", message),
+                        ("t", token),
+                        ("name", "Bob"),
+                        ("password", "a demo password"),
+                        ("accept", "on"),
+                    ],
+                )
+                .await?;
+            let page = browser.get(registered.location().unwrap_or("/mailbox")).await?;
+            let attachment_page =
+                browser.get(&format!("/messages/{message}/attachments/0")).await?;
+            if !page.body.contains("Dear Alice, your results are attached")
+                || attachment_page.bytes != attachment
+            {
+                bail!("bob could not read the message: {}", page.status);
+            }
+            Ok((
+                (),
+                format!(
+                    "link {link}\nregistered with a name and a password, the message shown and its \
+                     attachment downloaded ({} bytes) in {:?}",
+                    attachment.len(),
+                    started.elapsed()
+                ),
             ))
         }
         .await,
@@ -322,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|r| {
                     format!(
-                        "{}: {:?}; relay said {:?}; retrieved at {}",
+                        "{}: {:?}; relay said {:?}; retrieved at {}{}",
                         r.recipient,
                         r.state,
                         r.relay_answer.as_deref().unwrap_or("-"),
@@ -330,7 +391,13 @@ async fn main() -> anyhow::Result<()> {
                             .and_then(|at| at
                                 .format(&time::format_description::well_known::Rfc3339)
                                 .ok())
-                            .unwrap_or_else(|| "-".into())
+                            .unwrap_or_else(|| "-".into()),
+                        match r.retrieved_with {
+                            Some(RetrievalChannel::Agent) => " by the agent",
+                            Some(RetrievalChannel::SecureMessageCenter) =>
+                                " in the Secure Message Center",
+                            None => "",
+                        }
                     )
                 })
                 .collect::<Vec<_>>()
