@@ -137,6 +137,8 @@ async fn a_link_registers_its_recipient_with_a_name_and_a_password_and_opens_the
     assert_eq!(message.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(message.header("x-frame-options"), Some("DENY"));
     assert_eq!(message.header("cache-control"), Some("no-store"));
+    assert_eq!(message.header("referrer-policy"), Some("same-origin"));
+    assert_eq!(message.header("x-robots-tag"), Some("noindex, nofollow"));
 
     let attachment = browser.get(&format!("/messages/{id}/attachments/0")).await.expect("download");
     assert_eq!(attachment.status, 200);
