@@ -173,8 +173,13 @@ fn build_tray(app: &AppHandle) -> tauri::Result<Tray> {
 /// until the app closes.
 async fn look_after(app: AppHandle, tray: Option<Tray>) {
     let mut announcer = Announcer::default();
+    // The first look is at once: an app started unregistered must know it
+    // before the wizard can finish, or the first swaps after registration
+    // would be taken for what was there already.
+    let mut looks = tokio::time::interval(LOOK_EVERY);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(LOOK_EVERY).await;
+        looks.tick().await;
         let shell = app.state::<Shell>().inner().clone();
         let registered = shell.registered();
         let status = if registered { Some(commands::status_of(&shell).await) } else { None };

@@ -138,7 +138,7 @@ pub async fn send(
                 return Err(WebError(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     sealpost_proto::api::ErrorCode::PayloadTooLarge,
-                    format!("Attachments may add up to {} at most.", human_size(limit)),
+                    format!("Attachments may add up to {} at most.", super::pages::size(limit)),
                 )));
             }
             // A file input left empty still sends a nameless, empty part.
@@ -283,10 +283,6 @@ fn build_mime(
         builder = builder.attachment(content_type, name, upload.bytes.to_vec());
     }
     builder.write_to_vec()
-}
-
-fn human_size(bytes: u64) -> String {
-    format!("{} MB", bytes / 1_000_000)
 }
 
 fn not_a_member() -> WebError {

@@ -126,7 +126,7 @@ fn datetime(seconds: i64) -> String {
 }
 
 /// Bytes as `12 KB`.
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     match bytes {
         0..1_000 => format!("{bytes} bytes"),
         1_000..1_000_000 => format!("{} KB", bytes.div_ceil(1_000)),

@@ -88,7 +88,7 @@ pub async fn message(
     };
     let Some(message) = record.filter(|message| may_read(&session.account, message)) else {
         if let Some(recipient) = link_recipient {
-            let values = context! { recipient, next => format!("/messages/{id}?t={}", query.t.unwrap_or_default()) };
+            let values = context! { recipient };
             return Ok(state.pages.render(&state, &viewer, &csrf, "other_account.html", values));
         }
         return Err(not_found());
