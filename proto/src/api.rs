@@ -380,6 +380,47 @@ pub enum DeliveryState {
     Retrieved,
 }
 
+/// One of the organization's recognised correspondents: mail from this
+/// address to a member's masked address may be relayed to the member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DirectoryEntry {
+    /// Normalised: trimmed, lowercase.
+    pub email: String,
+    pub name: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: OffsetDateTime,
+}
+
+/// `GET /api/v1/admin/directory`: one page of the directory, by address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DirectoryPage {
+    pub entries: Vec<DirectoryEntry>,
+    /// Entries in the whole directory.
+    pub total: u64,
+}
+
+/// `POST /api/v1/admin/directory/import` (a CSV file): what changed. The
+/// accepted rows are stored together; the rejected ones say why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DirectoryImport {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: Vec<RejectedRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectedRow {
+    /// The row's line in the file, the header being line 1.
+    pub line: u64,
+    pub reason: String,
+}
+
 /// `GET /api/v1/admin/organization`: the organization's identity as every
 /// notification and automated email uses it now (configuration with the
 /// changes made through this API on top).

@@ -79,6 +79,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/admin/organization", "get"),
         ("/api/v1/admin/organization", "put"),
         ("/api/v1/admin/blocklists", "get"),
+        ("/api/v1/admin/directory", "get"),
+        ("/api/v1/admin/directory/import", "post"),
+        ("/api/v1/admin/directory/{email}", "delete"),
     ];
     for (path, method) in routes {
         assert!(

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::organization::OrganizationError;
 use crate::state::AppState;
 
-fn require_admin(state: &AppState, caller: &Caller) -> ApiResult<()> {
+pub(crate) fn require_admin(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let is_admin = state
         .settings
         .admin

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod devices;
+pub mod directory;
 pub mod health;
 pub mod input;
 pub mod messages;
@@ -26,6 +27,7 @@ use crate::state::AppState;
         devices::enroll, devices::refresh, devices::list, devices::revoke,
         messages::upload, messages::info, messages::content, messages::retrievals, messages::deliveries,
         admin::organization, admin::update_organization, admin::blocklists,
+        directory::list, directory::import, directory::remove,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -76,6 +78,12 @@ pub fn router(state: AppState) -> Router {
             get(admin::organization).put(admin::update_organization),
         )
         .route("/api/v1/admin/blocklists", get(admin::blocklists))
+        .route("/api/v1/admin/directory", get(directory::list))
+        .route(
+            "/api/v1/admin/directory/import",
+            post(directory::import).layer(DefaultBodyLimit::max(directory::MAX_IMPORT_BYTES)),
+        )
+        .route("/api/v1/admin/directory/{email}", delete(directory::remove))
         .merge(crate::web::router(state.clone()))
         .fallback(health::not_found)
         .with_state(state)

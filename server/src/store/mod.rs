@@ -127,6 +127,22 @@ pub struct RetrievalRecord {
     pub retrieved_at: OffsetDateTime,
 }
 
+/// A recognised correspondent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRecord {
+    pub email: String,
+    pub name: Option<String>,
+    /// When it was added or last renamed (ignored when importing).
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectoryChanges {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
 /// A notification to queue with its message: the complete email for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNotification {
@@ -360,6 +376,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts by state, for metrics.
     async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, u64)>>;
+
+    /// Adds or renames directory entries in one transaction; returns how
+    /// many were added, renamed and already as given.
+    async fn import_directory(
+        &self,
+        entries: &[DirectoryRecord],
+        now: OffsetDateTime,
+    ) -> StoreResult<DirectoryChanges>;
+
+    /// Entries by address, from `offset`, and the directory's size.
+    async fn directory_page(
+        &self,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<DirectoryRecord>, u64)>;
+
+    async fn directory_entry(&self, email: &str) -> StoreResult<Option<DirectoryRecord>>;
+
+    /// False when the address is not in the directory.
+    async fn remove_directory_entry(&self, email: &str) -> StoreResult<bool>;
 
     /// The organization settings changed through the admin API (a JSON document).
     async fn organization_overrides(&self) -> StoreResult<Option<String>>;

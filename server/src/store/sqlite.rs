@@ -14,9 +14,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::{
-    AccountRecord, CodeCheck, DeviceKind, DeviceRecord, MessageRecord, MessageSummary,
-    NewNotification, NotificationRecord, OutboxEntry, OutboxState, RetrievalRecord, Store,
-    StoreError, StoreResult, TokenHashes,
+    AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
+    MessageRecord, MessageSummary, NewNotification, NotificationRecord, OutboxEntry, OutboxState,
+    RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
 };
 use crate::ids::{AccountId, DeviceId};
 use crate::read_cache::{Generation, ReadCache};
@@ -373,6 +373,14 @@ fn message_from_row(row: &SqliteRow, id: &MessageId) -> StoreResult<MessageRecor
         created_at: from_unix(row.try_get("message_created_at")?)?,
         recipients,
         subject: row.try_get("subject")?,
+    })
+}
+
+fn directory_from_row(row: &SqliteRow) -> StoreResult<DirectoryRecord> {
+    Ok(DirectoryRecord {
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        updated_at: from_unix(row.try_get("updated_at")?)?,
     })
 }
 
@@ -1002,6 +1010,77 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn import_directory(
+        &self,
+        entries: &[DirectoryRecord],
+        now: OffsetDateTime,
+    ) -> StoreResult<DirectoryChanges> {
+        let mut changes = DirectoryChanges::default();
+        let mut tx = self.pool.begin().await?;
+        for entry in entries {
+            let existing: Option<Option<String>> =
+                sqlx::query_scalar("SELECT name FROM directory WHERE email = ?")
+                    .bind(&entry.email)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match existing {
+                Some(name) if name == entry.name => changes.unchanged += 1,
+                found => {
+                    sqlx::query(
+                        "INSERT INTO directory (email, name, updated_at) VALUES (?, ?, ?)
+                         ON CONFLICT (email) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+                    )
+                    .bind(&entry.email)
+                    .bind(&entry.name)
+                    .bind(unix(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    if found.is_some() {
+                        changes.updated += 1;
+                    } else {
+                        changes.added += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    async fn directory_page(
+        &self,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<DirectoryRecord>, u64)> {
+        let rows = sqlx::query(
+            "SELECT email, name, updated_at FROM directory ORDER BY email LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM directory").fetch_one(&self.pool).await?;
+        let entries = rows.iter().map(directory_from_row).collect::<StoreResult<_>>()?;
+        Ok((entries, u64::try_from(total).unwrap_or(0)))
+    }
+
+    async fn directory_entry(&self, email: &str) -> StoreResult<Option<DirectoryRecord>> {
+        let row = sqlx::query("SELECT email, name, updated_at FROM directory WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(directory_from_row).transpose()
+    }
+
+    async fn remove_directory_entry(&self, email: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM directory WHERE email = ?")
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn organization_overrides(&self) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT overrides FROM organization WHERE id = 1")
             .fetch_optional(&self.pool)
@@ -1064,6 +1143,29 @@ mod tests {
             recipients: recipients.iter().map(|&r| r.to_owned()).collect(),
             subject: Some("Results".into()),
         }
+    }
+
+    #[tokio::test]
+    async fn directory_entries_are_added_renamed_and_found_by_address() {
+        let (_dir, store) = store().await;
+        let entry = |email: &str, name: Option<&str>| DirectoryRecord {
+            email: email.into(),
+            name: name.map(str::to_owned),
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let first = [entry("tim@alumni.example", Some("Tim")), entry("ann@alumni.example", None)];
+        let changes = store.import_directory(&first, at).await.expect("import");
+        assert_eq!(changes, DirectoryChanges { added: 2, updated: 0, unchanged: 0 });
+        let renamed =
+            [entry("tim@alumni.example", Some("Timothy")), entry("ann@alumni.example", None)];
+        let changes = store.import_directory(&renamed, at).await.expect("import");
+        assert_eq!(changes, DirectoryChanges { added: 0, updated: 1, unchanged: 1 });
+        let tim = store.directory_entry("tim@alumni.example").await.expect("read");
+        assert_eq!(tim.map(|t| (t.name, t.updated_at)), Some((Some("Timothy".into()), at)));
+        assert_eq!(store.directory_entry("greg@elsewhere.example").await.expect("read"), None);
+        assert!(store.remove_directory_entry("ann@alumni.example").await.expect("remove"));
+        assert_eq!(store.directory_page(0, 10).await.expect("page").1, 1);
     }
 
     #[tokio::test]
