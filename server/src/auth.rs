@@ -89,6 +89,12 @@ pub fn code_hash(email: &str, code: &str) -> [u8; 32] {
         .into()
 }
 
+/// Whether `a` and `b` are equal, taking as long whatever their first
+/// difference: for comparing secrets (codes, tokens, MACs).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A six-digit code, uniformly drawn.
 pub fn new_code() -> String {
     format!("{:06}", rand::random_range(0..1_000_000u32))

@@ -17,6 +17,7 @@ use hmac::{Hmac, Mac};
 use mail_parser::{MessageParser, MimeHeaders};
 use sha2::Sha256;
 
+use crate::auth::constant_time_eq;
 use crate::files::{KeyFileError, load_or_create_key};
 
 const KEY_FILE: &str = "secrets/verp.key";
@@ -92,9 +93,7 @@ impl BounceMatcher {
         let id: i64 = id.parse().ok()?;
         let expected = self.mac(id);
         // Compare in constant time: the mac is the only secret in the address.
-        let equal = expected.len() == mac.len()
-            && expected.bytes().zip(mac.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        equal.then_some(id)
+        constant_time_eq(expected.as_bytes(), mac.as_bytes()).then_some(id)
     }
 
     fn mac(&self, outbox_id: i64) -> String {

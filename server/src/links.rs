@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use sealpost_proto::MessageId;
 use sha2::Sha256;
 
+use crate::auth::constant_time_eq;
 use crate::files::{KeyFileError, load_or_create_key};
 
 const KEY_FILE: &str = "secrets/link.key";
@@ -53,11 +54,7 @@ impl LinkKey {
         let mut found = None;
         for recipient in recipients {
             let expected = self.mac(message, recipient);
-            let difference = expected[..TOKEN_BYTES]
-                .iter()
-                .zip(&presented)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if difference == 0 {
+            if constant_time_eq(&expected[..TOKEN_BYTES], &presented) {
                 found = Some(recipient.as_str());
             }
         }

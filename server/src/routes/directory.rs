@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::routes::input::{display_name, email_address};
 use crate::state::AppState;
-use crate::store::DirectoryRecord;
+use crate::store::{DirectoryRecord, NewDirectoryEntry};
 
 /// Largest directory file accepted: some 200,000 rows of address and name.
 pub const MAX_IMPORT_BYTES: usize = 16 << 20;
@@ -94,7 +94,7 @@ fn entry_view(record: DirectoryRecord) -> DirectoryEntry {
 }
 
 /// The usable rows of a directory file and why the others are not.
-fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<DirectoryRecord>, Vec<RejectedRow>)> {
+fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<NewDirectoryEntry>, Vec<RejectedRow>)> {
     // Spreadsheets save UTF-8 with a byte order mark.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader =
@@ -119,7 +119,7 @@ fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<DirectoryRecord>, Vec<RejectedRow>)
     let first_column = column(&["first name", "given name"]);
     let last_column = column(&["last name", "surname", "family name"]);
 
-    let mut entries: Vec<DirectoryRecord> = Vec::new();
+    let mut entries: Vec<NewDirectoryEntry> = Vec::new();
     let mut lines_of: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut rejected = Vec::new();
     for row in reader.records() {
@@ -170,7 +170,7 @@ fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<DirectoryRecord>, Vec<RejectedRow>)
             continue;
         }
         lines_of.insert(email.clone(), line);
-        entries.push(DirectoryRecord { email, name, updated_at: time::OffsetDateTime::UNIX_EPOCH });
+        entries.push(NewDirectoryEntry { email, name });
     }
     Ok((entries, rejected))
 }

@@ -94,26 +94,32 @@ pub async fn store_message(
     let organization = state.organization.current();
     let read_url = format!("{}/messages/{id}", organization.center_url);
     let signer = state.keys.active();
-    let issue = |recipient: &String, read_url: &str| {
-        let signed = signer.sign(Notification {
-            message_id: id.clone(),
-            origin: state.origin.clone(),
-            recipient: recipient.clone(),
-            content_sha256: blob.digest,
-        });
-        organization.issue(&signed, sender.display_name.as_deref(), &sender.email, read_url)
+    let signed: Vec<_> = recipients
+        .iter()
+        .map(|recipient| {
+            signer.sign(Notification {
+                message_id: id.clone(),
+                origin: state.origin.clone(),
+                recipient: recipient.clone(),
+                content_sha256: blob.digest,
+            })
+        })
+        .collect();
+    let issue = |signed, read_url: &str| {
+        organization.issue(signed, sender.display_name.as_deref(), &sender.email, read_url)
     };
     // The sender sees the notifications it is given, so those carry the
     // plain link; the recipient's own token (which lets them register as
     // that address) travels only in the email the server sends them.
     let notifications: Vec<IssuedNotification> =
-        recipients.iter().map(|recipient| issue(recipient, &read_url)).collect();
+        signed.iter().map(|signed| issue(signed, &read_url)).collect();
     let outgoing = if send_notifications {
-        let personal: Vec<IssuedNotification> = recipients
+        let personal: Vec<IssuedNotification> = signed
             .iter()
-            .map(|recipient| {
+            .zip(&recipients)
+            .map(|(signed, recipient)| {
                 let token = state.links.token(&id, recipient);
-                issue(recipient, &format!("{read_url}?t={token}"))
+                issue(signed, &format!("{read_url}?t={token}"))
             })
             .collect();
         notification_emails(state, sender, &id, &headers, &recipients, &personal, now)
@@ -199,10 +205,7 @@ async fn visible_message(state: &AppState, caller: &Caller, id: &str) -> ApiResu
 }
 
 fn visible_to(caller: &Caller, message: Option<MessageRecord>) -> ApiResult<MessageRecord> {
-    let message = message.ok_or_else(ApiError::not_found)?;
-    let allowed = message.sender_account_id == caller.account.id
-        || message.recipients.contains(&caller.account.email);
-    if allowed { Ok(message) } else { Err(ApiError::not_found()) }
+    message.filter(|message| message.is_visible_to(&caller.account)).ok_or_else(ApiError::not_found)
 }
 
 /// The caller and the message, if visible to them, looked up together: the

@@ -106,6 +106,13 @@ pub struct MessageRecord {
     pub subject: Option<String>,
 }
 
+impl MessageRecord {
+    /// Whether `account` may see the message: its sender and its recipients only.
+    pub fn is_visible_to(&self, account: &AccountRecord) -> bool {
+        self.sender_account_id == account.id || self.recipients.contains(&account.email)
+    }
+}
+
 /// A message as a mailbox lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageSummary {
@@ -132,8 +139,15 @@ pub struct RetrievalRecord {
 pub struct DirectoryRecord {
     pub email: String,
     pub name: Option<String>,
-    /// When it was added or last renamed (ignored when importing).
+    /// When it was added or last renamed.
     pub updated_at: OffsetDateTime,
+}
+
+/// A correspondent to add, or to rename when listed already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDirectoryEntry {
+    pub email: String,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -381,7 +395,7 @@ pub trait Store: Send + Sync + 'static {
     /// many were added, renamed and already as given.
     async fn import_directory(
         &self,
-        entries: &[DirectoryRecord],
+        entries: &[NewDirectoryEntry],
         now: OffsetDateTime,
     ) -> StoreResult<DirectoryChanges>;
 

@@ -15,9 +15,10 @@ use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::{
     AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
-    MessageRecord, MessageSummary, NewNotification, NotificationRecord, OutboxEntry, OutboxState,
-    RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
+    MessageRecord, MessageSummary, NewDirectoryEntry, NewNotification, NotificationRecord,
+    OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
 };
+use crate::auth::constant_time_eq;
 use crate::ids::{AccountId, DeviceId};
 use crate::read_cache::{Generation, ReadCache};
 use sealpost_proto::{ContentDigest, MessageId};
@@ -1012,7 +1013,7 @@ impl Store for SqliteStore {
 
     async fn import_directory(
         &self,
-        entries: &[DirectoryRecord],
+        entries: &[NewDirectoryEntry],
         now: OffsetDateTime,
     ) -> StoreResult<DirectoryChanges> {
         let mut changes = DirectoryChanges::default();
@@ -1106,10 +1107,6 @@ impl Store for SqliteStore {
 }
 
 /// Comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1148,10 +1145,9 @@ mod tests {
     #[tokio::test]
     async fn directory_entries_are_added_renamed_and_found_by_address() {
         let (_dir, store) = store().await;
-        let entry = |email: &str, name: Option<&str>| DirectoryRecord {
+        let entry = |email: &str, name: Option<&str>| NewDirectoryEntry {
             email: email.into(),
             name: name.map(str::to_owned),
-            updated_at: OffsetDateTime::UNIX_EPOCH,
         };
         let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let first = [entry("tim@alumni.example", Some("Tim")), entry("ann@alumni.example", None)];

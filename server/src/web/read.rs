@@ -15,7 +15,7 @@ use super::{WebError, WebResult, auth};
 use crate::error::ApiError;
 use crate::routes::messages::delivery_report;
 use crate::state::AppState;
-use crate::store::{AccountRecord, MessageRecord, MessageSummary};
+use crate::store::{MessageRecord, MessageSummary};
 
 /// Messages listed per mailbox section.
 const MAILBOX_LIMIT: u32 = 200;
@@ -86,7 +86,7 @@ pub async fn message(
             _ => Redirect::to(&format!("/signin?next=/messages/{id}")).into_response(),
         });
     };
-    let Some(message) = record.filter(|message| may_read(&session.account, message)) else {
+    let Some(message) = record.filter(|message| message.is_visible_to(&session.account)) else {
         if let Some(recipient) = link_recipient {
             let values = context! { recipient };
             return Ok(state.pages.render(&state, &viewer, &csrf, "other_account.html", values));
@@ -187,10 +187,6 @@ pub async fn inline_image(
         .into_response())
 }
 
-fn may_read(account: &AccountRecord, message: &MessageRecord) -> bool {
-    message.sender_account_id == account.id || message.recipients.contains(&account.email)
-}
-
 /// The message if the signed-in account may read it; otherwise the same
 /// 404 as for a message that does not exist.
 pub(super) async fn readable(
@@ -203,7 +199,7 @@ pub(super) async fn readable(
         .store
         .message(&id)
         .await?
-        .filter(|message| may_read(&session.account, message))
+        .filter(|message| message.is_visible_to(&session.account))
         .ok_or_else(not_found)
 }
 

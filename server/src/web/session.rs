@@ -25,7 +25,7 @@ use data_encoding::BASE64URL_NOPAD;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::auth::token_hash;
+use crate::auth::{constant_time_eq, token_hash};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{AccountRecord, DeviceKind, DeviceRecord, TokenHashes};
@@ -119,10 +119,7 @@ pub struct CsrfToken {
 impl CsrfToken {
     /// Refuses a form whose token is missing or not this browser's.
     pub fn check(&self, submitted: &str) -> Result<(), super::WebError> {
-        let equal = self.value.len() == submitted.len()
-            && self.value.bytes().zip(submitted.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if self.from_browser && equal {
+        if self.from_browser && constant_time_eq(self.value.as_bytes(), submitted.as_bytes()) {
             return Ok(());
         }
         Err(super::WebError(ApiError::new(
