@@ -116,6 +116,10 @@ pub enum ErrorCode {
     Forbidden,
     /// Something failed on the server; the request id is in the logs.
     Internal,
+    /// The sender recalled the message: its content is gone for good.
+    MessageRecalled,
+    /// The message reached its expiry: its content is gone for good.
+    MessageExpired,
 }
 
 /// `POST /api/v1/verification-codes`: email a one-time code to prove the address.
@@ -233,6 +237,19 @@ pub struct UploadMetadata {
     /// the returned notifications through the organization's own relay.
     #[serde(default)]
     pub send_notifications: bool,
+    /// When the message stops being readable. Absent: the organization's
+    /// default (`messages.expire_after_days`); `null` is the same.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Keeps the message from never expiring when the organization has a default.
+    #[serde(default)]
+    pub never_expires: bool,
+    /// A key the client chose for this upload (up to 100 characters). Sent
+    /// again after a lost answer, it returns the message already stored
+    /// with that key instead of storing a second one.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 /// The answer to an upload: the stored message and one signed notification per recipient.
@@ -246,6 +263,10 @@ pub struct StoredMessage {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// When the message stops being readable; `None`: never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
     pub notifications: Vec<IssuedNotification>,
 }
 
@@ -280,6 +301,69 @@ pub struct MessageInfo {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    #[serde(default, flatten)]
+    pub lifecycle: Lifecycle,
+}
+
+/// Whether a message can still be read: when it expires, and whether its
+/// sender recalled it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Lifecycle {
+    /// When the message stops being readable; `None`: never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When its sender recalled it; from then on nobody can read it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub recalled_at: Option<OffsetDateTime>,
+}
+
+/// `POST /api/v1/messages/{id}/notifications` (sender only): the recipients
+/// whose notifications the sender's own mail server accepted, so the
+/// delivery slip shows them notified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SenderNotified {
+    pub recipients: Vec<String>,
+    /// The sender's mail server's answer, for the slip.
+    #[serde(default)]
+    pub relay_answer: Option<String>,
+}
+
+/// `GET /api/v1/recalls?since=N`: the messages addressed to the caller that
+/// their senders recalled, oldest recall first, and what to do with the
+/// copies already swapped into mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Recalls {
+    pub recalled: Vec<RecalledMessage>,
+    /// The organization's choice for copies already in mailboxes.
+    pub copies: RecalledCopies,
+    /// Pass as `since` next time: nothing before it is listed again.
+    pub next_since: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecalledMessage {
+    pub message_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub recalled_at: OffsetDateTime,
+}
+
+/// What happens to a recalled message's copies already in mailboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RecalledCopies {
+    /// They stay, as an ordinary email already delivered would.
+    #[default]
+    Keep,
+    /// Agents replace them with a short notice that keeps the subject.
+    Replace,
 }
 
 /// `GET /api/v1/messages/{id}/retrievals` (sender only): who fetched the content, when, from which device.
@@ -308,6 +392,8 @@ pub struct Retrieval {
 pub struct DeliveryReport {
     pub message_id: String,
     pub recipients: Vec<RecipientDelivery>,
+    #[serde(default, flatten)]
+    pub lifecycle: Lifecycle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +422,10 @@ pub struct RecipientDelivery {
     /// Where that first retrieval was made.
     #[serde(default)]
     pub retrieved_with: Option<RetrievalChannel>,
+    /// When this recipient first answered the message through Sealpost.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub replied_at: Option<OffsetDateTime>,
 }
 
 /// What kind of device an account signed in on.

@@ -25,6 +25,7 @@ use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
+use crate::lifecycle::Purger;
 use crate::links::LinkKey;
 use crate::mailer::MailError;
 use crate::metrics::{self, Metrics};
@@ -190,8 +191,14 @@ impl Application {
         self.state.outbox.clone()
     }
 
+    /// Deletes expired and recalled content; the server runs it every
+    /// minute, tests step it.
+    pub fn purger(&self) -> Purger {
+        Purger::new(self.state.clone())
+    }
+
     /// Serves until the handle shuts the server down; the outbox worker (when
-    /// enabled) runs alongside and stops with it.
+    /// enabled) and the purger run alongside and stop with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stop_worker = CancellationToken::new();
         let worker = self
@@ -200,6 +207,7 @@ impl Application {
             .outbox
             .worker
             .then(|| tokio::spawn(self.state.outbox.clone().run(stop_worker.clone())));
+        let purger = tokio::spawn(self.purger().run(stop_worker.clone()));
         let monitor = self.blocklist_checker.map(|checker| {
             let interval = Duration::from_secs(self.state.settings.blocklists.interval_seconds);
             tokio::spawn(blocklist::run_monitor(
@@ -223,6 +231,7 @@ impl Application {
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await;
         stop_worker.cancel();
+        let _ = purger.await;
         if let Some(monitor) = monitor {
             let _ = monitor.await;
         }

@@ -24,3 +24,9 @@ impl Clock {
         self.offset_seconds.fetch_add(seconds, Ordering::Relaxed);
     }
 }
+
+/// `2026-11-29 14:05 UTC`: how pages and messages for people show a time.
+pub fn human_date(at: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    at.to_offset(time::UtcOffset::UTC).format(format).unwrap_or_default()
+}

@@ -12,7 +12,7 @@ use sealpost_proto::api::{ErrorBody, ErrorCode};
 use crate::blobs::BlobError;
 use crate::mailer::MailError;
 use crate::rate_limit::RetryAfter;
-use crate::store::StoreError;
+use crate::store::{StoreError, Unreadable};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -41,6 +41,28 @@ impl ApiError {
             ErrorCode::NotFound,
             "There is nothing here, or you may not see it.",
         )
+    }
+
+    /// 410: the message exists but can no longer be read, and never will be again.
+    pub fn unreadable(why: Unreadable) -> Self {
+        match why {
+            Unreadable::Recalled(at) => Self::new(
+                StatusCode::GONE,
+                ErrorCode::MessageRecalled,
+                format!(
+                    "The sender recalled this message on {}; it can no longer be read.",
+                    crate::clock::human_date(at)
+                ),
+            ),
+            Unreadable::Expired(at) => Self::new(
+                StatusCode::GONE,
+                ErrorCode::MessageExpired,
+                format!(
+                    "This message expired on {}; it can no longer be read.",
+                    crate::clock::human_date(at)
+                ),
+            ),
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

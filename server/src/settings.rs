@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::blocklist::BlocklistSettings;
-use sealpost_proto::api::{MailEndpoint, MailSecurity, MailSettings};
+use sealpost_proto::api::{MailEndpoint, MailSecurity, MailSettings, RecalledCopies};
 use sealpost_proto::notification::{normalize_address, normalize_origin};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -88,11 +88,22 @@ pub struct MessageSettings {
     pub max_size: u64,
     /// Most recipients one message may have.
     pub max_recipients: usize,
+    /// Days after which a message stops being readable unless its sender
+    /// chose otherwise; 0: messages do not expire by default.
+    pub expire_after_days: u32,
+    /// What agents do with the copies of a recalled message already swapped
+    /// into mailboxes: keep them, or replace them with a short notice.
+    pub recalled_copies: RecalledCopies,
 }
 
 impl Default for MessageSettings {
     fn default() -> Self {
-        Self { max_size: 50 * 1024 * 1024, max_recipients: 500 }
+        Self {
+            max_size: 50 * 1024 * 1024,
+            max_recipients: 500,
+            expire_after_days: 0,
+            recalled_copies: RecalledCopies::Keep,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use sealpost_proto::api::{
 };
 use sealpost_proto::verification::find_code;
 use sealpost_server::clock::Clock;
+use sealpost_server::lifecycle::Purger;
 use sealpost_server::outbox::Outbox;
 use sealpost_server::settings::{Settings, SmtpSecurity};
 use sealpost_server::{Application, install_crypto_provider};
@@ -31,6 +32,8 @@ pub struct TestApp {
     pub clock: Clock,
     /// The notification outbox; with `outbox.worker = false` tests step it.
     pub outbox: Outbox,
+    /// Deletes expired and recalled content when stepped.
+    pub purger: Purger,
     /// The DKIM TXT record `(name, value)` when DKIM is configured.
     pub dkim_record: Option<(String, String)>,
     pub data_dir: PathBuf,
@@ -98,6 +101,7 @@ impl TestApp {
         let origin = app.origin().to_owned();
         let clock = app.clock();
         let outbox = app.outbox();
+        let purger = app.purger();
         let dkim_record = app.dkim_record();
         let cert_pem = std::fs::read(&app.tls().cert_file).expect("server certificate");
         let server_handle = app.handle();
@@ -111,6 +115,7 @@ impl TestApp {
             mailstack,
             clock,
             outbox,
+            purger,
             dkim_record,
             data_dir,
             cert_pem,

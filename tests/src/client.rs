@@ -170,11 +170,24 @@ impl ApiClient {
         let metadata = UploadMetadata {
             recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
             send_notifications,
+            expires_at: None,
+            never_expires: false,
+            client_key: None,
         };
+        self.upload_metadata(token, &metadata, mime).await
+    }
+
+    /// `POST /api/v1/messages` with `metadata` as given.
+    pub async fn upload_metadata(
+        &self,
+        token: &str,
+        metadata: &UploadMetadata,
+        mime: Vec<u8>,
+    ) -> anyhow::Result<ApiResponse> {
         let form = Form::new()
             .part(
                 "metadata",
-                Part::text(serde_json::to_string(&metadata)?).mime_str("application/json")?,
+                Part::text(serde_json::to_string(metadata)?).mime_str("application/json")?,
             )
             .part("content", Part::bytes(mime).mime_str("message/rfc822")?);
         self.send(

@@ -2,15 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::{Multipart, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealpost_proto::MessageId;
 use sealpost_proto::api::{
-    DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, MessageInfo, RecipientDelivery,
-    Retrieval, RetrievalChannel, RetrievalLog, StoredMessage, UploadMetadata,
+    DeliveryReport, DeliveryState, ErrorBody, IssuedNotification, Lifecycle, MessageInfo,
+    RecalledMessage, Recalls, RecipientDelivery, Retrieval, RetrievalChannel, RetrievalLog,
+    SenderNotified, StoredMessage, UploadMetadata,
 };
-use sealpost_proto::notification::{Notification, compose_email};
+use sealpost_proto::notification::{Notification, SignedNotification, compose_email};
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
@@ -20,7 +21,9 @@ use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::notify;
 use crate::routes::input::email_address;
 use crate::state::AppState;
-use crate::store::{AccountRecord, DeviceKind, MessageRecord, NewNotification, OutboxState};
+use crate::store::{
+    AccountRecord, DeviceKind, MessageRecord, NewNotification, OutboxState, StoreError,
+};
 
 /// Stores a message (multipart: a JSON part `metadata` with the recipients and
 /// a part `content` with the raw MIME message) and returns one signed
@@ -61,20 +64,96 @@ pub async fn upload(
         if blob.size == 0 {
             return Err(ApiError::bad_request("The `content` part is empty."));
         }
-        let recipients = recipients(&metadata, state.settings.messages.max_recipients)?;
-        Ok((blob, recipients, metadata.send_notifications))
+        let upload = NewUpload::from_metadata(&state, metadata)?;
+        Ok((blob, upload))
     }
     .await;
-    let (blob, recipients, send_notifications) = match outcome {
+    let (blob, upload) = match outcome {
         Ok(parts) => parts,
         Err(error) => {
             state.blobs.remove(&id).await;
             return Err(error);
         }
     };
-    let stored =
-        store_message(&state, &caller.account, id, blob, recipients, send_notifications).await?;
+    // An upload sent again after its answer was lost: the message is stored already.
+    if let Some(key) = &upload.client_key
+        && let Some(existing) = state.store.message_by_client_key(&caller.account.id, key).await?
+    {
+        state.blobs.remove(&id).await;
+        return Ok((
+            StatusCode::OK,
+            ApiJson(stored_message(&state, &caller.account, &existing, None)),
+        ));
+    }
+    let stored = store_message(&state, &caller.account, id, blob, upload).await?;
     Ok((StatusCode::CREATED, ApiJson(stored)))
+}
+
+/// What a sender asks of one upload besides its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpload {
+    /// Checked and normalised addresses, each once.
+    pub recipients: Vec<String>,
+    /// Whether the server mails the notifications itself.
+    pub send_notifications: bool,
+    pub expiry: Expiry,
+    pub client_key: Option<String>,
+}
+
+/// When a message stops being readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The organization's `messages.expire_after_days`.
+    OrganizationDefault,
+    At(OffsetDateTime),
+    Never,
+}
+
+impl NewUpload {
+    fn from_metadata(state: &AppState, metadata: UploadMetadata) -> ApiResult<Self> {
+        let recipients = recipients(&metadata.recipients, state.settings.messages.max_recipients)?;
+        let expiry = match (metadata.expires_at, metadata.never_expires) {
+            (Some(_), true) => {
+                return Err(ApiError::bad_request(
+                    "Send either `expires_at` or `never_expires`, not both.",
+                ));
+            }
+            (Some(at), false) => Expiry::At(at),
+            (None, true) => Expiry::Never,
+            (None, false) => Expiry::OrganizationDefault,
+        };
+        if let Some(key) = &metadata.client_key
+            && (key.is_empty() || key.len() > 100 || key.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "`client_key` must be 1 to 100 characters, without control characters.",
+            ));
+        }
+        Ok(Self {
+            recipients,
+            send_notifications: metadata.send_notifications,
+            expiry,
+            client_key: metadata.client_key,
+        })
+    }
+
+    /// When the message expires, stored at `now`; refused when in the past.
+    pub fn expires_at(
+        &self,
+        now: OffsetDateTime,
+        default_days: u32,
+    ) -> ApiResult<Option<OffsetDateTime>> {
+        match self.expiry {
+            Expiry::Never => Ok(None),
+            Expiry::OrganizationDefault => {
+                Ok((default_days > 0).then(|| now + time::Duration::days(i64::from(default_days))))
+            }
+            Expiry::At(at) if at <= now => Err(ApiError::bad_request(format!(
+                "`expires_at` ({at}) is not in the future: choose a later time, or leave it out for the organization's default."
+            ))),
+            Expiry::At(at) => Ok(Some(at)),
+        }
+    }
 }
 
 /// Records an uploaded message (its content already written as `blob`) with
@@ -86,46 +165,17 @@ pub async fn store_message(
     sender: &AccountRecord,
     id: MessageId,
     blob: StoredBlob,
-    recipients: Vec<String>,
-    send_notifications: bool,
+    upload: NewUpload,
 ) -> ApiResult<StoredMessage> {
     let now = state.clock.now();
+    let expires_at = match upload.expires_at(now, state.settings.messages.expire_after_days) {
+        Ok(at) => at,
+        Err(error) => {
+            state.blobs.remove(&id).await;
+            return Err(error);
+        }
+    };
     let headers = notify::SenderHeaders::parse(&blob.head, &sender.email);
-    let organization = state.organization.current();
-    let read_url = format!("{}/messages/{id}", organization.center_url);
-    let signer = state.keys.active();
-    let signed: Vec<_> = recipients
-        .iter()
-        .map(|recipient| {
-            signer.sign(Notification {
-                message_id: id.clone(),
-                origin: state.origin.clone(),
-                recipient: recipient.clone(),
-                content_sha256: blob.digest,
-            })
-        })
-        .collect();
-    let issue = |signed, read_url: &str| {
-        organization.issue(signed, sender.display_name.as_deref(), &sender.email, read_url)
-    };
-    // The sender sees the notifications it is given, so those carry the
-    // plain link; the recipient's own token (which lets them register as
-    // that address) travels only in the email the server sends them.
-    let notifications: Vec<IssuedNotification> =
-        signed.iter().map(|signed| issue(signed, &read_url)).collect();
-    let outgoing = if send_notifications {
-        let personal: Vec<IssuedNotification> = signed
-            .iter()
-            .zip(&recipients)
-            .map(|(signed, recipient)| {
-                let token = state.links.token(&id, recipient);
-                issue(signed, &format!("{read_url}?t={token}"))
-            })
-            .collect();
-        notification_emails(state, sender, &id, &headers, &recipients, &personal, now)
-    } else {
-        Vec::new()
-    };
     let record = MessageRecord {
         id: id.clone(),
         sender_account_id: sender.id.clone(),
@@ -133,12 +183,43 @@ pub async fn store_message(
         content_sha256: blob.digest,
         size: blob.size,
         created_at: now,
-        recipients,
+        recipients: upload.recipients,
         subject: headers.subject.clone(),
+        expires_at,
+        recalled_at: None,
+        header_message_id: headers.message_id.clone(),
+        client_key: upload.client_key,
     };
-    if let Err(error) = state.store.insert_message(&record, &outgoing).await {
-        state.blobs.remove(&id).await;
-        return Err(error.into());
+    let signed = sign_notifications(state, &record);
+    let outgoing = if upload.send_notifications {
+        let personal: Vec<IssuedNotification> = signed
+            .iter()
+            .map(|signed| {
+                let token = state.links.token(&id, &signed.fields.recipient);
+                issue_notification(state, sender, signed, Some(&token))
+            })
+            .collect();
+        notification_emails(state, sender, &id, &headers, &record.recipients, &personal, now)
+    } else {
+        Vec::new()
+    };
+    let answers: Vec<String> =
+        headers.in_reply_to.iter().chain(&headers.references).cloned().collect();
+    match state.store.insert_message(&record, &answers, &outgoing).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) if record.client_key.is_some() => {
+            // The same upload, sent twice at once: the other one was stored.
+            state.blobs.remove(&id).await;
+            let key = record.client_key.as_deref().unwrap_or_default();
+            let existing = state.store.message_by_client_key(&sender.id, key).await?;
+            return existing
+                .map(|existing| stored_message(state, sender, &existing, None))
+                .ok_or_else(|| ApiError::internal(&"a client key conflicted with no message"));
+        }
+        Err(error) => {
+            state.blobs.remove(&id).await;
+            return Err(error.into());
+        }
     }
     if !outgoing.is_empty() {
         state.outbox.wake();
@@ -146,13 +227,66 @@ pub async fn store_message(
     state.metrics.messages_stored.inc();
     state.metrics.message_bytes_stored.inc_by(blob.size);
     tracing::info!(message_id = %id, sender = %sender.id, size = blob.size, recipients = record.recipients.len(), queued = outgoing.len(), "message stored");
-    Ok(StoredMessage {
-        message_id: id.to_string(),
-        content_sha256: blob.digest.to_hex(),
-        size: blob.size,
-        created_at: record.created_at,
-        notifications,
-    })
+    Ok(stored_message(state, sender, &record, Some(signed)))
+}
+
+/// The answer to an upload of `message`, with its notifications for the
+/// sender's own mail program, signed now unless `signed` already are.
+/// Signatures are deterministic, so an upload answered again gets the same
+/// notifications.
+fn stored_message(
+    state: &AppState,
+    sender: &AccountRecord,
+    message: &MessageRecord,
+    signed: Option<Vec<SignedNotification>>,
+) -> StoredMessage {
+    let signed = signed.unwrap_or_else(|| sign_notifications(state, message));
+    StoredMessage {
+        message_id: message.id.to_string(),
+        content_sha256: message.content_sha256.to_hex(),
+        size: message.size,
+        created_at: message.created_at,
+        expires_at: message.expires_at,
+        // The sender sees these, so they carry the plain link; the
+        // recipient's own token (which lets them register as that address)
+        // travels only in the email the server sends them.
+        notifications: signed
+            .iter()
+            .map(|signed| issue_notification(state, sender, signed, None))
+            .collect(),
+    }
+}
+
+/// One signed claim per recipient of `message`.
+fn sign_notifications(state: &AppState, message: &MessageRecord) -> Vec<SignedNotification> {
+    let signer = state.keys.active();
+    message
+        .recipients
+        .iter()
+        .map(|recipient| {
+            signer.sign(Notification {
+                message_id: message.id.clone(),
+                origin: state.origin.clone(),
+                recipient: recipient.clone(),
+                content_sha256: message.content_sha256,
+            })
+        })
+        .collect()
+}
+
+/// The notification of `signed`, its link carrying the recipient's `token`.
+fn issue_notification(
+    state: &AppState,
+    sender: &AccountRecord,
+    signed: &SignedNotification,
+    token: Option<&str>,
+) -> IssuedNotification {
+    let organization = state.organization.current();
+    let mut read_url = format!("{}/messages/{}", organization.center_url, signed.fields.message_id);
+    if let Some(token) = token {
+        read_url = format!("{read_url}?t={token}");
+    }
+    organization.issue(signed, sender.display_name.as_deref(), &sender.email, &read_url)
 }
 
 /// One complete email per recipient, with the sender's own headers.
@@ -180,15 +314,16 @@ fn notification_emails(
         .collect()
 }
 
-fn recipients(metadata: &UploadMetadata, max: usize) -> ApiResult<Vec<String>> {
-    if metadata.recipients.is_empty() {
+/// Checked, normalised and each once.
+pub fn recipients(inputs: &[String], max: usize) -> ApiResult<Vec<String>> {
+    if inputs.is_empty() {
         return Err(ApiError::bad_request("Name at least one recipient in `metadata.recipients`."));
     }
-    if metadata.recipients.len() > max {
+    if inputs.len() > max {
         return Err(ApiError::bad_request(format!("A message may have at most {max} recipients.")));
     }
-    let mut addresses = Vec::with_capacity(metadata.recipients.len());
-    for input in &metadata.recipients {
+    let mut addresses = Vec::with_capacity(inputs.len());
+    for input in inputs {
         let address = email_address(input)?;
         if !addresses.contains(&address) {
             addresses.push(address);
@@ -245,13 +380,119 @@ pub async fn info(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<MessageInfo>> {
     let message = visible_message(&state, &caller, &id).await?;
-    Ok(ApiJson(MessageInfo {
+    Ok(ApiJson(message_info(message)))
+}
+
+fn message_info(message: MessageRecord) -> MessageInfo {
+    MessageInfo {
         message_id: message.id.to_string(),
+        lifecycle: lifecycle(&message),
         sender: message.sender_email,
         recipients: message.recipients,
         content_sha256: message.content_sha256.to_hex(),
         size: message.size,
         created_at: message.created_at,
+    }
+}
+
+fn lifecycle(message: &MessageRecord) -> Lifecycle {
+    Lifecycle { expires_at: message.expires_at, recalled_at: message.recalled_at }
+}
+
+/// Recalls a message (sender only): from now on nobody can read it, its
+/// content is deleted, and recipients' agents learn of it from
+/// `GET /api/v1/recalls`. Recalling twice keeps the first time.
+#[utoipa::path(post, path = "/api/v1/messages/{message_id}/recall", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)),
+    responses((status = 200, body = MessageInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn recall(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<MessageInfo>> {
+    let mut message = sent_message(&state, &caller, &id).await?;
+    message.recalled_at = Some(recall_message(&state, &message).await?);
+    Ok(ApiJson(message_info(message)))
+}
+
+/// Marks `message` recalled and deletes its content; returns when it was recalled.
+pub async fn recall_message(
+    state: &AppState,
+    message: &MessageRecord,
+) -> ApiResult<OffsetDateTime> {
+    let recalled_at = state.store.recall_message(&message.id, state.clock.now()).await?;
+    crate::lifecycle::remove_content(state, &message.id).await?;
+    tracing::info!(message_id = %message.id, "message recalled");
+    Ok(recalled_at)
+}
+
+/// Records that the sender's own mail server accepted these recipients'
+/// notifications (sender only), so the delivery slip shows them notified.
+#[utoipa::path(post, path = "/api/v1/messages/{message_id}/notifications", tag = "messages", security(("bearer" = [])),
+    params(("message_id" = String, Path)), request_body = SenderNotified,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sender_notified(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(report): ApiJson<SenderNotified>,
+) -> ApiResult<StatusCode> {
+    let message = sent_message(&state, &caller, &id).await?;
+    let recipients = recipients(&report.recipients, state.settings.messages.max_recipients)?;
+    if let Some(stranger) = recipients.iter().find(|r| !message.recipients.contains(r)) {
+        return Err(ApiError::bad_request(format!(
+            "{stranger} is not a recipient of this message."
+        )));
+    }
+    let answer = report
+        .relay_answer
+        .filter(|answer| !answer.trim().is_empty())
+        .map(|answer| answer.chars().filter(|c| !c.is_control()).take(500).collect())
+        .unwrap_or_else(|| "accepted by the sender's mail server".to_owned());
+    state
+        .store
+        .record_sender_notified(&message.id, &recipients, &answer, state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct RecallsQuery {
+    /// Unix seconds: recalls at or after this time (the previous answer's `next_since`).
+    #[serde(default)]
+    since: i64,
+}
+
+/// Most recalls one answer lists; the client asks again from `next_since`.
+const RECALLS_PER_PAGE: u32 = 500;
+
+/// The messages sent to the caller that were recalled since `since`, and
+/// what the organization wants done with copies already in mailboxes.
+#[utoipa::path(get, path = "/api/v1/recalls", tag = "messages", security(("bearer" = [])),
+    params(RecallsQuery),
+    responses((status = 200, body = Recalls), (status = 401, body = ErrorBody)))]
+pub async fn recalls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<RecallsQuery>,
+) -> ApiResult<ApiJson<Recalls>> {
+    let since = OffsetDateTime::from_unix_timestamp(query.since)
+        .map_err(|_| ApiError::bad_request("`since` is not a time in Unix seconds."))?;
+    let found = state.store.recalls_for(&caller.account.email, since, RECALLS_PER_PAGE).await?;
+    // A full page may end amid recalls of one second: the next page starts
+    // at that second again (the client skips what it has seen). Otherwise
+    // everything up to now has been listed, bar recalls in this very second.
+    let next_since = match found.last() {
+        Some((_, last)) if found.len() == RECALLS_PER_PAGE as usize => last.unix_timestamp(),
+        _ => state.clock.now().unix_timestamp().max(query.since),
+    };
+    Ok(ApiJson(Recalls {
+        recalled: found
+            .into_iter()
+            .map(|(id, recalled_at)| RecalledMessage { message_id: id.to_string(), recalled_at })
+            .collect(),
+        copies: state.settings.messages.recalled_copies,
+        next_since,
     }))
 }
 
@@ -266,6 +507,9 @@ pub async fn content(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let (caller, message) = caller_and_visible_message(&state, token, &id).await?;
+    if let Some(why) = message.unreadable_at(state.clock.now()) {
+        return Err(ApiError::unreadable(why));
+    }
     let body = if message.size <= SMALL_CONTENT {
         Body::from(state.blobs.read_small(&message.id)?)
     } else {
@@ -343,6 +587,7 @@ pub async fn delivery_report(
 ) -> ApiResult<DeliveryReport> {
     let notifications = state.store.notifications_of(&message.id).await?;
     let retrievals = state.store.retrievals(&message.id).await?;
+    let replies = state.store.replies_to(&message.id).await?;
     let recipients = message
         .recipients
         .iter()
@@ -379,8 +624,13 @@ pub async fn delivery_report(
                     DeviceKind::Agent => RetrievalChannel::Agent,
                     DeviceKind::Browser => RetrievalChannel::SecureMessageCenter,
                 }),
+                replied_at: replies.iter().find(|(r, _)| r == recipient).map(|(_, at)| *at),
             }
         })
         .collect();
-    Ok(DeliveryReport { message_id: message.id.to_string(), recipients })
+    Ok(DeliveryReport {
+        message_id: message.id.to_string(),
+        recipients,
+        lifecycle: lifecycle(message),
+    })
 }

@@ -26,6 +26,7 @@ use crate::state::AppState;
         accounts::request_code, accounts::create_account,
         devices::enroll, devices::refresh, devices::list, devices::revoke,
         messages::upload, messages::info, messages::content, messages::retrievals, messages::deliveries,
+        messages::recall, messages::sender_notified, messages::recalls,
         admin::organization, admin::update_organization, admin::blocklists,
         directory::list, directory::import, directory::remove,
     ),
@@ -73,6 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/messages/{message_id}/content", get(messages::content))
         .route("/api/v1/messages/{message_id}/retrievals", get(messages::retrievals))
         .route("/api/v1/messages/{message_id}/deliveries", get(messages::deliveries))
+        .route("/api/v1/messages/{message_id}/recall", post(messages::recall))
+        .route("/api/v1/messages/{message_id}/notifications", post(messages::sender_notified))
+        .route("/api/v1/recalls", get(messages::recalls))
         .route(
             "/api/v1/admin/organization",
             get(admin::organization).put(admin::update_organization),

@@ -104,6 +104,14 @@ pub struct MessageRecord {
     pub recipients: Vec<String>,
     /// The Subject of the stored MIME, for lists.
     pub subject: Option<String>,
+    /// When it stops being readable; `None`: never.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When its sender recalled it.
+    pub recalled_at: Option<OffsetDateTime>,
+    /// The stored MIME's Message-ID, without angle brackets.
+    pub header_message_id: Option<String>,
+    /// The uploading client's key for this upload.
+    pub client_key: Option<String>,
 }
 
 impl MessageRecord {
@@ -111,6 +119,21 @@ impl MessageRecord {
     pub fn is_visible_to(&self, account: &AccountRecord) -> bool {
         self.sender_account_id == account.id || self.recipients.contains(&account.email)
     }
+
+    /// Why nobody can read it any more, if so: recalled, or expired at `now`.
+    pub fn unreadable_at(&self, now: OffsetDateTime) -> Option<Unreadable> {
+        if let Some(at) = self.recalled_at {
+            return Some(Unreadable::Recalled(at));
+        }
+        self.expires_at.filter(|at| *at <= now).map(Unreadable::Expired)
+    }
+}
+
+/// Why a message's content is no longer served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    Recalled(OffsetDateTime),
+    Expired(OffsetDateTime),
 }
 
 /// A message as a mailbox lists it.
@@ -295,11 +318,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a message and queues its notifications in one transaction, so
     /// a stored message never lacks the notifications it was stored with.
+    /// Also records the message as the sender's reply to each stored
+    /// message whose Message-ID is in `answers` and that was sent to them.
     async fn insert_message(
         &self,
         message: &MessageRecord,
+        answers: &[String],
         notifications: &[NewNotification],
     ) -> StoreResult<()>;
+
+    /// The message `account_id` stored with this client key, if any.
+    async fn message_by_client_key(
+        &self,
+        account_id: &AccountId,
+        client_key: &str,
+    ) -> StoreResult<Option<MessageRecord>>;
+
+    /// Marks the message recalled at `at` (a second recall keeps the first
+    /// time) and returns when it was recalled.
+    async fn recall_message(
+        &self,
+        id: &MessageId,
+        at: OffsetDateTime,
+    ) -> StoreResult<OffsetDateTime>;
+
+    /// Messages to `email` recalled at or after `since`, oldest recall first.
+    async fn recalls_for(
+        &self,
+        email: &str,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<(MessageId, OffsetDateTime)>>;
+
+    /// Messages recalled, or expired at `now`, whose content is still kept.
+    async fn messages_to_purge(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageId>>;
+
+    async fn mark_content_removed(&self, id: &MessageId, at: OffsetDateTime) -> StoreResult<()>;
+
+    /// Records notifications the sender's own mail server accepted (kept
+    /// as sent outbox rows with no email, so the delivery slip reads one
+    /// table); recipients already recorded stay as they are.
+    async fn record_sender_notified(
+        &self,
+        id: &MessageId,
+        recipients: &[String],
+        relay_answer: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Each recipient's first reply to the message: (address, when).
+    async fn replies_to(&self, id: &MessageId) -> StoreResult<Vec<(String, OffsetDateTime)>>;
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>>;
 

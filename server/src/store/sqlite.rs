@@ -34,8 +34,8 @@ pub struct SqliteStore {
     /// The device and account behind each access token hash that a request
     /// has shown, dropped whenever any device changes.
     callers: Arc<ReadCache<[u8; 32], (DeviceRecord, AccountRecord)>>,
-    /// Messages as read; a stored message never changes.
-    messages: ReadCache<MessageId, MessageRecord>,
+    /// Messages as read; dropped when recalled, their only change.
+    messages: Arc<ReadCache<MessageId, MessageRecord>>,
 }
 
 /// Kept callers at most: a few hundred bytes each.
@@ -76,7 +76,7 @@ impl SqliteStore {
             readers,
             group_writes,
             callers: Arc::new(ReadCache::new(CALLERS_KEPT)),
-            messages: ReadCache::new(MESSAGES_KEPT_WEIGHT),
+            messages: Arc::new(ReadCache::new(MESSAGES_KEPT_WEIGHT)),
         })
     }
 
@@ -91,6 +91,23 @@ impl SqliteStore {
         tokio::spawn(async move {
             let outcome = write.await;
             callers.invalidate();
+            outcome
+        })
+        .await
+        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Runs `write`, which changes message `id`, to its end even if the
+    /// caller stops waiting, then drops the kept copy of that message.
+    async fn write_message<T: Send + 'static>(
+        &self,
+        id: &MessageId,
+        write: impl Future<Output = StoreResult<T>> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (messages, id) = (self.messages.clone(), id.clone());
+        tokio::spawn(async move {
+            let outcome = write.await;
+            messages.forget(&id);
             outcome
         })
         .await
@@ -284,6 +301,10 @@ fn unix(at: OffsetDateTime) -> i64 {
     at.unix_timestamp()
 }
 
+fn optional_from_unix(seconds: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    seconds.map(from_unix).transpose()
+}
+
 fn from_unix(seconds: i64) -> StoreResult<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(seconds)
         .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
@@ -344,7 +365,8 @@ fn caller_from_row(row: &SqliteRow) -> StoreResult<(DeviceRecord, AccountRecord)
 macro_rules! message_columns {
     () => {
         "m.id AS message_id, m.sender_account_id, s.email AS sender_email, m.content_sha256,
-         m.size, m.created_at AS message_created_at, m.subject,
+         m.size, m.created_at AS message_created_at, m.subject, m.expires_at, m.recalled_at,
+         m.header_message_id, m.client_key,
          (SELECT json_group_array(r.email ORDER BY r.rowid) FROM message_recipients r
           WHERE r.message_id = m.id) AS recipients"
     };
@@ -374,6 +396,10 @@ fn message_from_row(row: &SqliteRow, id: &MessageId) -> StoreResult<MessageRecor
         created_at: from_unix(row.try_get("message_created_at")?)?,
         recipients,
         subject: row.try_get("subject")?,
+        expires_at: optional_from_unix(row.try_get("expires_at")?)?,
+        recalled_at: optional_from_unix(row.try_get("recalled_at")?)?,
+        header_message_id: row.try_get("header_message_id")?,
+        client_key: row.try_get("client_key")?,
     })
 }
 
@@ -675,12 +701,14 @@ impl Store for SqliteStore {
     async fn insert_message(
         &self,
         message: &MessageRecord,
+        answers: &[String],
         notifications: &[NewNotification],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at, subject)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, sender_account_id, content_sha256, size, created_at, subject,
+                                   expires_at, header_message_id, client_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(message.id.as_str())
         .bind(message.sender_account_id.as_str())
@@ -688,6 +716,9 @@ impl Store for SqliteStore {
         .bind(i64::try_from(message.size).map_err(|_| StoreError::Corrupt("size overflows".into()))?)
         .bind(unix(message.created_at))
         .bind(&message.subject)
+        .bind(message.expires_at.map(unix))
+        .bind(&message.header_message_id)
+        .bind(&message.client_key)
         .execute(&mut *tx)
         .await
         .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
@@ -701,6 +732,20 @@ impl Store for SqliteStore {
             .await?;
         }
         let now = unix(message.created_at);
+        for answered in answers {
+            sqlx::query(
+                "INSERT OR IGNORE INTO replies (message_id, email, reply_id, replied_at)
+                 SELECT m.id, r.email, ?, ? FROM messages m
+                   JOIN message_recipients r ON r.message_id = m.id AND r.email = ?
+                  WHERE m.header_message_id = ?",
+            )
+            .bind(message.id.as_str())
+            .bind(now)
+            .bind(&message.sender_email)
+            .bind(answered)
+            .execute(&mut *tx)
+            .await?;
+        }
         for notification in notifications {
             sqlx::query(
                 "INSERT INTO outbox (message_id, recipient, email, state, next_attempt_at, created_at, updated_at)
@@ -717,6 +762,157 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn message_by_client_key(
+        &self,
+        account_id: &AccountId,
+        client_key: &str,
+    ) -> StoreResult<Option<MessageRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m ",
+            message_joins!(),
+            " WHERE m.sender_account_id = ? AND m.client_key = ?"
+        ))
+        .bind(account_id.as_str())
+        .bind(client_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let id = MessageId::parse(row.try_get("message_id")?)
+                .map_err(|_| StoreError::Corrupt("a message id does not parse".into()))?;
+            message_from_row(&row, &id)
+        })
+        .transpose()
+    }
+
+    async fn recall_message(
+        &self,
+        id: &MessageId,
+        at: OffsetDateTime,
+    ) -> StoreResult<OffsetDateTime> {
+        let (pool, message_id) = (self.pool.clone(), id.clone());
+        self.write_message(id, async move {
+            let mut tx = pool.begin().await?;
+            let recalled_at: i64 = sqlx::query_scalar(
+                "UPDATE messages SET recalled_at = COALESCE(recalled_at, ?) WHERE id = ?
+                 RETURNING recalled_at",
+            )
+            .bind(unix(at))
+            .bind(message_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            // Notifications not sent yet would announce what nobody can read.
+            sqlx::query(
+                "UPDATE outbox SET state = 'failed', last_error = 'recalled by the sender before it was sent',
+                                   updated_at = ?
+                  WHERE message_id = ? AND state = 'queued'",
+            )
+            .bind(unix(at))
+            .bind(message_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            from_unix(recalled_at)
+        })
+        .await
+    }
+
+    async fn recalls_for(
+        &self,
+        email: &str,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<(MessageId, OffsetDateTime)>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.recalled_at FROM message_recipients r
+               JOIN messages m ON m.id = r.message_id
+              WHERE r.email = ? AND m.recalled_at >= ?
+              ORDER BY m.recalled_at, m.id LIMIT ?",
+        )
+        .bind(email)
+        .bind(unix(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id = MessageId::parse(row.try_get("id")?)
+                    .map_err(|_| StoreError::Corrupt("a message id does not parse".into()))?;
+                Ok((id, from_unix(row.try_get("recalled_at")?)?))
+            })
+            .collect()
+    }
+
+    async fn messages_to_purge(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE content_removed_at IS NULL AND expires_at <= ?1
+             UNION
+             SELECT id FROM messages WHERE content_removed_at IS NULL AND recalled_at IS NOT NULL
+             LIMIT ?2",
+        )
+        .bind(unix(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| {
+                MessageId::parse(id)
+                    .map_err(|_| StoreError::Corrupt(format!("message id {id:?} does not parse")))
+            })
+            .collect()
+    }
+
+    async fn mark_content_removed(&self, id: &MessageId, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE messages SET content_removed_at = ? WHERE id = ?")
+            .bind(unix(at))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_sender_notified(
+        &self,
+        id: &MessageId,
+        recipients: &[String],
+        relay_answer: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for recipient in recipients {
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox (message_id, recipient, email, state, attempts,
+                                               next_attempt_at, created_at, updated_at, relay_answer)
+                 VALUES (?, ?, x'', 'sent', 1, ?, ?, ?, ?)",
+            )
+            .bind(id.as_str())
+            .bind(recipient)
+            .bind(unix(at))
+            .bind(unix(at))
+            .bind(unix(at))
+            .bind(relay_answer)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replies_to(&self, id: &MessageId) -> StoreResult<Vec<(String, OffsetDateTime)>> {
+        let rows = sqlx::query("SELECT email, replied_at FROM replies WHERE message_id = ?")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("email")?, from_unix(row.try_get("replied_at")?)?)))
+            .collect()
     }
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
@@ -1139,6 +1335,10 @@ mod tests {
             created_at: at,
             recipients: recipients.iter().map(|&r| r.to_owned()).collect(),
             subject: Some("Results".into()),
+            expires_at: None,
+            recalled_at: None,
+            header_message_id: None,
+            client_key: None,
         }
     }
 
@@ -1255,7 +1455,7 @@ mod tests {
             .await
             .expect("device");
         let message = message(&account, &["a@example.test"], now);
-        store.insert_message(&message, &[]).await.expect("insert");
+        store.insert_message(&message, &[], &[]).await.expect("insert");
         // Not stored: its row breaks the foreign key, in whichever group it lands.
         let unknown = MessageId::generate();
 
@@ -1280,7 +1480,7 @@ mod tests {
         let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let recipients = ["z@example.test", "a@example.test", "m@example.test"];
         let message = message(&sender, &recipients, created);
-        store.insert_message(&message, &[]).await.expect("insert");
+        store.insert_message(&message, &[], &[]).await.expect("insert");
         assert_eq!(store.message(&message.id).await.expect("read"), Some(message));
         assert_eq!(store.message(&MessageId::generate()).await.expect("read"), None);
     }
@@ -1296,7 +1496,7 @@ mod tests {
             .expect("device");
         let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let message = message(&account, &["b@example.test", "a@example.test"], created);
-        store.insert_message(&message, &[]).await.expect("insert");
+        store.insert_message(&message, &[], &[]).await.expect("insert");
 
         let apart = store.device_by_access_hash([7; 32]).await.expect("device");
         let (together, found) =
@@ -1329,7 +1529,7 @@ mod tests {
             .await
             .expect("device");
         let message = message(&account, &["b@example.test"], now);
-        store.insert_message(&message, &[]).await.expect("insert");
+        store.insert_message(&message, &[], &[]).await.expect("insert");
         // Read, and so kept, both ways a request reads a caller.
         for _ in 0..2 {
             assert!(store.device_by_access_hash([1; 32]).await.expect("read").is_some());
@@ -1361,7 +1561,7 @@ mod tests {
             .iter()
             .map(|r| NewNotification { recipient: r.clone(), email: r.as_bytes().to_vec() })
             .collect();
-        store.insert_message(&message, &outgoing).await.expect("insert");
+        store.insert_message(&message, &[], &outgoing).await.expect("insert");
         assert_eq!(store.next_notification_due().await.expect("due"), Some(now));
 
         let lease = now + time::Duration::minutes(5);

@@ -17,7 +17,7 @@ use super::session::{CsrfToken, Session, SignedIn, Viewer};
 use super::{WebError, WebResult};
 use crate::error::ApiError;
 use crate::routes::input::email_address;
-use crate::routes::messages::store_message;
+use crate::routes::messages::{Expiry, NewUpload, store_message};
 use crate::state::AppState;
 use crate::store::MessageRecord;
 
@@ -29,6 +29,8 @@ struct Draft {
     cc: String,
     subject: String,
     body: String,
+    /// Days until it expires, `never`, or empty for the organization's default.
+    expires: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +80,7 @@ pub async fn reply(
         cc: cc.join(", "),
         subject: context.subject,
         body: format!("\n\n{}", context.quoted),
+        expires: String::new(),
     };
     Ok(form(&state, &viewer, &csrf, &draft, None))
 }
@@ -95,6 +98,8 @@ fn form(
         cc => &draft.cc,
         subject => &draft.subject,
         body => &draft.body,
+        expires => &draft.expires,
+        default_expiry_days => state.settings.messages.expire_after_days,
         error,
         max_size => state.settings.messages.max_size,
     };
@@ -155,6 +160,7 @@ pub async fn send(
             "cc" => draft.cc = value,
             "subject" => draft.subject = value,
             "body" => draft.body = value,
+            "expires" => draft.expires = value,
             _ => {}
         }
     }
@@ -199,6 +205,16 @@ pub async fn send(
         return refuse("The subject must be one line of at most 500 characters.");
     }
 
+    let expiry = match draft.expires.as_str() {
+        "" => Expiry::OrganizationDefault,
+        "never" => Expiry::Never,
+        days => match days.parse::<u16>() {
+            Ok(days @ 1..=3650) => {
+                Expiry::At(state.clock.now() + time::Duration::days(i64::from(days)))
+            }
+            _ => return refuse("Choose when the message expires from the list."),
+        },
+    };
     let threading = match &original {
         Some(original) => {
             let raw = state.blobs.read_all(&original.id, original.size).await?;
@@ -211,7 +227,8 @@ pub async fn send(
     let id = MessageId::generate();
     let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(mime))]);
     let blob = state.blobs.write(&id, chunks, limit).await?;
-    store_message(&state, &session.account, id.clone(), blob, recipients, true).await?;
+    let upload = NewUpload { recipients, send_notifications: true, expiry, client_key: None };
+    store_message(&state, &session.account, id.clone(), blob, upload).await?;
     Ok(Redirect::to(&format!("/messages/{id}?sent=1")).into_response())
 }
 

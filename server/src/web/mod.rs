@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/messages/{message_id}/reply", get(compose::reply))
         .route("/messages/{message_id}", get(read::message))
         .route("/messages/{message_id}/print", get(read::print))
+        .route("/messages/{message_id}/recall", axum::routing::post(read::recall))
         .route("/messages/{message_id}/attachments/{index}", get(read::attachment))
         .route("/messages/{message_id}/inline/{content_id}", get(read::inline_image))
         .route("/static/sealpost.css", get(stylesheet))

@@ -118,10 +118,8 @@ pub fn refused_if(page: Response, error: Option<&str>, status: StatusCode) -> Re
 
 /// Unix seconds as `2026-11-29 14:05 UTC`.
 fn datetime(seconds: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|at| at.format(format).ok())
+        .map(crate::clock::human_date)
         .unwrap_or_default()
 }
 

@@ -2,7 +2,7 @@
 //! mailbox, its attachments, its embedded images and its print view.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use sealpost_proto::MessageId;
@@ -10,12 +10,12 @@ use sealpost_proto::api::{DeliveryState, RetrievalChannel};
 use sealpost_reader::{Body, HtmlOptions, OpenedMessage, safe_file_name};
 use serde::Deserialize;
 
-use super::session::{CsrfToken, Session, SignedIn, Viewer};
+use super::session::{CheckedForm, CsrfToken, NoFields, Session, SignedIn, Viewer};
 use super::{WebError, WebResult, auth};
 use crate::error::ApiError;
-use crate::routes::messages::delivery_report;
+use crate::routes::messages::{delivery_report, recall_message};
 use crate::state::AppState;
-use crate::store::{MessageRecord, MessageSummary};
+use crate::store::{MessageRecord, MessageSummary, Unreadable};
 
 /// Messages listed per mailbox section.
 const MAILBOX_LIMIT: u32 = 200;
@@ -94,20 +94,29 @@ pub async fn message(
         return Err(not_found());
     };
     let show_images = query.images.as_deref() == Some("show");
-    let opened = open(&state, session, &message, &headers, &uri, show_images).await?;
-    let slip = if message.sender_account_id == session.account.id {
-        delivery_slip(&state, &message).await?
-    } else {
-        Vec::new()
-    };
-    let values = context! {
+    let is_sender = message.sender_account_id == session.account.id;
+    let slip = if is_sender { delivery_slip(&state, &message).await? } else { Vec::new() };
+    let lifecycle = context! {
         id => message.id.as_str(),
-        is_sender => message.sender_account_id == session.account.id,
+        is_sender,
         slip,
         show_images,
         sent => query.sent.as_deref() == Some("1"),
-        ..message_values(&opened)
+        recalled_at => message.recalled_at.map(|at| at.unix_timestamp()),
+        expires_at => message.expires_at.map(|at| at.unix_timestamp()),
     };
+    if let Some(why) = message.unreadable_at(state.clock.now()) {
+        // What is left: the subject, and for the sender the slip.
+        let values = context! {
+            gone => match why { Unreadable::Recalled(_) => "recalled", Unreadable::Expired(_) => "expired" },
+            subject => message.subject.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or("(no subject)"),
+            ..lifecycle
+        };
+        let page = state.pages.render(&state, &viewer, &csrf, "message.html", values);
+        return Ok((StatusCode::GONE, page).into_response());
+    }
+    let opened = open(&state, session, &message, &headers, &uri, show_images).await?;
+    let values = context! { ..lifecycle, ..message_values(&opened) };
     let mut page = state.pages.render(&state, &viewer, &csrf, "message.html", values);
     if show_images {
         // The reader asked for this message's images from the web; nothing else changes.
@@ -118,6 +127,25 @@ pub async fn message(
         }
     }
     Ok(page)
+}
+
+/// Recalls a message its sender sent from here or elsewhere: nobody can
+/// read it from now on.
+pub async fn recall(
+    State(state): State<AppState>,
+    SignedIn(session): SignedIn,
+    Path(id): Path<String>,
+    CheckedForm(NoFields {}): CheckedForm<NoFields>,
+) -> WebResult<Response> {
+    let id = MessageId::parse(&id).map_err(|_| not_found())?;
+    let message = state
+        .store
+        .message(&id)
+        .await?
+        .filter(|message| message.sender_account_id == session.account.id)
+        .ok_or_else(not_found)?;
+    recall_message(&state, &message).await?;
+    Ok(Redirect::to(&format!("/messages/{id}")).into_response())
 }
 
 /// The message alone, laid out for paper.
@@ -195,12 +223,16 @@ pub(super) async fn readable(
     id: &str,
 ) -> WebResult<MessageRecord> {
     let id = MessageId::parse(id).map_err(|_| not_found())?;
-    state
+    let message = state
         .store
         .message(&id)
         .await?
         .filter(|message| message.is_visible_to(&session.account))
-        .ok_or_else(not_found)
+        .ok_or_else(not_found)?;
+    match message.unreadable_at(state.clock.now()) {
+        Some(why) => Err(WebError(ApiError::unreadable(why))),
+        None => Ok(message),
+    }
 }
 
 /// Reads the content for display and records the retrieval, which the
@@ -262,7 +294,7 @@ async fn delivery_slip(state: &AppState, message: &MessageRecord) -> WebResult<V
         .iter()
         .map(|recipient| {
             let status = match recipient.state {
-                DeliveryState::NotSentByServer => "Notified by the sender's mail program",
+                DeliveryState::NotSentByServer => "Not yet notified by the sender's mail program",
                 DeliveryState::Queued => "Waiting to be sent",
                 DeliveryState::Sent => "Notified",
                 DeliveryState::Failed => "Could not be notified",
@@ -280,6 +312,7 @@ async fn delivery_slip(state: &AppState, message: &MessageRecord) -> WebResult<V
                 channel,
                 notified_at => recipient.notified_at.map(|at| at.unix_timestamp()),
                 retrieved_at => recipient.retrieved_at.map(|at| at.unix_timestamp()),
+                replied_at => recipient.replied_at.map(|at| at.unix_timestamp()),
                 error => &recipient.error,
             }
         })

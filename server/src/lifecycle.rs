@@ -1,0 +1,65 @@
+//! The end of a message's life: the content of recalled and expired
+//! messages is deleted, so nothing readable outlives the sender's choice.
+//! Retrieval is refused from the moment of recall or expiry (see
+//! `MessageRecord::unreadable_at`); this only reclaims the files.
+
+use std::time::Duration;
+
+use sealpost_proto::MessageId;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+use crate::store::StoreResult;
+
+/// How often expired content is looked for.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Messages handled per query; a step continues until none are left.
+const PURGE_BATCH: u32 = 500;
+
+/// Deletes a message's content for good and records it gone.
+pub async fn remove_content(state: &AppState, id: &MessageId) -> StoreResult<()> {
+    state.blobs.remove(id).await;
+    state.store.mark_content_removed(id, state.clock.now()).await
+}
+
+/// Deletes the content of recalled and expired messages: every
+/// [`PURGE_INTERVAL`] in the server, by hand in tests.
+#[derive(Clone)]
+pub struct Purger(AppState);
+
+impl Purger {
+    pub fn new(state: AppState) -> Self {
+        Self(state)
+    }
+
+    /// Deletes the content of every message recalled, or expired by now;
+    /// returns how many.
+    pub async fn step(&self) -> StoreResult<usize> {
+        let state = &self.0;
+        let mut purged = 0;
+        loop {
+            let due = state.store.messages_to_purge(state.clock.now(), PURGE_BATCH).await?;
+            if due.is_empty() {
+                return Ok(purged);
+            }
+            for id in &due {
+                remove_content(state, id).await?;
+            }
+            purged += due.len();
+            tracing::info!(count = due.len(), "content of expired or recalled messages deleted");
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.step().await {
+                tracing::error!(%error, "could not delete expired content; retrying later");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PURGE_INTERVAL) => {}
+            }
+        }
+    }
+}
