@@ -280,6 +280,102 @@ pub struct EmailEnvelope {
     pub references: Vec<String>,
 }
 
+/// The headers of a sender's message that its notifications repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderHeaders {
+    /// The display name on the message's From, if it names the sender's own address.
+    pub from_name: Option<String>,
+    pub to: Vec<(Option<String>, String)>,
+    pub cc: Vec<(Option<String>, String)>,
+    pub subject: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub date: Option<i64>,
+    /// Without angle brackets, as are the threading ids.
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+}
+
+impl SenderHeaders {
+    /// Reads them from the start of a raw message; what is missing or
+    /// unreadable stays empty. A From naming another address than
+    /// `sender_email` lends no display name.
+    pub fn parse(head: &[u8], sender_email: &str) -> Self {
+        let Some(message) = MessageParser::default().parse_headers(head) else {
+            return Self::default();
+        };
+        let from_name = message
+            .from()
+            .and_then(mail_parser::Address::first)
+            .filter(|from| from.address().is_some_and(|a| a.eq_ignore_ascii_case(sender_email)))
+            .and_then(|from| from.name())
+            .map(str::to_owned);
+        let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+            value
+                .as_text_list()
+                .map(|ids| ids.iter().map(|id| id.to_string()).collect())
+                .unwrap_or_default()
+        };
+        Self {
+            from_name,
+            to: address_pairs(message.to()),
+            cc: address_pairs(message.cc()),
+            subject: message.subject().map(str::to_owned),
+            date: message.date().map(mail_parser::DateTime::to_timestamp),
+            message_id: message.message_id().map(str::to_owned),
+            in_reply_to: ids(message.in_reply_to()).pop(),
+            references: ids(message.references()),
+        }
+    }
+}
+
+/// (display name, address) of each address in a header.
+pub fn address_pairs(list: Option<&mail_parser::Address<'_>>) -> Vec<(Option<String>, String)> {
+    list.map(|list| {
+        list.iter()
+            .filter_map(|addr| {
+                let address = addr.address()?.to_owned();
+                Some((addr.name().map(str::to_owned), address))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl EmailEnvelope {
+    /// The envelope of every notification of one message: From is always
+    /// `sender_email` (with the message's display name for it, else
+    /// `account_name`), To, Cc, Subject and threading as the sender wrote
+    /// them. `fallback_message_id` serves a message without one.
+    pub fn of_message(
+        headers: &SenderHeaders,
+        sender_email: &str,
+        account_name: Option<&str>,
+        recipients: &[String],
+        date: i64,
+        fallback_message_id: String,
+    ) -> Self {
+        let from_name = headers.from_name.clone().or_else(|| account_name.map(str::to_owned));
+        // Without To or Cc in the message, every recipient is named openly: the
+        // sender listed them, and an email with no visible recipient looks like spam.
+        let to = if headers.to.is_empty() && headers.cc.is_empty() {
+            recipients.iter().map(|address| (None, address.clone())).collect()
+        } else {
+            headers.to.clone()
+        };
+        Self {
+            from: (from_name, sender_email.to_owned()),
+            to,
+            cc: headers.cc.clone(),
+            subject: headers.subject.clone().unwrap_or_default(),
+            date,
+            message_id: headers.message_id.clone().unwrap_or(fallback_message_id),
+            in_reply_to: headers.in_reply_to.clone(),
+            references: headers.references.clone(),
+        }
+    }
+}
+
 /// Writes a complete notification email: the envelope's headers, the
 /// `X-Sealpost-*` fields and the placeholder as `multipart/alternative`.
 pub fn compose_email(envelope: &EmailEnvelope, notification: &IssuedNotification) -> Vec<u8> {

@@ -7,69 +7,13 @@
 //! body is the placeholder and the `X-Sealpost-*` fields come from `proto`,
 //! which also writes the email.
 
-use mail_parser::{Address, HeaderValue, MessageParser};
+pub use sealpost_proto::notification::SenderHeaders;
 use sealpost_proto::notification::EmailEnvelope;
 use time::OffsetDateTime;
 
 use crate::store::AccountRecord;
 
-/// The headers of an uploaded message that its notifications repeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SenderHeaders {
-    /// The display name on the upload's From, if it names the sender's own address.
-    pub from_name: Option<String>,
-    pub to: Vec<(Option<String>, String)>,
-    pub cc: Vec<(Option<String>, String)>,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-}
-
-impl SenderHeaders {
-    /// Reads them from the start of the raw upload; what is missing or
-    /// unreadable stays empty, since the upload itself was accepted as is.
-    pub fn parse(head: &[u8], sender_email: &str) -> Self {
-        let Some(message) = MessageParser::default().parse_headers(head) else {
-            return Self::default();
-        };
-        let from_name = message
-            .from()
-            .and_then(Address::first)
-            .filter(|from| from.address().is_some_and(|a| a.eq_ignore_ascii_case(sender_email)))
-            .and_then(|from| from.name())
-            .map(str::to_owned);
-        let ids = |value: &HeaderValue<'_>| -> Vec<String> {
-            value
-                .as_text_list()
-                .map(|ids| ids.iter().map(|id| id.to_string()).collect())
-                .unwrap_or_default()
-        };
-        Self {
-            from_name,
-            to: addresses(message.to()),
-            cc: addresses(message.cc()),
-            subject: message.subject().map(str::to_owned),
-            message_id: message.message_id().map(str::to_owned),
-            in_reply_to: ids(message.in_reply_to()).pop(),
-            references: ids(message.references()),
-        }
-    }
-}
-
-fn addresses(list: Option<&Address<'_>>) -> Vec<(Option<String>, String)> {
-    list.map(|list| {
-        list.iter()
-            .filter_map(|addr| {
-                let address = addr.address()?.to_owned();
-                Some((addr.name().map(str::to_owned), address))
-            })
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-/// The envelope of every notification of one message.
+/// The envelope of every notification of one message the server sends.
 pub fn envelope(
     headers: &SenderHeaders,
     sender: &AccountRecord,
@@ -78,30 +22,17 @@ pub fn envelope(
     message_id_domain: &str,
     fallback_id: &str,
 ) -> EmailEnvelope {
-    let from_name = headers.from_name.clone().or_else(|| sender.display_name.clone());
-    // Without To or Cc in the upload, every recipient is named openly: the
-    // sender listed them, and an email with no visible recipient looks like spam.
-    let to = if headers.to.is_empty() && headers.cc.is_empty() {
-        recipients.iter().map(|address| (None, address.clone())).collect()
-    } else {
-        headers.to.clone()
-    };
-    EmailEnvelope {
-        from: (from_name, sender.email.clone()),
-        to,
-        cc: headers.cc.clone(),
-        subject: headers.subject.clone().unwrap_or_default(),
+    EmailEnvelope::of_message(
+        headers,
+        &sender.email,
+        sender.display_name.as_deref(),
+        recipients,
         // When the notification is written, not the draft's own Date: a
         // sender's skewed clock must not make the notification look forged
         // (spam filters score Dates far from the Received time).
-        date: now.unix_timestamp(),
-        message_id: headers
-            .message_id
-            .clone()
-            .unwrap_or_else(|| format!("{fallback_id}@{message_id_domain}")),
-        in_reply_to: headers.in_reply_to.clone(),
-        references: headers.references.clone(),
-    }
+        now.unix_timestamp(),
+        format!("{fallback_id}@{message_id_domain}"),
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::imap::ImapAccount;
 use crate::secrets::SecretStoreKind;
 
+/// The folder whose drafts the agent sends securely, unless configured otherwise.
+pub const DEFAULT_OUTBOX_FOLDER: &str = "Sealpost Outbox";
+
 /// Overrides the data directory (also `--data-dir`).
 pub const DATA_DIR_ENV: &str = "SEALPOST_AGENT_DIR";
 
@@ -108,6 +111,13 @@ pub struct AgentConfig {
     pub smtp: Option<SmtpSettings>,
     /// Folders watched for notifications.
     pub folders: Vec<String>,
+    /// The folder whose drafts are sent securely; `None`: [`DEFAULT_OUTBOX_FOLDER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_folder: Option<String>,
+    /// Where sent secure messages are filed; `None`: the folder the mail
+    /// server marks as Sent (else "Sent").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_folder: Option<String>,
     /// A PEM bundle trusted instead of the system roots (a private CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -173,6 +183,11 @@ impl AgentConfig {
         })?;
         write_atomically(&path, text.as_bytes())
             .map_err(|source| ConfigError::Write { path, source })
+    }
+
+    /// The folder whose drafts are sent securely.
+    pub fn outbox_folder(&self) -> &str {
+        self.outbox_folder.as_deref().unwrap_or(DEFAULT_OUTBOX_FOLDER)
     }
 
     /// The mailbox this registration reads, logging in with `password`.
@@ -245,6 +260,8 @@ mod tests {
             },
             smtp: None,
             folders: vec!["INBOX".into(), "Secure".into()],
+            outbox_folder: None,
+            sent_folder: None,
             ca_file: None,
             secret_store: SecretStoreKind::Keyring,
         }

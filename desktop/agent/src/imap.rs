@@ -90,6 +90,23 @@ pub struct NewMessage<'a> {
     pub content: &'a [u8],
 }
 
+/// A folder with a role (RFC 6154).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialFolder {
+    Trash,
+    Sent,
+}
+
+impl SpecialFolder {
+    /// Names servers and clients give the folder when they do not mark it.
+    fn usual_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Trash => &["Trash", "Deleted Items", "Deleted Messages"],
+            Self::Sent => &["Sent", "Sent Items", "Sent Messages"],
+        }
+    }
+}
+
 /// What SELECT reports about a folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FolderStatus {
@@ -422,18 +439,60 @@ impl MailboxSession {
         if let Some(trash) = &self.trash {
             return Ok(trash.clone());
         }
+        let trash = self.special_folder(SpecialFolder::Trash).await?;
+        self.trash = Some(trash.clone());
+        Ok(trash)
+    }
+
+    /// The folder marked for `kind` (RFC 6154), else the first existing
+    /// folder with one of the usual names, else the first usual name.
+    pub async fn special_folder(&mut self, kind: SpecialFolder) -> Result<String, ImapError> {
+        use async_imap::types::NameAttribute;
         let names: Vec<_> = timed("LIST", async {
             self.session.list(Some(""), Some("*")).await?.try_collect().await
         })
         .await?;
         let marked = names.iter().find(|name| {
-            name.attributes()
-                .iter()
-                .any(|attribute| matches!(attribute, async_imap::types::NameAttribute::Trash))
+            name.attributes().iter().any(|attribute| match kind {
+                SpecialFolder::Trash => matches!(attribute, NameAttribute::Trash),
+                SpecialFolder::Sent => matches!(attribute, NameAttribute::Sent),
+            })
         });
-        let trash = marked.map_or_else(|| "Trash".to_owned(), |name| name.name().to_owned());
-        self.trash = Some(trash.clone());
-        Ok(trash)
+        if let Some(marked) = marked {
+            return Ok(marked.name().to_owned());
+        }
+        let usual = kind.usual_names();
+        let existing = usual
+            .iter()
+            .find(|wanted| names.iter().any(|name| name.name().eq_ignore_ascii_case(wanted)));
+        Ok(existing.unwrap_or(&usual[0]).to_string())
+    }
+
+    /// Creates `folder` unless it exists.
+    pub async fn ensure_folder(&mut self, folder: &str) -> Result<(), ImapError> {
+        let existing: Vec<_> = timed("LIST", async {
+            self.session.list(Some(""), Some(folder)).await?.try_collect().await
+        })
+        .await?;
+        if existing.is_empty() {
+            timed("CREATE", self.session.create(folder)).await?;
+            // Clients show subscribed folders only.
+            let _ = timed("SUBSCRIBE", self.session.subscribe(folder)).await;
+        }
+        Ok(())
+    }
+
+    /// Adds `flags` (system flags or keywords) to `uids` of the selected folder.
+    pub async fn add_flags(&mut self, uids: &[u32], flags: &[&str]) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let query = format!("+FLAGS.SILENT ({})", flags.join(" "));
+        timed("UID STORE", async {
+            self.session.uid_store(uid_set(uids), &query).await?.try_collect::<Vec<_>>().await
+        })
+        .await?;
+        Ok(())
     }
 
     /// IDLEs on the selected folder until the server reports a change or

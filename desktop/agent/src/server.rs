@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sealpost_proto::api::{
-    CodeRequest, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, RefreshTokens, WellKnown,
+    CodeRequest, DeliveryReport, DeviceTokens, EnrollDevice, ErrorBody, ErrorCode, MessageInfo,
+    Recalls, RefreshTokens, SenderNotified, StoredMessage, UploadMetadata, WellKnown,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -91,15 +92,15 @@ impl ServerApi {
     }
 }
 
-/// The body of an `expected` answer, or the server's error.
-async fn read_body(
-    response: reqwest::Result<reqwest::Response>,
-    expected: u16,
+/// The body of an answer with one of the `expected` statuses, or the server's error.
+async fn read_any_body(
+    response: impl Future<Output = reqwest::Result<reqwest::Response>>,
+    expected: &[u16],
 ) -> Result<(u16, bytes::Bytes), ServerError> {
-    let response = response.map_err(ServerError::Unreachable)?;
+    let response = response.await.map_err(ServerError::Unreachable)?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(ServerError::Unreachable)?;
-    if status != expected {
+    if !expected.contains(&status) {
         return Err(refused(status, &body));
     }
     Ok((status, body))
@@ -110,8 +111,12 @@ async fn read_json<T: DeserializeOwned>(
     response: reqwest::Result<reqwest::Response>,
     expected: u16,
 ) -> Result<T, ServerError> {
-    let (status, body) = read_body(response, expected).await?;
-    serde_json::from_slice(&body).map_err(|error| ServerError::Refused {
+    let (status, body) = read_any_body(std::future::ready(response), &[expected]).await?;
+    parse_json(status, &body)
+}
+
+fn parse_json<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ServerError> {
+    serde_json::from_slice(body).map_err(|error| ServerError::Refused {
         status,
         code: None,
         message: format!("unreadable answer: {error}"),
@@ -180,6 +185,75 @@ impl ServerClient {
         Ok(body.into())
     }
 
+    /// Stores a secure message (`POST /api/v1/messages`) and returns it with
+    /// one signed notification per recipient, for the agent to mail. The
+    /// metadata's client key makes sending it again after a lost answer
+    /// return the message already stored.
+    pub async fn upload(
+        &self,
+        metadata: &UploadMetadata,
+        content: bytes::Bytes,
+    ) -> Result<StoredMessage, ServerError> {
+        let metadata = serde_json::to_string(metadata).map_err(|error| ServerError::Refused {
+            status: 0,
+            code: None,
+            message: format!("cannot write the upload's metadata: {error}"),
+        })?;
+        let (status, body) = self
+            .authorized_with(reqwest::Method::POST, "/api/v1/messages", &[200, 201], |request| {
+                let form = reqwest::multipart::Form::new()
+                    .part(
+                        "metadata",
+                        reqwest::multipart::Part::text(metadata.clone())
+                            .mime_str("application/json")
+                            .expect("a valid media type"),
+                    )
+                    .part(
+                        "content",
+                        reqwest::multipart::Part::stream(content.clone())
+                            .mime_str("message/rfc822")
+                            .expect("a valid media type"),
+                    );
+                request.multipart(form)
+            })
+            .await?;
+        parse_json(status, &body)
+    }
+
+    /// Tells the server that the sender's mail server accepted these
+    /// recipients' notifications, for the delivery slip.
+    pub async fn report_notified(
+        &self,
+        message_id: &str,
+        report: &SenderNotified,
+    ) -> Result<(), ServerError> {
+        let path = format!("/api/v1/messages/{message_id}/notifications");
+        self.authorized_with(reqwest::Method::POST, &path, &[204], |request| request.json(report))
+            .await
+            .map(|_| ())
+    }
+
+    /// Recalls a message this account sent.
+    pub async fn recall(&self, message_id: &str) -> Result<MessageInfo, ServerError> {
+        let path = format!("/api/v1/messages/{message_id}/recall");
+        let (status, body) = self.authorized(reqwest::Method::POST, &path, 200).await?;
+        parse_json(status, &body)
+    }
+
+    /// Where each recipient's notification is, for a message this account sent.
+    pub async fn deliveries(&self, message_id: &str) -> Result<DeliveryReport, ServerError> {
+        let path = format!("/api/v1/messages/{message_id}/deliveries");
+        let (status, body) = self.authorized(reqwest::Method::GET, &path, 200).await?;
+        parse_json(status, &body)
+    }
+
+    /// The messages to this account recalled at or after `since` (Unix seconds).
+    pub async fn recalls(&self, since: i64) -> Result<Recalls, ServerError> {
+        let path = format!("/api/v1/recalls?since={since}");
+        let (status, body) = self.authorized(reqwest::Method::GET, &path, 200).await?;
+        parse_json(status, &body)
+    }
+
     /// Revokes this device on the server (sign-out): its tokens stop
     /// working at once. Refreshes the access token once if it expired.
     pub async fn revoke_this_device(&self) -> Result<(), ServerError> {
@@ -197,29 +271,33 @@ impl ServerClient {
         path: &str,
         expected: u16,
     ) -> Result<(u16, bytes::Bytes), ServerError> {
-        match self.authorized_once(method.clone(), path, expected).await {
-            Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
-                self.refresh().await?;
-                self.authorized_once(method, path, expected).await
-            }
-            other => other,
-        }
+        self.authorized_with(method, path, &[expected], |request| request).await
     }
 
-    async fn authorized_once(
+    /// As [`Self::authorized`], with `body` adding to each request (it is
+    /// built again if the token is refreshed) and any of `expected` accepted.
+    async fn authorized_with(
         &self,
         method: reqwest::Method,
         path: &str,
-        expected: u16,
+        expected: &[u16],
+        body: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<(u16, bytes::Bytes), ServerError> {
-        let response = self
-            .api
-            .http
-            .request(method, format!("{}{path}", self.api.base_url))
-            .bearer_auth(self.access_token())
-            .send()
-            .await;
-        read_body(response, expected).await
+        let attempt = || {
+            let request = self
+                .api
+                .http
+                .request(method.clone(), format!("{}{path}", self.api.base_url))
+                .bearer_auth(self.access_token());
+            read_any_body(body(request).send(), expected)
+        };
+        match attempt().await {
+            Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
+                self.refresh().await?;
+                attempt().await
+            }
+            other => other,
+        }
     }
 }
 

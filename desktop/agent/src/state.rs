@@ -82,7 +82,7 @@ pub struct SwapRecord {
 }
 
 pub struct AgentState {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl AgentState {
@@ -294,7 +294,7 @@ impl AgentState {
     }
 }
 
-fn u32_of(value: i64) -> u32 {
+pub(crate) fn u32_of(value: i64) -> u32 {
     u32::try_from(value).unwrap_or_default()
 }
 
