@@ -245,6 +245,8 @@ fn register_offline(paths: &AgentPaths) -> Result<()> {
         },
         smtp: None,
         folders: vec!["INBOX".to_owned(), "Archive".to_owned(), "Clients".to_owned()],
+        outbox_folder: None,
+        sent_folder: None,
         ca_file: None,
         secret_store: SecretStoreKind::Keyring,
     };

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
 use mail_builder::headers::raw::Raw;
 use mail_parser::{HeaderName, MessageParser};
 
@@ -379,10 +380,16 @@ impl EmailEnvelope {
 /// Writes a complete notification email: the envelope's headers, the
 /// `X-Sealpost-*` fields and the placeholder as `multipart/alternative`.
 pub fn compose_email(envelope: &EmailEnvelope, notification: &IssuedNotification) -> Vec<u8> {
-    fn addresses(list: &[(Option<String>, String)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(name, address)| (name.clone().unwrap_or_default(), address.clone()))
-            .collect()
+    /// A bare address when there is no display name: `"" <a@b>` reads as a
+    /// forgery to some filters.
+    fn address(name: Option<&String>, address: &str) -> Address<'static> {
+        match name.filter(|name| !name.trim().is_empty()) {
+            Some(name) => Address::new_address(Some(name.clone()), address.to_owned()),
+            None => Address::new_address(None::<String>, address.to_owned()),
+        }
+    }
+    fn addresses(list: &[(Option<String>, String)]) -> Address<'static> {
+        Address::new_list(list.iter().map(|(name, addr)| address(name.as_ref(), addr)).collect())
     }
     fn bare_id(id: &str) -> String {
         id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
@@ -390,7 +397,7 @@ pub fn compose_email(envelope: &EmailEnvelope, notification: &IssuedNotification
 
     let (from_name, from_address) = &envelope.from;
     let mut builder = MessageBuilder::new()
-        .from((from_name.clone().unwrap_or_default(), from_address.clone()))
+        .from(address(from_name.as_ref(), from_address))
         .to(addresses(&envelope.to))
         .subject(envelope.subject.clone())
         .date(envelope.date)

@@ -7,8 +7,8 @@
 //! body is the placeholder and the `X-Sealpost-*` fields come from `proto`,
 //! which also writes the email.
 
-pub use sealpost_proto::notification::SenderHeaders;
 use sealpost_proto::notification::EmailEnvelope;
+pub use sealpost_proto::notification::SenderHeaders;
 use time::OffsetDateTime;
 
 use crate::store::AccountRecord;

@@ -208,6 +208,20 @@ impl MailStack {
         }
     }
 
+    /// How the agent sends as `local_part_or_address`: SMTPS (implicit TLS,
+    /// AUTH with the mailbox password) on 127.0.0.1, trusting the stack's CA.
+    pub fn smtp_account(&self, local_part_or_address: &str) -> sealpost_agent::smtp::SmtpAccount {
+        let user = self.user(local_part_or_address);
+        sealpost_agent::smtp::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: self.ports.smtps,
+            security: sealpost_agent::imap::MailSecurity::Tls,
+            username: user.address.clone(),
+            password: user.password.clone(),
+            ca_pem: Some(self.ca_pem.as_bytes().to_vec()),
+        }
+    }
+
     /// The same CA as a PEM file, for programs configured with a path.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
@@ -395,6 +409,35 @@ impl MailStack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    /// Waits until Postfix's queue is empty: everything it accepted has been
+    /// delivered to Dovecot (or bounced), so counting messages in a mailbox
+    /// afterwards counts all of them.
+    pub async fn wait_until_delivered(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = tokio::process::Command::new("/usr/sbin/postqueue")
+                .arg("-c")
+                .arg(&self.postfix_config)
+                .arg("-j")
+                .output()
+                .await
+                .context("cannot run postqueue")?;
+            if !output.status.success() {
+                bail!("postqueue failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            if output.stdout.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "Postfix still holds mail after {timeout:?}:\n{}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Postfix's log and anything it wrote to stderr, for failure messages.

@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, AgentPaths, ConfigError};
 use crate::imap::{ImapAccount, MailboxSession};
 use crate::index::{IndexError, IndexedMessage, SearchIndex};
+use crate::outbox::{OutboxReport, OutboxWatcher};
 use crate::policy::{Policy, PolicyError};
 use crate::secrets::{SecretError, Secrets};
+use crate::send::{NO_SMTP_SERVER, SendError, Sender};
 use crate::server::{ServerClient, ServerError};
+use crate::smtp::SmtpSender;
 use crate::state::{
     AgentState, ConnectionState, KeptRecord, RejectedRecord, StateError, SwapRecord, now_unix,
 };
@@ -40,6 +43,8 @@ pub enum AgentError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Swap(#[from] SwapError),
+    #[error(transparent)]
+    Send(#[from] SendError),
     /// A policy file that cannot be used stops the agent: half a policy
     /// silently ignored would leave the computer unlike IT configured it.
     #[error(transparent)]
@@ -101,6 +106,13 @@ fn remove_search_index(paths: &AgentPaths) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// What `run --once` did.
+#[derive(Debug)]
+pub struct OnceReport {
+    pub folders: Vec<(String, FolderReport)>,
+    pub outbox: OutboxReport,
+}
+
 pub struct Agent {
     pub config: AgentConfig,
     paths: AgentPaths,
@@ -108,6 +120,8 @@ pub struct Agent {
     /// `None` when the IT policy forbids local copies of secure messages.
     index: Option<Arc<SearchIndex>>,
     swapper: Arc<Swapper>,
+    sender: Arc<Sender>,
+    server: ServerClient,
     account: ImapAccount,
     /// The index file did not exist: rebuild it from the mailbox.
     index_was_missing: bool,
@@ -128,8 +142,6 @@ impl Agent {
         if let Some(policy) = &policy {
             policy.apply(&mut config);
         }
-        let ca_pem = config.ca_pem()?;
-        let tokens = secrets.device_tokens().await?;
         let password = secrets.mailbox_password().await?;
         let well_known = WellKnown {
             api_version: sealpost_proto::api::API_VERSION,
@@ -139,13 +151,7 @@ impl Agent {
         };
         let trusted = TrustedServer::from_well_known(&well_known)
             .map_err(|error| AgentError::PinnedKeys(paths.config_file(), error.to_string()))?;
-        let rotated = secrets.clone();
-        let server = ServerClient::new(&config.server.url, ca_pem.as_deref(), tokens)?
-            .on_tokens_rotated(move |tokens| {
-                if let Err(error) = rotated.set_device_tokens_blocking(tokens) {
-                    tracing::error!(%error, "could not store the refreshed device token; the next start needs a new registration");
-                }
-            });
+        let server = server_client(&config, &secrets).await?;
         let index_was_missing = !paths.index_db().exists();
         let index = if Policy::allows_local_copies(policy.as_ref()) {
             Some(Arc::new(SearchIndex::open(&paths.index_db()).await?))
@@ -154,18 +160,28 @@ impl Agent {
             None
         };
         let state = Arc::new(AgentState::open(&paths.state_db()).await?);
-        let mut swapper = Swapper::new(server, trusted, &config.email);
+        let mut swapper = Swapper::new(server.clone(), trusted, &config.email);
         if let Some(index) = &index {
             swapper = swapper.with_index(index.clone());
         }
         let swapper = Arc::new(swapper);
+        // Without a usable mail server the agent still swaps; sending says why it cannot.
+        let smtp = match config.smtp_account(password.clone())? {
+            Some(account) => SmtpSender::new(&account).map_err(|error| error.to_string()),
+            None => Err(NO_SMTP_SERVER.to_owned()),
+        };
         let account = config.imap_account(password)?;
+        let sender =
+            Sender::new(server.clone(), smtp, account.clone(), state.clone(), &config.email)
+                .with_sent_folder(config.sent_folder.clone());
         Ok(Self {
             config,
             paths: paths.clone(),
             state,
             index,
             swapper,
+            sender: Arc::new(sender),
+            server,
             account,
             index_was_missing,
             _lock: lock,
@@ -177,17 +193,34 @@ impl Agent {
             .with_state(self.state.clone())
     }
 
-    /// Processes what is pending in every watched folder, once.
-    pub async fn run_once(&self) -> Result<Vec<(String, FolderReport)>, AgentError> {
+    fn outbox_watcher(&self) -> OutboxWatcher {
+        OutboxWatcher::new(
+            self.account.clone(),
+            self.sender.clone(),
+            self.server.clone(),
+            self.config.outbox_folder(),
+            &self.config.folders,
+        )
+        .with_index(self.index.clone())
+    }
+
+    /// What sends secure messages for this account.
+    pub fn sender(&self) -> &Arc<Sender> {
+        &self.sender
+    }
+
+    /// Processes what is pending in every watched folder and the Outbox, once.
+    pub async fn run_once(&self) -> Result<OnceReport, AgentError> {
         let mut session = MailboxSession::connect(&self.account).await.map_err(SwapError::from)?;
         self.rebuild_index_if_lost(&mut session).await?;
-        let mut reports = Vec::new();
+        let mut folders = Vec::new();
         for folder in &self.config.folders {
             let report = self.watcher(folder).pass(&mut session).await?;
-            reports.push((folder.clone(), report));
+            folders.push((folder.clone(), report));
         }
+        let outbox = self.outbox_watcher().pass(&mut session).await?;
         session.logout().await;
-        Ok(reports)
+        Ok(OnceReport { folders, outbox })
     }
 
     /// Watches every folder until `shutdown` is cancelled.
@@ -203,7 +236,7 @@ impl Agent {
                 Err(error) => tracing::warn!(%error, "could not rebuild the search index now"),
             }
         }
-        let watchers: Vec<_> = self
+        let mut watchers: Vec<_> = self
             .config
             .folders
             .iter()
@@ -213,6 +246,9 @@ impl Agent {
                 tokio::spawn(async move { watcher.run(shutdown).await })
             })
             .collect();
+        let outbox = self.outbox_watcher();
+        let stop_outbox = shutdown.clone();
+        watchers.push(tokio::spawn(async move { outbox.run(stop_outbox).await }));
         for watcher in watchers {
             if let Err(error) = watcher.await {
                 tracing::error!(%error, "a folder watcher stopped unexpectedly");
@@ -281,6 +317,31 @@ impl Agent {
     pub fn paths(&self) -> &AgentPaths {
         &self.paths
     }
+
+    pub fn state(&self) -> &Arc<AgentState> {
+        &self.state
+    }
+
+    /// The server client, for calls outside swapping and sending (recall, slips).
+    pub fn server(&self) -> &ServerClient {
+        &self.server
+    }
+}
+
+/// The server client of a registration, with its stored tokens (refreshed
+/// ones are stored back), for a command that does not run the agent.
+pub async fn server_client(
+    config: &AgentConfig,
+    secrets: &Secrets,
+) -> Result<ServerClient, AgentError> {
+    let tokens = secrets.device_tokens().await?;
+    let rotated = secrets.clone();
+    Ok(ServerClient::new(&config.server.url, config.ca_pem()?.as_deref(), tokens)?
+        .on_tokens_rotated(move |tokens| {
+            if let Err(error) = rotated.set_device_tokens_blocking(tokens) {
+                tracing::error!(%error, "could not store the refreshed device token; the next start needs a new registration");
+            }
+        }))
 }
 
 /// The Sealpost message id a swapped-in message carries in its first header.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::imap::ImapAccount;
 use crate::secrets::SecretStoreKind;
+use crate::smtp::SmtpAccount;
 
 /// The folder whose drafts the agent sends securely, unless configured otherwise.
 pub const DEFAULT_OUTBOX_FOLDER: &str = "Sealpost Outbox";
@@ -200,6 +201,20 @@ impl AgentConfig {
             password,
             ca_pem: self.ca_pem()?,
         })
+    }
+
+    /// The outgoing mail server, logging in as the mailbox does; `None`
+    /// when none is known.
+    pub fn smtp_account(&self, password: String) -> Result<Option<SmtpAccount>, ConfigError> {
+        let Some(smtp) = &self.smtp else { return Ok(None) };
+        Ok(Some(SmtpAccount {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security: smtp.security,
+            username: self.imap.username.clone(),
+            password,
+            ca_pem: self.ca_pem()?,
+        }))
     }
 
     /// The CA bundle's contents, when one is configured.

@@ -471,7 +471,7 @@ impl MailboxSession {
     /// Creates `folder` unless it exists.
     pub async fn ensure_folder(&mut self, folder: &str) -> Result<(), ImapError> {
         let existing: Vec<_> = timed("LIST", async {
-            self.session.list(Some(""), Some(folder)).await?.try_collect().await
+            self.session.list(Some(""), Some(&quoted(folder))).await?.try_collect().await
         })
         .await?;
         if existing.is_empty() {

@@ -127,6 +127,25 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Forgets a message (recalled by its sender): its text leaves the index.
+    pub async fn remove(&self, message_id: &str) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE message_id = ?")
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = existing {
+            sqlx::query("DELETE FROM message_text WHERE rowid = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn replace(
         tx: &mut sqlx::SqliteConnection,
         message: &IndexedMessage<'_>,

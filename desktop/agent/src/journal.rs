@@ -205,6 +205,21 @@ impl AgentState {
         Ok(Some(record_from_row(&row, recipients)?))
     }
 
+    /// The entry with this client key (a draft handed over through the Outbox).
+    pub async fn outgoing_by_client_key(
+        &self,
+        client_key: &str,
+    ) -> Result<Option<OutgoingRecord>, StateError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM outgoing WHERE client_key = ?")
+            .bind(client_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match id {
+            Some(id) => self.outgoing(id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Entries to send or resume now, oldest first.
     pub async fn due_outgoing(&self, now: i64) -> Result<Vec<i64>, StateError> {
         Ok(sqlx::query_scalar(
@@ -374,7 +389,9 @@ fn record_from_row(
     let source = match source_folder {
         Some(folder) => Some(DraftSource {
             folder,
-            uid_validity: u32_of(row.try_get::<Option<i64>, _>("source_uid_validity")?.unwrap_or(0)),
+            uid_validity: u32_of(
+                row.try_get::<Option<i64>, _>("source_uid_validity")?.unwrap_or(0),
+            ),
             uid: u32_of(row.try_get::<Option<i64>, _>("source_uid")?.unwrap_or(0)),
         }),
         None => None,

@@ -14,6 +14,7 @@ pub mod discover;
 pub mod imap;
 pub mod index;
 pub mod journal;
+pub mod outbox;
 pub mod policy;
 pub mod reader;
 pub mod register;

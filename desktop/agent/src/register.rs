@@ -241,6 +241,8 @@ pub async fn register(
             .or(request.folders)
             .filter(|folders| !folders.is_empty())
             .unwrap_or_else(|| vec!["INBOX".to_owned()]),
+        outbox_folder: None,
+        sent_folder: None,
         ca_file: request.ca_file,
         secret_store: SecretStoreKind::Keyring,
     };

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mail_builder::MessageBuilder;
+use mail_builder::headers::raw::Raw;
 use mail_parser::MessageParser;
 use sealpost_proto::api::{SenderNotified, StoredMessage, UploadMetadata};
 use sealpost_proto::notification::{EmailEnvelope, SenderHeaders, address_pairs, compose_email};
@@ -38,7 +39,7 @@ use tokio::sync::Mutex;
 
 use crate::imap::{ImapAccount, ImapError, MailboxSession, NewMessage, SpecialFolder};
 use crate::journal::{DraftSource, ExpiryChoice, NewOutgoing, OutgoingRecord, OutgoingState};
-use crate::server::ServerClient;
+use crate::server::{ServerClient, ServerError};
 use crate::smtp::{SmtpError, SmtpSender};
 use crate::state::{AgentState, StateError, now_unix};
 
@@ -52,6 +53,9 @@ pub const NOTICE_HEADER: &str = "X-Sealpost-Notice";
 /// running agent through the Outbox folder: the journal entry takes it as
 /// its client key, so the handing side can follow it.
 pub const CLIENT_KEY_HEADER: &str = "X-Sealpost-Client-Key";
+/// The sender's expiry choice on a draft: Unix seconds, or `never`. Without
+/// it the organization's default applies.
+pub const EXPIRES_HEADER: &str = "X-Sealpost-Expires";
 /// The keyword on an Outbox draft that could not be sent; the agent leaves
 /// it alone until the user removes the mark (or saves the draft again).
 pub const FAILED_KEYWORD: &str = "$SealpostFailed";
@@ -78,6 +82,8 @@ pub enum SendError {
     State(#[from] StateError),
     #[error(transparent)]
     Imap(#[from] ImapError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
     #[error("this draft cannot be sent: {0}")]
     Draft(String),
     #[error("sending was interrupted after {0:?}")]
@@ -94,6 +100,8 @@ pub struct Draft {
     pub recipients: Vec<String>,
     /// From [`CLIENT_KEY_HEADER`], when a draft was handed over with one.
     pub client_key: Option<String>,
+    /// From [`EXPIRES_HEADER`].
+    pub expiry: ExpiryChoice,
 }
 
 impl Draft {
@@ -120,14 +128,28 @@ impl Draft {
             .header_raw(CLIENT_KEY_HEADER)
             .map(|value| value.trim().to_owned())
             .filter(|key| !key.is_empty() && key.len() <= 100);
+        let expiry = match message.header_raw(EXPIRES_HEADER).map(str::trim) {
+            None | Some("") => ExpiryChoice::Default,
+            Some(never) if never.eq_ignore_ascii_case("never") => ExpiryChoice::Never,
+            Some(at) => ExpiryChoice::At(at.parse().map_err(|_| {
+                SendError::Draft(format!(
+                    "{EXPIRES_HEADER} must be Unix seconds or \"never\", not {at:?}"
+                ))
+            })?),
+        };
         Ok(Self {
             subject: message.subject().unwrap_or_default().to_owned(),
             recipients,
             client_key,
+            expiry,
             raw,
         })
     }
 }
+
+/// Why a registration without an outgoing mail server cannot send.
+pub const NO_SMTP_SERVER: &str = "no outgoing (SMTP) mail server is known for this mailbox: \
+register this computer again with --smtp-host, or ask IT to set SmtpHost in the policy";
 
 /// The message as its recipients get it: without the Bcc field (Bcc
 /// recipients are in the envelope only) and without the agent's own
@@ -146,8 +168,9 @@ pub fn without_hidden_fields(raw: &[u8]) -> Vec<u8> {
         let continuation = line.first().is_some_and(|byte| *byte == b' ' || *byte == b'\t');
         if !continuation {
             let name = line.split(|byte| *byte == b':').next().unwrap_or_default();
-            skipping = name.eq_ignore_ascii_case(b"bcc")
-                || name.eq_ignore_ascii_case(CLIENT_KEY_HEADER.as_bytes());
+            skipping = [b"bcc".as_slice(), CLIENT_KEY_HEADER.as_bytes(), EXPIRES_HEADER.as_bytes()]
+                .iter()
+                .any(|hidden| name.eq_ignore_ascii_case(hidden));
         }
         if !skipping {
             kept.extend_from_slice(line);
@@ -162,8 +185,8 @@ type Hook = Box<dyn Fn(SendStep) -> bool + Send + Sync>;
 /// Sends the journal's drafts for one account.
 pub struct Sender {
     server: ServerClient,
-    /// `None` when no outgoing mail server is known for this mailbox.
-    smtp: Option<SmtpSender>,
+    /// The user's outgoing mail server, or why there is none to use.
+    smtp: Result<SmtpSender, String>,
     imap: ImapAccount,
     state: Arc<AgentState>,
     email: String,
@@ -178,7 +201,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(
         server: ServerClient,
-        smtp: Option<SmtpSender>,
+        smtp: Result<SmtpSender, String>,
         imap: ImapAccount,
         state: Arc<AgentState>,
         email: &str,
@@ -221,7 +244,6 @@ impl Sender {
     pub async fn queue(
         &self,
         draft: &Draft,
-        expiry: ExpiryChoice,
         source: Option<&DraftSource>,
     ) -> Result<i64, SendError> {
         let client_key = draft.client_key.clone().unwrap_or_else(new_client_key);
@@ -233,7 +255,7 @@ impl Sender {
                     draft: &draft.raw,
                     subject: &draft.subject,
                     recipients: &draft.recipients,
-                    expiry,
+                    expiry: draft.expiry,
                     source,
                 },
                 now_unix(),
@@ -241,6 +263,36 @@ impl Sender {
             .await?;
         self.step(SendStep::Queued)?;
         Ok(id)
+    }
+
+    /// Records an Outbox draft that cannot be sent at all (no recipient,
+    /// not a message) as failed: it is flagged and the user told why.
+    pub async fn reject(
+        &self,
+        raw: &[u8],
+        subject: &str,
+        source: &DraftSource,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        let new = NewOutgoing {
+            client_key: &new_client_key(),
+            draft: raw,
+            subject,
+            recipients: &[],
+            expiry: ExpiryChoice::Default,
+            source: Some(source),
+        };
+        let id = self.state.queue_outgoing(&new, now_unix()).await?;
+        let Some(record) = self.state.outgoing(id).await? else { return Ok(()) };
+        if record.state == OutgoingState::Queued {
+            let mut session = None;
+            let outcome = self.give_up(&record, reason, &mut session).await;
+            if let Some(session) = session {
+                session.logout().await;
+            }
+            outcome?;
+        }
+        Ok(())
     }
 
     /// Sends (or resumes) every journal entry that is due; returns them as
@@ -291,12 +343,9 @@ impl Sender {
         let Some(draft) = &record.draft else {
             return Ok(Progress::GiveUp("the draft is missing from the journal".into()));
         };
-        let Some(smtp) = &self.smtp else {
-            return Ok(Progress::GiveUp(
-                "no outgoing (SMTP) mail server is known for this mailbox: register this computer \
-                 again with --smtp-host, or ask IT to set SmtpHost in the policy"
-                    .into(),
-            ));
+        let smtp = match &self.smtp {
+            Ok(smtp) => smtp,
+            Err(reason) => return Ok(Progress::GiveUp(reason.clone())),
         };
 
         let stored = match &record.stored {
@@ -323,7 +372,8 @@ impl Sender {
             headers.date.unwrap_or_else(now_unix),
             format!("{}@{domain}", stored.message_id),
         );
-        for recipient in record.recipients.iter().filter(|r| r.sent_at.is_none() && r.error.is_none())
+        for recipient in
+            record.recipients.iter().filter(|r| r.sent_at.is_none() && r.error.is_none())
         {
             let Some(issued) =
                 stored.notifications.iter().find(|n| n.recipient == recipient.recipient)
@@ -334,14 +384,17 @@ impl Sender {
                 continue;
             };
             let email = compose_email(&envelope, issued);
-            match smtp.send(&self.email, std::slice::from_ref(&recipient.recipient), &email).await
-            {
+            match smtp.send(&self.email, std::slice::from_ref(&recipient.recipient), &email).await {
                 Ok(answer) => {
                     let outcome = Ok(answer.as_str());
-                    self.state.record_recipient(id, &recipient.recipient, outcome, now_unix()).await?;
+                    self.state
+                        .record_recipient(id, &recipient.recipient, outcome, now_unix())
+                        .await?;
                     self.step(SendStep::Notified)?;
                 }
-                Err(error) if error.is_temporary() => return Ok(Progress::Retry(error.to_string())),
+                Err(error) if error.is_temporary() => {
+                    return Ok(Progress::Retry(error.to_string()));
+                }
                 Err(error) if refuses_the_sender(&error) => {
                     return Ok(Progress::GiveUp(error.to_string()));
                 }
@@ -349,7 +402,9 @@ impl Sender {
                     tracing::warn!(recipient = %recipient.recipient, %error, "a recipient was refused");
                     let outcome = Err(error.to_string());
                     let outcome = outcome.as_ref().map(String::as_str).map_err(String::as_str);
-                    self.state.record_recipient(id, &recipient.recipient, outcome, now_unix()).await?;
+                    self.state
+                        .record_recipient(id, &recipient.recipient, outcome, now_unix())
+                        .await?;
                 }
             }
         }
@@ -435,8 +490,7 @@ impl Sender {
         record: &OutgoingRecord,
         notified: Vec<String>,
     ) {
-        let relay_answer =
-            record.recipients.iter().find_map(|r| r.relay_answer.clone());
+        let relay_answer = record.recipients.iter().find_map(|r| r.relay_answer.clone());
         let report = SenderNotified { recipients: notified, relay_answer };
         if let Err(error) = self.server.report_notified(&stored.message_id, &report).await {
             tracing::warn!(message_id = %stored.message_id, %error, "could not tell the server who was notified; the delivery slip shows them later");
@@ -533,8 +587,7 @@ impl Sender {
     ) -> Result<(), SendError> {
         let notice_key = format!("{}-{}", record.client_key, headline.len());
         session.select("INBOX").await?;
-        if session.find_by_header(NOTICE_HEADER, &[&notice_key]).await?.contains_key(&notice_key)
-        {
+        if session.find_by_header(NOTICE_HEADER, &[&notice_key]).await?.contains_key(&notice_key) {
             return Ok(());
         }
         let mut builder = MessageBuilder::new()
@@ -542,13 +595,14 @@ impl Sender {
             .to(self.email.as_str())
             .subject(format!("{headline}: {}", record.subject))
             .date(now_unix())
-            .header(NOTICE_HEADER, mail_builder::headers::raw::Raw::new(notice_key))
-            .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-generated"))
+            .header(NOTICE_HEADER, Raw::new(notice_key))
+            .header("Auto-Submitted", Raw::new("auto-generated"))
             .text_body(text);
         if let Some(draft) = draft {
             builder = builder.attachment("message/rfc822", "draft.eml", draft.to_vec());
         }
-        let content = builder.write_to_vec().map_err(|error| SendError::Draft(error.to_string()))?;
+        let content =
+            builder.write_to_vec().map_err(|error| SendError::Draft(error.to_string()))?;
         let message = NewMessage { flags: &[], internal_date: None, content: &content };
         session.append_all("INBOX", &[message]).await?;
         Ok(())
@@ -563,6 +617,107 @@ impl Sender {
         }
         Ok(slot.as_mut().expect("connected just above"))
     }
+}
+
+/// A new message as the app's compose screen and `sealpost-agent send` take it.
+#[derive(Debug, Clone, Default)]
+pub struct NewDraft {
+    /// The sender's own address, and the name shown with it.
+    pub from: (Option<String>, String),
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub attachments: Vec<DraftAttachment>,
+    /// The message this answers: its Message-ID and References, for threading.
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub expiry: ExpiryChoice,
+}
+
+#[derive(Debug, Clone)]
+pub struct DraftAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl NewDraft {
+    /// The draft's MIME, as a mail program would write it (Bcc included:
+    /// it stays in the Sent copy, and is removed from what recipients get).
+    pub fn write(&self) -> Result<Draft, SendError> {
+        let domain = self.from.1.rsplit('@').next().unwrap_or("localhost");
+        fn list(addresses: &[String]) -> Vec<&str> {
+            addresses.iter().map(String::as_str).collect()
+        }
+        let mut builder = MessageBuilder::new()
+            .from((self.from.0.clone().unwrap_or_default(), self.from.1.clone()))
+            .subject(self.subject.clone())
+            .date(now_unix())
+            .message_id(format!("{}@{domain}", new_client_key()))
+            .text_body(self.body.replace("\r\n", "\n"));
+        if !self.to.is_empty() {
+            builder = builder.to(list(&self.to));
+        }
+        if !self.cc.is_empty() {
+            builder = builder.cc(list(&self.cc));
+        }
+        if !self.bcc.is_empty() {
+            builder = builder.bcc(list(&self.bcc));
+        }
+        if let Some(parent) = &self.in_reply_to {
+            builder = builder.in_reply_to(bare_id(parent));
+        }
+        if !self.references.is_empty() {
+            builder = builder
+                .references(self.references.iter().map(|id| bare_id(id)).collect::<Vec<_>>());
+        }
+        match self.expiry {
+            ExpiryChoice::Default => {}
+            ExpiryChoice::Never => builder = builder.header(EXPIRES_HEADER, Raw::new("never")),
+            ExpiryChoice::At(at) => {
+                builder = builder.header(EXPIRES_HEADER, Raw::new(at.to_string()))
+            }
+        }
+        for attachment in &self.attachments {
+            builder = builder.attachment(
+                attachment.content_type.clone(),
+                attachment.name.clone(),
+                attachment.bytes.clone(),
+            );
+        }
+        let raw = builder.write_to_vec().map_err(|error| SendError::Draft(error.to_string()))?;
+        Draft::parse(raw)
+    }
+}
+
+fn bare_id(id: &str) -> String {
+    id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
+}
+
+/// Hands `draft` to the agent that holds this mailbox (the desktop app or
+/// the service) through the Outbox folder, as a mail program would, with a
+/// client key by which [`AgentState::outgoing_by_client_key`] follows it.
+/// Returns that key.
+pub async fn hand_over(
+    account: &ImapAccount,
+    outbox_folder: &str,
+    draft: &Draft,
+) -> Result<String, SendError> {
+    let key = draft.client_key.clone().unwrap_or_else(new_client_key);
+    let mut content = format!("{CLIENT_KEY_HEADER}: {key}\r\n").into_bytes();
+    content.extend_from_slice(&draft.raw);
+    let mut session = MailboxSession::connect(account).await?;
+    let outcome = async {
+        session.ensure_folder(outbox_folder).await?;
+        let message = NewMessage { flags: &[], internal_date: None, content: &content };
+        session.append_all(outbox_folder, &[message]).await
+    }
+    .await;
+    session.logout().await;
+    outcome?;
+    Ok(key)
 }
 
 /// Where one attempt left an entry.

@@ -83,7 +83,8 @@ impl SmtpSender {
     /// are the email's own). Returns the server's answer, which names its
     /// queue id.
     pub async fn send(&self, from: &str, to: &[String], email: &[u8]) -> Result<String, SmtpError> {
-        let permanent = |reason: String| SmtpError::Permanent { server: self.server.clone(), reason };
+        let permanent =
+            |reason: String| SmtpError::Permanent { server: self.server.clone(), reason };
         let address = |text: &str| {
             text.parse::<lettre::Address>()
                 .map_err(|error| permanent(format!("{text:?} is not an address: {error}")))

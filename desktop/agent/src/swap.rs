@@ -471,6 +471,11 @@ fn explain(error: &ServerError) -> String {
             "the secure message is no longer available on the server (withdrawn or expired)".into()
         }
         ServerError::Refused {
+            code: Some(ErrorCode::MessageRecalled | ErrorCode::MessageExpired),
+            message,
+            ..
+        } => message.clone(),
+        ServerError::Refused {
             code: Some(ErrorCode::Unauthenticated | ErrorCode::TokenExpired),
             ..
         } => "the server no longer accepts this computer's sign-in; register it again".into(),

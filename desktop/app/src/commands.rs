@@ -428,6 +428,8 @@ fn policy_values(policy: &Policy) -> Vec<PolicyValue> {
         ("Sealpost server", policy.server_url.clone()),
         ("Other servers refused", policy.lock_server.then(|| "yes".to_owned())),
         ("Folders watched", policy.folders.as_ref().map(|folders| folders.join(", "))),
+        ("Secure Outbox folder", policy.outbox_folder.clone()),
+        ("Sent messages folder", policy.sent_folder.clone()),
         ("Incoming mail server", policy.imap.as_ref().map(endpoint)),
         ("Outgoing mail server", policy.smtp.as_ref().map(endpoint)),
         ("Trusted certificates", policy.ca_file.as_ref().map(|path| path.display().to_string())),
@@ -805,7 +807,7 @@ username = "dana@example.org"
     #[test]
     fn every_value_the_policy_sets_is_listed_and_nothing_else() {
         let policy = Policy::parse(
-            "server_url = \"https://sealpost.example.org\"\nlock_server = true\n\n[imap]\nhost = \"imap.example.org\"\nport = 143\nsecurity = \"start_tls\"\n",
+            "server_url = \"https://sealpost.example.org\"\nlock_server = true\nsent_folder = \"Sent Items\"\n\n[imap]\nhost = \"imap.example.org\"\nport = 143\nsecurity = \"start_tls\"\n",
             std::path::Path::new("/etc/sealpost/policy.toml"),
         )
         .expect("policy");
@@ -816,6 +818,7 @@ username = "dana@example.org"
             [
                 ("Sealpost server".to_owned(), "https://sealpost.example.org".to_owned()),
                 ("Other servers refused".to_owned(), "yes".to_owned()),
+                ("Sent messages folder".to_owned(), "Sent Items".to_owned()),
                 ("Incoming mail server".to_owned(), "imap.example.org:143 (STARTTLS)".to_owned()),
             ]
         );

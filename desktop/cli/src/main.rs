@@ -12,11 +12,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sealpost_agent::discover::DiscoveryRequest;
+use sealpost_agent::journal::{ExpiryChoice, OutgoingRecord, OutgoingState};
 use sealpost_agent::policy::Policy;
 use sealpost_agent::register::{
     CODE_WAIT, RegisterRequest, TrustedCa, default_device_name, register,
 };
-use sealpost_agent::{Agent, AgentConfig, AgentPaths, Secrets, Status};
+use sealpost_agent::send::{self, Draft, DraftAttachment, NewDraft};
+use sealpost_agent::{Agent, AgentConfig, AgentError, AgentPaths, AgentState, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +75,25 @@ enum Command {
     },
     /// Rebuild the search index from the swapped messages in the mailbox
     Reindex,
+    /// Send a secure message through your own mail server: the content goes
+    /// to the Sealpost server, each recipient gets a notification, and the
+    /// real message is filed in your Sent folder
+    Send(SendArgs),
+    /// List the secure messages sent from this computer, or show one's
+    /// delivery slip (notified, retrieved, replied) from the server
+    Sent {
+        /// The Sealpost message id whose delivery slip to show
+        message_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Recall a secure message you sent: nobody can open it from now on
+    Recall {
+        /// The Sealpost message id (from `sealpost-agent sent`)
+        message_id: String,
+    },
     /// Show the IT policy this computer applies, or check a policy before deploying it
     Policy {
         /// Check this file instead: policy.toml, a registry export (.reg),
@@ -80,6 +101,42 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// A recipient (repeat for several, or separate with commas)
+    #[arg(long, value_delimiter = ',')]
+    to: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    cc: Vec<String>,
+    /// Recipients nobody else sees
+    #[arg(long, value_delimiter = ',')]
+    bcc: Vec<String>,
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// The text of the message
+    #[arg(long, conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Read the text from this file (`-` for standard input)
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// A file to attach (repeat for several)
+    #[arg(long = "attach")]
+    attachments: Vec<PathBuf>,
+    /// Send this complete message (.eml) as it is, instead of writing one;
+    /// its To, Cc and Bcc are the recipients
+    #[arg(long, conflicts_with_all = ["to", "cc", "bcc", "body", "body_file", "attachments"])]
+    eml: Option<PathBuf>,
+    /// Days after which nobody can open it [default: the organization's choice]
+    #[arg(long, conflicts_with = "never_expires")]
+    expires_in_days: Option<u32>,
+    /// Readable until recalled, whatever the organization's default
+    #[arg(long)]
+    never_expires: bool,
+    /// How long to follow a message handed to the running agent, in seconds
+    #[arg(long, default_value_t = 120)]
+    wait: u64,
 }
 
 #[derive(Args)]
@@ -162,7 +219,6 @@ fn main() -> ExitCode {
 }
 
 fn exit_code_for(error: &anyhow::Error) -> ExitCode {
-    use sealpost_agent::AgentError;
     use sealpost_agent::config::ConfigError;
     use sealpost_agent::policy::PolicyError;
     if error.downcast_ref::<PolicyError>().is_some() {
@@ -209,6 +265,31 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("search index rebuilt: {count} messages");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Send(args) => send_command(&paths, args).await,
+        Command::Sent { message_id: None, json, limit } => {
+            let state = AgentState::open(&paths.state_db()).await?;
+            let records = state.recent_outgoing(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else if records.is_empty() {
+                println!("No secure message was sent from this computer yet.");
+            }
+            if !json {
+                records.iter().for_each(output::print_outgoing);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sent { message_id: Some(id), json, .. } => {
+            let report = server_client(&paths).await?.deliveries(&id).await?;
+            output::print_slip(&report, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recall { message_id } => {
+            let info = server_client(&paths).await?.recall(&message_id).await?;
+            let at = info.lifecycle.recalled_at.map(|at| at.to_string()).unwrap_or_default();
+            println!("Recalled {message_id} ({at}): nobody can open it from now on.");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy { file } => {
             let (policy, origin) = match file {
                 Some(file) => (Some(Policy::load(&file)?), file.display().to_string()),
@@ -229,11 +310,141 @@ async fn open_agent(paths: &AgentPaths) -> anyhow::Result<Agent> {
     Ok(Agent::open(paths, config, secrets).await?)
 }
 
+/// The server client of this registration, for one request.
+async fn server_client(paths: &AgentPaths) -> anyhow::Result<sealpost_agent::ServerClient> {
+    let config = AgentConfig::load(paths)?;
+    let secrets = Secrets::os_keyring(&config.email).await?;
+    Ok(sealpost_agent::agent::server_client(&config, &secrets).await?)
+}
+
+async fn send_command(paths: &AgentPaths, args: SendArgs) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::load(paths)?;
+    let draft = match &args.eml {
+        Some(file) => {
+            let raw = std::fs::read(file)
+                .with_context(|| format!("cannot read the message {}", file.display()))?;
+            Draft::parse(raw)?
+        }
+        None => write_draft(&config, &args)?,
+    };
+    let secrets = Secrets::os_keyring(&config.email).await?;
+    match Agent::open(paths, config.clone(), secrets.clone()).await {
+        Ok(agent) => {
+            let id = agent.sender().queue(&draft, None).await?;
+            eprintln!("sending to {} recipient(s)…", draft.recipients.len());
+            agent.sender().send_due().await?;
+            let record =
+                agent.state().outgoing(id).await?.context("the journal lost the message")?;
+            Ok(report_sent(&record))
+        }
+        Err(AgentError::AlreadyRunning(_)) => {
+            // The app or the service holds the mailbox: it sends, this follows.
+            let account = config.imap_account(secrets.mailbox_password().await?)?;
+            let key = send::hand_over(&account, config.outbox_folder(), &draft).await?;
+            eprintln!(
+                "handed to the running Sealpost agent through the folder \"{}\"…",
+                config.outbox_folder()
+            );
+            let state = AgentState::open(&paths.state_db()).await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(args.wait);
+            loop {
+                if let Some(record) = state.outgoing_by_client_key(&key).await?
+                    && record.state != OutgoingState::Queued
+                {
+                    return Ok(report_sent(&record));
+                }
+                if std::time::Instant::now() >= deadline {
+                    println!(
+                        "The running agent has not finished sending yet; `sealpost-agent sent` shows how it goes."
+                    );
+                    return Ok(ExitCode::from(EXIT_PENDING));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn report_sent(record: &OutgoingRecord) -> ExitCode {
+    output::print_outgoing(record);
+    match record.state {
+        OutgoingState::Sent => ExitCode::SUCCESS,
+        OutgoingState::Queued => {
+            println!(
+                "Kept, and sent as soon as possible by `sealpost-agent run` or the Sealpost app."
+            );
+            ExitCode::from(EXIT_PENDING)
+        }
+        OutgoingState::Failed => ExitCode::FAILURE,
+    }
+}
+
+fn write_draft(config: &AgentConfig, args: &SendArgs) -> anyhow::Result<Draft> {
+    let body = match (&args.body, &args.body_file) {
+        (Some(body), _) => body.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())
+            .context("cannot read the text from standard input")?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the text from {}", path.display()))?,
+        (None, None) => String::new(),
+    };
+    let mut attachments = Vec::new();
+    for path in &args.attachments {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot attach {}", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        attachments.push(DraftAttachment {
+            content_type: media_type_of(&name).to_owned(),
+            name,
+            bytes,
+        });
+    }
+    let expiry = match (args.expires_in_days, args.never_expires) {
+        (_, true) => ExpiryChoice::Never,
+        (Some(days), false) => {
+            ExpiryChoice::At(sealpost_agent::state::now_unix() + i64::from(days.max(1)) * 24 * 3600)
+        }
+        (None, false) => ExpiryChoice::Default,
+    };
+    let new = NewDraft {
+        from: (None, config.email.clone()),
+        to: args.to.clone(),
+        cc: args.cc.clone(),
+        bcc: args.bcc.clone(),
+        subject: args.subject.clone(),
+        body,
+        attachments,
+        expiry,
+        ..NewDraft::default()
+    };
+    Ok(new.write()?)
+}
+
+/// A file's media type from its extension, for the common kinds.
+fn media_type_of(name: &str) -> &'static str {
+    let extension = name.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    match extension.as_str() {
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "zip" => "application/zip",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "doc" => "application/msword",
+        "xls" => "application/vnd.ms-excel",
+        _ => "application/octet-stream",
+    }
+}
+
 async fn run_command(paths: &AgentPaths, once: bool) -> anyhow::Result<ExitCode> {
     let agent = open_agent(paths).await?;
     if once {
-        let reports = agent.run_once().await?;
-        let pending = output::print_reports(&reports);
+        let report = agent.run_once().await?;
+        let pending = output::print_reports(&report);
         return Ok(if pending { ExitCode::from(EXIT_PENDING) } else { ExitCode::SUCCESS });
     }
     let shutdown = CancellationToken::new();

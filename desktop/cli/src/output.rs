@@ -2,8 +2,11 @@
 
 use std::fmt::Write as _;
 
+use sealpost_agent::agent::OnceReport;
+use sealpost_agent::journal::{OutgoingRecord, OutgoingState};
 use sealpost_agent::state::KeptRecord;
-use sealpost_agent::{AgentPaths, FolderReport, SearchHit, Status};
+use sealpost_agent::{AgentPaths, SearchHit, Status};
+use sealpost_proto::api::{DeliveryReport, RetrievalChannel};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
@@ -72,9 +75,9 @@ pub fn print_hits(hits: &[SearchHit], json: bool) -> anyhow::Result<()> {
 }
 
 /// Prints what `run --once` did; returns whether something waits for the server.
-pub fn print_reports(reports: &[(String, FolderReport)]) -> bool {
+pub fn print_reports(report: &OnceReport) -> bool {
     let mut pending = false;
-    for (folder, report) in reports {
+    for (folder, report) in &report.folders {
         println!(
             "{folder}: {} swapped, {} kept, {} rejected ({} new message(s) looked at)",
             report.swapped.len(),
@@ -90,7 +93,76 @@ pub fn print_reports(reports: &[(String, FolderReport)]) -> bool {
             println!("  rejected UID {}: {}", rejected.uid, rejected.reason);
         }
     }
+    for record in &report.outbox.outgoing {
+        pending |= record.state == OutgoingState::Queued;
+        print_outgoing(record);
+    }
+    if report.outbox.recalled > 0 {
+        println!("{} recalled message(s) replaced by a notice", report.outbox.recalled);
+    }
     pending
+}
+
+/// One outgoing message: where it stands, and each recipient.
+pub fn print_outgoing(record: &OutgoingRecord) {
+    let state = match record.state {
+        OutgoingState::Sent => "sent".to_owned(),
+        OutgoingState::Failed => "NOT SENT".to_owned(),
+        OutgoingState::Queued if record.attempts == 0 => "sending".to_owned(),
+        OutgoingState::Queued => {
+            format!("waiting to retry at {}", date(Some(record.next_attempt_at)))
+        }
+    };
+    let id = record.message_id.as_deref().unwrap_or("not stored yet");
+    println!("\"{}\" ({id}): {state}", record.subject);
+    if let Some(error) = &record.error {
+        println!("  {error}");
+    }
+    for recipient in &record.recipients {
+        match (&recipient.sent_at, &recipient.error) {
+            (Some(at), _) => println!("  {}: notified {}", recipient.recipient, date(Some(*at))),
+            (None, Some(error)) => println!("  {}: refused: {error}", recipient.recipient),
+            (None, None) => println!("  {}: not notified yet", recipient.recipient),
+        }
+    }
+}
+
+/// The server's delivery slip of one sent message.
+pub fn print_slip(report: &DeliveryReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let rfc3339 = |at: Option<time::OffsetDateTime>| date(at.map(|at| at.unix_timestamp()));
+    println!("Message {}", report.message_id);
+    if let Some(at) = report.lifecycle.recalled_at {
+        println!("  recalled {}", rfc3339(Some(at)));
+    }
+    if let Some(at) = report.lifecycle.expires_at {
+        println!("  expires {}", rfc3339(Some(at)));
+    }
+    for line in &report.recipients {
+        let mut parts = vec![format!("{:?}", line.state).to_lowercase()];
+        if line.notified_at.is_some() {
+            parts.push(format!("notified {}", rfc3339(line.notified_at)));
+        }
+        if let Some(at) = line.retrieved_at {
+            let how = match line.retrieved_with {
+                Some(RetrievalChannel::SecureMessageCenter) => " in the Secure Message Center",
+                Some(RetrievalChannel::Agent) => " with the desktop app",
+                None => "",
+            };
+            parts.push(format!("retrieved {}{how}", rfc3339(Some(at))));
+        }
+        if line.replied_at.is_some() {
+            parts.push(format!("replied {}", rfc3339(line.replied_at)));
+        }
+        if let Some(error) = &line.error {
+            parts.push(error.clone());
+        }
+        println!("  {}: {}", line.recipient, parts.join(", "));
+    }
+    Ok(())
 }
 
 pub fn print_status(status: &Status, json: bool) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! The IT policy: settings an organization's IT department presets on a
-//! computer (the Sealpost server, the mail servers, the folders to watch,
-//! what the app may do) so that registration asks the user for nothing else
-//! and cannot be pointed elsewhere by mistake.
+//! computer (the Sealpost server, the mail servers, the folders to watch
+//! and to send from, what the app may do) so that registration asks the
+//! user for nothing else and cannot be pointed elsewhere by mistake.
 //!
 //! Each operating system keeps it where its management tools write:
 //!
@@ -18,6 +18,8 @@
 //! server_url = "https://sealpost.example.org"
 //! lock_server = true            # refuse any other server given on the command line
 //! folders = ["INBOX", "Archive"]
+//! outbox_folder = "Secure Outbox" # drafts saved here are sent securely
+//! sent_folder = "Sent Items"    # where sent secure messages are filed
 //! ca_file = "/etc/sealpost/ca.pem" # the organization's CA, trusted instead of the system roots
 //! start_at_login = true         # the desktop app starts with the session; not changeable
 //! notifications = false         # desktop notifications for new secure messages; not changeable
@@ -109,6 +111,18 @@ pub const KEYS: &[PolicyKey] = &[
         managed: "Folders",
         kind: KeyKind::List,
         summary: "The mailbox folders watched for secure messages.",
+    },
+    PolicyKey {
+        toml: "outbox_folder",
+        managed: "OutboxFolder",
+        kind: KeyKind::Text,
+        summary: "The mailbox folder whose drafts are sent securely (default \"Sealpost Outbox\").",
+    },
+    PolicyKey {
+        toml: "sent_folder",
+        managed: "SentFolder",
+        kind: KeyKind::Text,
+        summary: "Where sent secure messages are filed (default: the folder the mail server marks as Sent).",
     },
     PolicyKey {
         toml: "ca_file",
@@ -216,6 +230,14 @@ pub struct Policy {
     /// The IMAP folders the agent watches; `None` leaves the choice to the agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folders: Option<Vec<String>>,
+    /// The folder whose drafts are sent securely; `None` leaves it to the
+    /// agent's configuration (else "Sealpost Outbox").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox_folder: Option<String>,
+    /// Where sent secure messages are filed; `None` leaves it to the agent's
+    /// configuration (else the folder the mail server marks as Sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_folder: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub imap: Option<MailEndpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +293,8 @@ struct PolicyFile {
     #[serde(default)]
     lock_server: bool,
     folders: Option<Vec<String>>,
+    outbox_folder: Option<String>,
+    sent_folder: Option<String>,
     imap: Option<EndpointTable>,
     smtp: Option<EndpointTable>,
     ca_file: Option<PathBuf>,
@@ -398,6 +422,44 @@ impl Policy {
         {
             return Err(invalid("folders", "must not contain an empty folder name"));
         }
+        for (key, folder) in
+            [("outbox_folder", &file.outbox_folder), ("sent_folder", &file.sent_folder)]
+        {
+            if folder.as_ref().is_some_and(|folder| folder.trim().is_empty()) {
+                return Err(invalid(key, "must not be an empty folder name"));
+            }
+        }
+        // Every message in the Outbox is sent: sent messages filed there, or
+        // received ones arriving there, would be sent again.
+        let outbox = file.outbox_folder.as_deref().unwrap_or(crate::config::DEFAULT_OUTBOX_FOLDER);
+        if file.sent_folder.as_deref() == Some(outbox) {
+            let (key, problem) = match file.outbox_folder {
+                Some(_) => (
+                    "outbox_folder",
+                    format!(
+                        "must not be {}: sent messages filed there would be sent again",
+                        naming.name("sent_folder")
+                    ),
+                ),
+                None => (
+                    "sent_folder",
+                    format!(
+                        "must not be the Outbox, {outbox:?}: sent messages filed there would be sent again"
+                    ),
+                ),
+            };
+            return Err(invalid(key, &problem));
+        }
+        if file.outbox_folder.is_some()
+            && (outbox.eq_ignore_ascii_case("INBOX")
+                || file.folders.as_ref().is_some_and(|folders| folders.iter().any(|f| f == outbox)))
+        {
+            let problem = format!(
+                "must not be INBOX or one of {}: every message arriving there would be sent",
+                naming.name("folders")
+            );
+            return Err(invalid("outbox_folder", &problem));
+        }
         // `keys`: the section's host and port keys, as errors name them.
         let endpoint = |keys: [&'static str; 2], table: Option<EndpointTable>| match table {
             None => Ok(None),
@@ -426,6 +488,8 @@ impl Policy {
             server_url,
             lock_server: file.lock_server,
             folders: file.folders,
+            outbox_folder: file.outbox_folder,
+            sent_folder: file.sent_folder,
             imap,
             smtp,
             ca_file: file.ca_file,
@@ -437,10 +501,17 @@ impl Policy {
     }
 
     /// What the policy decides about a registration made before it (or
-    /// before it changed): the folders to watch.
+    /// before it changed): the folders to watch, to send from and to file
+    /// sent messages in.
     pub fn apply(&self, config: &mut crate::config::AgentConfig) {
         if let Some(folders) = &self.folders {
             config.folders.clone_from(folders);
+        }
+        if let Some(outbox) = &self.outbox_folder {
+            config.outbox_folder = Some(outbox.clone());
+        }
+        if let Some(sent) = &self.sent_folder {
+            config.sent_folder = Some(sent.clone());
         }
     }
 
@@ -663,6 +734,8 @@ mod tests {
 server_url = "https://Sealpost.example.org/"
 lock_server = true
 folders = ["INBOX", "Archive"]
+outbox_folder = "Secure Outbox"
+sent_folder = "Sent Items"
 ca_file = "/etc/sealpost/ca.pem"
 start_at_login = true
 notifications = false
@@ -682,6 +755,8 @@ security = "start_tls"
         assert_eq!(policy.server_url.as_deref(), Some("https://sealpost.example.org"));
         assert!(policy.lock_server);
         assert_eq!(policy.folders, Some(vec!["INBOX".to_owned(), "Archive".to_owned()]));
+        assert_eq!(policy.outbox_folder.as_deref(), Some("Secure Outbox"));
+        assert_eq!(policy.sent_folder.as_deref(), Some("Sent Items"));
         assert_eq!(
             policy.imap,
             Some(MailEndpoint {
@@ -741,6 +816,62 @@ security = "start_tls"
         assert!(error.to_string().contains("`server_url`"), "{error}");
         let error = parse("ca_file = \"ca.pem\"\n").expect_err("relative CA file refused");
         assert!(error.to_string().contains("`ca_file`"), "{error}");
+        for (text, key) in [
+            ("outbox_folder = \" \"\n", "`outbox_folder` must not be an empty"),
+            ("sent_folder = \"\"\n", "`sent_folder` must not be an empty"),
+            (
+                "outbox_folder = \"Out\"\nsent_folder = \"Out\"\n",
+                "`outbox_folder` must not be sent_folder",
+            ),
+            ("sent_folder = \"Sealpost Outbox\"\n", "`sent_folder` must not be the Outbox"),
+            ("outbox_folder = \"inbox\"\n", "`outbox_folder` must not be INBOX"),
+            (
+                "folders = [\"Work\"]\noutbox_folder = \"Work\"\n",
+                "`outbox_folder` must not be INBOX or one of folders",
+            ),
+        ] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_policy_overrides_the_configured_folders_only_where_it_decides() {
+        let mut config: crate::config::AgentConfig = toml::from_str(
+            r#"
+email = "alice@example.org"
+device_id = "dev_1"
+device_name = "alice laptop"
+registered_at = "2026-11-23T10:00:00Z"
+folders = ["INBOX"]
+sent_folder = "Sent"
+secret_store = "keyring"
+
+[server]
+url = "https://sealpost.example.org"
+origin = "https://sealpost.example.org"
+signing_keys = []
+
+[imap]
+host = "imap.example.org"
+port = 993
+username = "alice@example.org"
+"#,
+        )
+        .expect("a registration");
+        let before = config.clone();
+        parse("").expect("empty").apply(&mut config);
+        assert_eq!(config, before, "an empty policy changes nothing");
+
+        parse("outbox_folder = \"Secure Outbox\"\n").expect("policy").apply(&mut config);
+        assert_eq!(config.outbox_folder(), "Secure Outbox");
+        assert_eq!(config.sent_folder.as_deref(), Some("Sent"), "left to the configuration");
+        parse("sent_folder = \"Sent Items\"\nfolders = [\"Archive\"]\n")
+            .expect("policy")
+            .apply(&mut config);
+        assert_eq!(config.sent_folder.as_deref(), Some("Sent Items"));
+        assert_eq!(config.folders, ["Archive"]);
+        assert_eq!(config.outbox_folder(), "Secure Outbox");
     }
 
     #[test]
@@ -774,6 +905,8 @@ security = "start_tls"
         let expected = settings_of(&fixture("complete.toml"));
         assert_eq!(expected.local_copies, Some(false));
         assert_eq!(expected.updates, Some(false));
+        assert_eq!(expected.outbox_folder.as_deref(), Some("Secure Outbox"));
+        assert_eq!(expected.sent_folder.as_deref(), Some("Sent Items"));
 
         assert_eq!(settings_of(&fixture("complete.reg")), expected, "registry export");
         // regedit itself writes UTF-16 with a byte order mark.
@@ -832,6 +965,10 @@ security = "start_tls"
             "\"SmtpHost\"=\"smtp.example.org\"\n\"SmtpPort\"=dword:00010000\n\"SmtpSecurity\"=\"tls\"",
         );
         assert!(error.contains("`SmtpPort` must be a port number"), "{error}");
+        let error = reg("outbox.reg", "\"OutboxFolder\"=\"Sent\"\n\"SentFolder\"=\"Sent\"");
+        assert!(error.contains("`OutboxFolder` must not be SentFolder"), "{error}");
+        let error = reg("empty.reg", "\"SentFolder\"=\"\"");
+        assert!(error.contains("`SentFolder` must not be an empty folder name"), "{error}");
 
         let other_key = dir.path().join("other.reg");
         std::fs::write(&other_key, "Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_USER\\Software\\Sealpost]\n\"ServerUrl\"=\"https://x.example\"\n").expect("write");
@@ -887,6 +1024,7 @@ security = "start_tls"
         let written = policy.to_toml();
         assert_eq!(Policy::parse(&written, &fixture("complete.toml")).expect("reparsed"), policy);
         assert!(written.contains("local_copies = false"), "{written}");
+        assert!(written.contains("outbox_folder = \"Secure Outbox\""), "{written}");
     }
 
     #[test]
