@@ -82,6 +82,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/admin/directory", "get"),
         ("/api/v1/admin/directory/import", "post"),
         ("/api/v1/admin/directory/{email}", "delete"),
+        ("/api/v1/messages/{message_id}/recall", "post"),
+        ("/api/v1/messages/{message_id}/notifications", "post"),
+        ("/api/v1/recalls", "get"),
     ];
     for (path, method) in routes {
         assert!(

@@ -802,6 +802,6 @@ X-Sealpost-Client-Key: k1\r\nSubject: Results\r\n\r\nBcc: not a header\r\n";
 
     #[test]
     fn append_dates_are_in_the_imap_form() {
-        assert_eq!(internal_date(1_796_918_400), "29-Dec-2026 16:00:00 +0000");
+        assert_eq!(internal_date(1_796_918_400), "10-Dec-2026 16:00:00 +0000");
     }
 }
