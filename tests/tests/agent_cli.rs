@@ -484,3 +484,99 @@ async fn a_policy_without_local_copies_swaps_but_keeps_no_index_and_deletes_an_o
         shown.stdout
     );
 }
+
+#[tokio::test]
+async fn send_mails_through_the_users_server_files_in_sent_and_recalls() {
+    let world = world().await;
+    let agent = AgentCli::new(world.keyring.env()).expect("agent");
+    let smtps = world.stack.smtps_addr().port().to_string();
+    agent
+        .register(
+            &world.stack,
+            ALICE,
+            &world.app.base_url,
+            &world.trusted_pem(),
+            &["--smtp-host", "localhost", "--smtp-port", &smtps],
+        )
+        .await
+        .expect("run register")
+        .expect_success("register");
+    let attachment = agent.data_dir().join("report.pdf");
+    std::fs::write(&attachment, b"%PDF-1.4 the report").expect("attachment");
+    let attachment = attachment.display().to_string();
+
+    // No agent runs: `send` does the work itself.
+    let sent = agent
+        .run(
+            &[
+                "send",
+                "--to",
+                "sender@example.test",
+                "--subject",
+                "Quarterly report",
+                "--body",
+                "Numbers inside.",
+                "--attach",
+                &attachment,
+                "--expires-in-days",
+                "30",
+            ],
+            None,
+        )
+        .await
+        .expect("run send")
+        .expect_success("send");
+    assert!(
+        sent.stdout.contains("\"Quarterly report\"") && sent.stdout.contains(": sent"),
+        "{}",
+        sent.stdout
+    );
+    assert!(sent.stdout.contains("sender@example.test: notified"), "{}", sent.stdout);
+    let is_notification = |raw: &[u8]| {
+        sealpost_proto::notification::parse(raw).is_ok()
+            && String::from_utf8_lossy(raw).contains("Subject: Quarterly report")
+    };
+    world
+        .stack
+        .wait_for_email("sender@example.test", "INBOX", is_notification, Duration::from_secs(15))
+        .await
+        .expect("the notification arrives from Alice's own server");
+    let filed = world.stack.messages(ALICE, "Sent").await.expect("Sent");
+    assert_eq!(filed.len(), 1);
+    assert!(String::from_utf8_lossy(&filed[0].raw).contains("Numbers inside."));
+
+    let listed = agent.run(&["sent", "--json"], None).await.expect("sent").expect_success("sent");
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    let message_id = listed[0]["message_id"].as_str().expect("message id").to_owned();
+    assert_eq!(listed[0]["state"], "sent");
+    let slip = agent.run(&["sent", &message_id], None).await.expect("slip").expect_success("slip");
+    assert!(slip.stdout.contains("sender@example.test: sent, notified"), "{}", slip.stdout);
+    assert!(slip.stdout.contains("expires"), "{}", slip.stdout);
+
+    // With the agent running, `send` hands the draft over through the Outbox.
+    let mut running = agent.command(&["run"]).spawn().expect("start run");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while status_json(&agent).await["running"] != true {
+        assert!(tokio::time::Instant::now() < deadline, "the agent did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let handed = agent
+        .run(
+            &["send", "--to", "sender@example.test", "--subject", "While running", "--body", "x"],
+            None,
+        )
+        .await
+        .expect("run send")
+        .expect_success("send while running");
+    assert!(handed.stderr.contains("handed to the running Sealpost agent"), "{}", handed.stderr);
+    assert!(handed.stdout.contains(": sent"), "{}", handed.stdout);
+    stop(&mut running).await;
+    assert!(world.stack.messages(ALICE, "Sealpost Outbox").await.expect("Outbox").is_empty());
+    assert_eq!(world.stack.messages(ALICE, "Sent").await.expect("Sent").len(), 2);
+
+    let recalled =
+        agent.run(&["recall", &message_id], None).await.expect("recall").expect_success("recall");
+    assert!(recalled.stdout.contains("nobody can open it"), "{}", recalled.stdout);
+    let gone = world.app.content(Some(world.sender.token()), &message_id).await;
+    assert_eq!(gone.status, 410);
+}
