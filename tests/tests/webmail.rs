@@ -686,3 +686,83 @@ async fn an_emailed_code_sets_a_password_for_desktop_users_and_forgotten_ones() 
     assert_eq!(other.get("/mailbox").await.expect("mailbox").status, 401);
     assert_eq!(forgetful.get("/mailbox").await.expect("mailbox").status, 200);
 }
+
+#[tokio::test]
+async fn a_sender_recalls_here_and_recalled_or_expired_messages_say_so() {
+    let world = world_with(|settings| {
+        // The clock moves on by days: everyone stays signed in.
+        settings.webmail.session_hours = 24 * 30;
+        settings.accounts.access_token_ttl_seconds = 30 * 24 * 3600;
+    })
+    .await;
+    let (original, links) = world.send(&["alice@example.test"], "Lifecycle").await;
+    let alice = registered_reader(&world, &links[0], "Alice Martin").await;
+
+    // Alice answers with a reply readable for one day, and another one.
+    let reply = |subject: &'static str, expires: &'static str| {
+        let (alice, original) = (&alice, original.clone());
+        async move {
+            let csrf = alice.csrf();
+            let fields = [
+                ("csrf", csrf.as_str()),
+                ("reply_to", original.as_str()),
+                ("to", "sender@example.test"),
+                ("subject", subject),
+                ("body", "See you then."),
+                ("expires", expires),
+            ];
+            let sent = alice.post_multipart("/compose", &fields, &[]).await.expect("send");
+            assert_eq!(sent.status, 303, "{}", sent.body);
+            let location = sent.location().expect("to the sent message").to_owned();
+            location.trim_start_matches("/messages/").trim_end_matches("?sent=1").to_owned()
+        }
+    };
+    let short_lived = reply("Re: Lifecycle (brief)", "1").await;
+    let to_recall = reply("Re: Lifecycle", "").await;
+    let page = alice.get(&format!("/messages/{short_lived}")).await.expect("page");
+    assert!(page.body.contains("id=\"expiry\""), "the expiry is shown: {}", page.body);
+
+    // The original's sender sees on the slip that Alice replied.
+    let slip: DeliveryReport = world
+        .app
+        .api
+        .get(&format!("/api/v1/messages/{original}/deliveries"), Some(world.sender.token()))
+        .await
+        .expect("request")
+        .json();
+    assert!(slip.recipients[0].replied_at.is_some(), "{slip:?}");
+
+    // Alice recalls one from its page; its recipient can no longer read it.
+    let page = alice.get(&format!("/messages/{to_recall}")).await.expect("page");
+    assert!(page.body.contains("id=\"recall\""), "the sender may recall: {}", page.body);
+    let csrf = alice.csrf();
+    let recalled = alice
+        .post(&format!("/messages/{to_recall}/recall"), &[("csrf", csrf.as_str())])
+        .await
+        .expect("recall");
+    assert_eq!(recalled.status, 303, "{}", recalled.body);
+    let page = alice.get(&format!("/messages/{to_recall}")).await.expect("page");
+    assert_eq!(page.status, 410);
+    assert!(page.body.contains("recalled this message"), "{}", page.body);
+    assert!(page.body.contains("delivery-slip") && !page.body.contains("id=\"recall\""));
+    assert!(!page.body.contains("See you then."), "the content is gone");
+    let content = world.app.content(Some(world.sender.token()), &to_recall).await;
+    assert_eq!(content.status, 410);
+    // Only the sender recalls: the recipient's attempt on the original finds nothing.
+    let csrf = alice.csrf();
+    let refused = alice
+        .post(&format!("/messages/{original}/recall"), &[("csrf", csrf.as_str())])
+        .await
+        .expect("recall");
+    assert_eq!(refused.status, 404);
+
+    // Two days on, the brief one has expired for everyone, and says so.
+    world.app.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    let page = alice.get(&format!("/messages/{short_lived}")).await.expect("page");
+    assert_eq!(page.status, 410);
+    assert!(page.body.contains("expired on"), "{}", page.body);
+    let print = alice.get(&format!("/messages/{short_lived}/print")).await.expect("print");
+    assert_eq!(print.status, 410);
+    let expired = world.app.content(Some(world.sender.token()), &short_lived).await;
+    assert_eq!(expired.status, 410, "{}", expired.text());
+}
