@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, AgentPaths, ConfigError};
 use crate::imap::{ImapAccount, MailboxSession};
 use crate::index::{IndexError, IndexedMessage, SearchIndex};
+use crate::journal::{OutgoingRecord, OutgoingState};
 use crate::outbox::{OutboxReport, OutboxWatcher};
 use crate::policy::{Policy, PolicyError};
 use crate::secrets::{SecretError, Secrets};
-use crate::send::{NO_SMTP_SERVER, SendError, Sender};
+use crate::send::{Draft, NO_SMTP_SERVER, SendError, Sender, hand_over};
 use crate::server::{ServerClient, ServerError};
 use crate::smtp::SmtpSender;
 use crate::state::{
@@ -326,6 +327,64 @@ impl Agent {
     pub fn server(&self) -> &ServerClient {
         &self.server
     }
+}
+
+/// How [`send_draft`] left a message.
+#[derive(Debug, Clone)]
+pub enum SendOutcome {
+    /// Sent, given up on, or kept for a later attempt (see its state).
+    Done(OutgoingRecord),
+    /// Handed to the agent of another process, which had not finished
+    /// within the wait; its journal entry has this client key.
+    HandedOver { client_key: String },
+}
+
+/// Sends `draft` from this computer: with `sender` when this process runs
+/// the agent; else with an agent opened here for the purpose; else, when
+/// another process's agent holds the mailbox (the app, the service), by
+/// handing it over through the Outbox folder and following its journal
+/// entry for up to `wait`.
+pub async fn send_draft(
+    paths: &AgentPaths,
+    sender: Option<&Sender>,
+    draft: &Draft,
+    wait: std::time::Duration,
+) -> Result<SendOutcome, AgentError> {
+    if let Some(sender) = sender {
+        return Ok(SendOutcome::Done(send_with(sender, draft).await?));
+    }
+    let config = AgentConfig::load(paths)?;
+    let secrets = Secrets::os_keyring(&config.email).await?;
+    match Agent::open(paths, config.clone(), secrets.clone()).await {
+        Ok(agent) => Ok(SendOutcome::Done(send_with(agent.sender(), draft).await?)),
+        Err(AgentError::AlreadyRunning(_)) => {
+            let account = config.imap_account(secrets.mailbox_password().await?)?;
+            let client_key = hand_over(&account, config.outbox_folder(), draft).await?;
+            tracing::info!(%client_key, "draft handed to the running agent through the Outbox");
+            let state = AgentState::open(&paths.state_db()).await?;
+            let deadline = std::time::Instant::now() + wait;
+            loop {
+                if let Some(record) = state.outgoing_by_client_key(&client_key).await?
+                    && record.state != OutgoingState::Queued
+                {
+                    return Ok(SendOutcome::Done(record));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok(SendOutcome::HandedOver { client_key });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn send_with(sender: &Sender, draft: &Draft) -> Result<OutgoingRecord, AgentError> {
+    let id = sender.queue(draft, None).await?;
+    sender.send_due().await?;
+    sender.state().outgoing(id).await?.ok_or_else(|| {
+        AgentError::Send(SendError::Draft("the journal lost the message being sent".into()))
+    })
 }
 
 /// The server client of a registration, with its stored tokens (refreshed

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use sealpost_agent::agent::SendOutcome;
 use sealpost_agent::discover::DiscoveryRequest;
 use sealpost_agent::journal::{ExpiryChoice, OutgoingRecord, OutgoingState};
 use sealpost_agent::policy::Policy;
 use sealpost_agent::register::{
     CODE_WAIT, RegisterRequest, TrustedCa, default_device_name, register,
 };
-use sealpost_agent::send::{self, Draft, DraftAttachment, NewDraft};
+use sealpost_agent::send::{Draft, DraftAttachment, NewDraft};
 use sealpost_agent::{Agent, AgentConfig, AgentError, AgentPaths, AgentState, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
@@ -327,42 +328,16 @@ async fn send_command(paths: &AgentPaths, args: SendArgs) -> anyhow::Result<Exit
         }
         None => write_draft(&config, &args)?,
     };
-    let secrets = Secrets::os_keyring(&config.email).await?;
-    match Agent::open(paths, config.clone(), secrets.clone()).await {
-        Ok(agent) => {
-            let id = agent.sender().queue(&draft, None).await?;
-            eprintln!("sending to {} recipient(s)…", draft.recipients.len());
-            agent.sender().send_due().await?;
-            let record =
-                agent.state().outgoing(id).await?.context("the journal lost the message")?;
-            Ok(report_sent(&record))
-        }
-        Err(AgentError::AlreadyRunning(_)) => {
-            // The app or the service holds the mailbox: it sends, this follows.
-            let account = config.imap_account(secrets.mailbox_password().await?)?;
-            let key = send::hand_over(&account, config.outbox_folder(), &draft).await?;
-            eprintln!(
-                "handed to the running Sealpost agent through the folder \"{}\"…",
-                config.outbox_folder()
+    eprintln!("sending to {} recipient(s)…", draft.recipients.len());
+    let wait = Duration::from_secs(args.wait);
+    match sealpost_agent::agent::send_draft(paths, None, &draft, wait).await? {
+        SendOutcome::Done(record) => Ok(report_sent(&record)),
+        SendOutcome::HandedOver { .. } => {
+            println!(
+                "Handed to the running Sealpost agent, which is still sending it; `sealpost-agent sent` shows how it goes."
             );
-            let state = AgentState::open(&paths.state_db()).await?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(args.wait);
-            loop {
-                if let Some(record) = state.outgoing_by_client_key(&key).await?
-                    && record.state != OutgoingState::Queued
-                {
-                    return Ok(report_sent(&record));
-                }
-                if std::time::Instant::now() >= deadline {
-                    println!(
-                        "The running agent has not finished sending yet; `sealpost-agent sent` shows how it goes."
-                    );
-                    return Ok(ExitCode::from(EXIT_PENDING));
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            Ok(ExitCode::from(EXIT_PENDING))
         }
-        Err(error) => Err(error.into()),
     }
 }
 
