@@ -333,7 +333,7 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub enum SendOutcome {
     /// Sent, given up on, or kept for a later attempt (see its state).
-    Done(OutgoingRecord),
+    Done(Box<OutgoingRecord>),
     /// Handed to the agent of another process, which had not finished
     /// within the wait; its journal entry has this client key.
     HandedOver { client_key: String },
@@ -351,23 +351,23 @@ pub async fn send_draft(
     wait: std::time::Duration,
 ) -> Result<SendOutcome, AgentError> {
     if let Some(sender) = sender {
-        return Ok(SendOutcome::Done(send_with(sender, draft).await?));
+        return Ok(SendOutcome::Done(Box::new(send_with(sender, draft).await?)));
     }
     let config = AgentConfig::load(paths)?;
     let secrets = Secrets::os_keyring(&config.email).await?;
     match Agent::open(paths, config.clone(), secrets.clone()).await {
-        Ok(agent) => Ok(SendOutcome::Done(send_with(agent.sender(), draft).await?)),
+        Ok(agent) => Ok(SendOutcome::Done(Box::new(send_with(agent.sender(), draft).await?))),
         Err(AgentError::AlreadyRunning(_)) => {
             let account = config.imap_account(secrets.mailbox_password().await?)?;
             let client_key = hand_over(&account, config.outbox_folder(), draft).await?;
-            tracing::info!(%client_key, "draft handed to the running agent through the Outbox");
+            tracing::info!(%client_key, folder = config.outbox_folder(), "draft handed to the running Sealpost agent through the Outbox folder");
             let state = AgentState::open(&paths.state_db()).await?;
             let deadline = std::time::Instant::now() + wait;
             loop {
                 if let Some(record) = state.outgoing_by_client_key(&client_key).await?
                     && record.state != OutgoingState::Queued
                 {
-                    return Ok(SendOutcome::Done(record));
+                    return Ok(SendOutcome::Done(Box::new(record)));
                 }
                 if std::time::Instant::now() >= deadline {
                     return Ok(SendOutcome::HandedOver { client_key });
