@@ -386,6 +386,43 @@ async fn an_expired_access_token_is_refreshed_silently_and_the_new_pair_handed_o
 }
 
 #[tokio::test]
+async fn processes_sharing_a_device_take_each_others_refreshed_tokens() {
+    let world = world().await;
+    let stored = world.send_to_alice("Shared device").await;
+    world.app.clock.advance(Duration::from_secs(2 * 3600));
+    // The keyring both processes (the app and a command, say) read and write.
+    let keyring = Arc::new(std::sync::Mutex::new(world.alice.tokens.clone()));
+    let client = || {
+        let (rotated, read) = (keyring.clone(), keyring.clone());
+        ServerClient::new(
+            &world.app.base_url,
+            Some(&world.app.cert_pem),
+            world.alice.tokens.clone(),
+        )
+        .expect("client")
+        .on_tokens_rotated(move |tokens| *rotated.lock().expect("lock") = tokens.clone())
+        .with_stored_tokens(move || Some(read.lock().expect("lock").clone()))
+    };
+    let (first, second) = (client(), client());
+    first.content(&stored.message_id).await.expect("the first refreshes");
+    let after_first = keyring.lock().expect("lock").clone();
+    assert_ne!(after_first.refresh_token, world.alice.tokens.refresh_token);
+    // The second's pair is stale: it takes the stored one instead of
+    // refreshing with a refresh token that no longer works.
+    second.content(&stored.message_id).await.expect("the second adopts the stored pair");
+    assert_eq!(*keyring.lock().expect("lock"), after_first, "no second refresh");
+
+    // Without the stored pair the stale refresh is refused, as it must be.
+    let lone = ServerClient::new(
+        &world.app.base_url,
+        Some(&world.app.cert_pem),
+        world.alice.tokens.clone(),
+    )
+    .expect("client");
+    assert!(lone.content(&stored.message_id).await.is_err());
+}
+
+#[tokio::test]
 async fn a_signed_out_device_keeps_the_placeholder_and_says_why() {
     let world = world().await;
     let stored = world.notify_alice("While signed out").await;

@@ -394,13 +394,14 @@ pub async fn server_client(
     secrets: &Secrets,
 ) -> Result<ServerClient, AgentError> {
     let tokens = secrets.device_tokens().await?;
-    let rotated = secrets.clone();
+    let (rotated, stored) = (secrets.clone(), secrets.clone());
     Ok(ServerClient::new(&config.server.url, config.ca_pem()?.as_deref(), tokens)?
         .on_tokens_rotated(move |tokens| {
             if let Err(error) = rotated.set_device_tokens_blocking(tokens) {
                 tracing::error!(%error, "could not store the refreshed device token; the next start needs a new registration");
             }
-        }))
+        })
+        .with_stored_tokens(move || stored.device_tokens_blocking().ok()))
 }
 
 /// The Sealpost message id a swapped-in message carries in its first header.

@@ -148,6 +148,14 @@ impl Secrets {
         run_blocking(move || this.set_device_tokens_blocking(&tokens)).await
     }
 
+    /// The stored tokens, from a synchronous callback (the server client's).
+    pub fn device_tokens_blocking(&self) -> Result<DeviceTokens, SecretError> {
+        let entry = self.entry(Secret::DeviceTokens)?;
+        let text =
+            entry.get_password().map_err(|error| refused("read", Secret::DeviceTokens, error))?;
+        serde_json::from_str(&text).map_err(|error| SecretError::Damaged(error.to_string()))
+    }
+
     /// Stores rotated tokens from a synchronous callback (the server client's).
     pub fn set_device_tokens_blocking(&self, tokens: &DeviceTokens) -> Result<(), SecretError> {
         let text = serde_json::to_string(tokens)

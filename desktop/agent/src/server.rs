@@ -36,6 +36,7 @@ impl ServerError {
 }
 
 type TokensRotated = Arc<dyn Fn(&DeviceTokens) + Send + Sync>;
+type TokensStored = Arc<dyn Fn() -> Option<DeviceTokens> + Send + Sync>;
 
 /// The server's API before the device has tokens: discovery and enrollment.
 #[derive(Clone)]
@@ -132,6 +133,9 @@ pub struct ServerClient {
     /// Told about every new pair, so the caller can store the new refresh
     /// token (the old one no longer works).
     on_rotated: Option<TokensRotated>,
+    /// Reads the pair as stored now: another process of this computer (the
+    /// app, the service, a command) may have refreshed it meanwhile.
+    stored: Option<TokensStored>,
 }
 
 impl ServerClient {
@@ -144,7 +148,7 @@ impl ServerClient {
     }
 
     pub fn with_api(api: ServerApi, tokens: DeviceTokens) -> Self {
-        Self { api, tokens: Arc::new(Mutex::new(tokens)), on_rotated: None }
+        Self { api, tokens: Arc::new(Mutex::new(tokens)), on_rotated: None, stored: None }
     }
 
     /// Calls `store` with each new token pair after a refresh.
@@ -153,6 +157,16 @@ impl ServerClient {
         store: impl Fn(&DeviceTokens) + Send + Sync + 'static,
     ) -> Self {
         self.on_rotated = Some(Arc::new(store));
+        self
+    }
+
+    /// Reads the stored pair (blocking; it runs off the async threads)
+    /// before refreshing, and again when a refresh is refused.
+    pub fn with_stored_tokens(
+        mut self,
+        load: impl Fn() -> Option<DeviceTokens> + Send + Sync + 'static,
+    ) -> Self {
+        self.stored = Some(Arc::new(load));
         self
     }
 
@@ -291,13 +305,63 @@ impl ServerClient {
                 .bearer_auth(self.access_token());
             read_any_body(body(request).send(), expected)
         };
+        let used = self.access_token();
         match attempt().await {
             Err(ServerError::Refused { code: Some(ErrorCode::TokenExpired), .. }) => {
-                self.refresh().await?;
+                self.renew(&used).await?;
                 attempt().await
+            }
+            // Unknown: another process refreshed the pair, which retired ours.
+            Err(error @ ServerError::Refused { code: Some(ErrorCode::Unauthenticated), .. }) => {
+                if self.adopt_stored(|stored| stored.access_token != used).await {
+                    attempt().await
+                } else {
+                    Err(error)
+                }
             }
             other => other,
         }
+    }
+
+    /// A working token pair after `used` expired: the stored one when
+    /// another process already refreshed it, else a refresh of ours (or,
+    /// when another process's refresh overtook ours, the one it stored).
+    async fn renew(&self, used: &str) -> Result<(), ServerError> {
+        if self.adopt_stored(|stored| stored.access_token != used).await {
+            return Ok(());
+        }
+        let ours = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .refresh_token
+            .clone();
+        match self.refresh().await {
+            Err(error @ ServerError::Refused { status: 401, .. }) => {
+                if self.adopt_stored(|stored| stored.refresh_token != ours).await {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Takes the stored pair if `newer` says it is not the one in use.
+    async fn adopt_stored(&self, newer: impl Fn(&DeviceTokens) -> bool) -> bool {
+        let Some(load) = self.stored.clone() else { return false };
+        let Ok(Some(stored)) = tokio::task::spawn_blocking(move || load()).await else {
+            return false;
+        };
+        if !newer(&stored) {
+            return false;
+        }
+        tracing::info!(
+            "device tokens taken from the keyring, refreshed by another Sealpost process"
+        );
+        *self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = stored;
+        true
     }
 }
 
