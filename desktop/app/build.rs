@@ -27,5 +27,10 @@ fn sealpost_commands() -> &'static [&'static str] {
         "sign_out",
         "retry",
         "set_paused",
+        "send_message",
+        "reply_draft",
+        "sent_messages",
+        "delivery_slip",
+        "recall_message",
     ]
 }

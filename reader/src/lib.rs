@@ -129,6 +129,11 @@ pub struct ReplyContext {
     pub references: Vec<String>,
     /// The original's text, quoted with `> ` under an attribution line.
     pub quoted: String,
+    /// The original's From, To and Cc addresses, lowercase and bare: whom
+    /// a reply (or a reply to all) goes to.
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
 }
 
 /// The headers and quote for answering `raw`.
@@ -159,11 +164,18 @@ pub fn reply_context(raw: &[u8]) -> ReplyContext {
         .lines()
         .map(|line| if line.is_empty() { ">".to_owned() } else { format!("> {line}") })
         .collect();
+    let bare = |list: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        list.map(|list| list.iter().filter_map(|a| a.address()).map(str::to_lowercase).collect())
+            .unwrap_or_default()
+    };
     ReplyContext {
         subject,
         message_id,
         references,
         quoted: format!("{attribution}\n{}\n", quoted_lines.join("\n")),
+        from: bare(message.from()),
+        to: bare(message.to()),
+        cc: bare(message.cc()),
     }
 }
 

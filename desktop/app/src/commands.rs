@@ -588,6 +588,7 @@ impl From<AgentError> for IpcError {
             AgentError::Server(_) => ErrorCode::Server,
             AgentError::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
             AgentError::Policy(_) | AgentError::LocalCopiesOff { .. } => ErrorCode::Policy,
+            AgentError::Send(_) => ErrorCode::NotSent,
             _ => ErrorCode::Internal,
         };
         Self::new(code, sentence(&error))

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     Gone,
     /// The input was not usable; the message says which field.
     Invalid,
+    /// The message could not be sent; the draft is kept.
+    NotSent,
     /// Anything else; the message and the log say more.
     Internal,
 }
@@ -282,6 +284,104 @@ pub struct SignOutResult {
     pub revoked_on_server: bool,
 }
 
+/// The compose screen's form. Addresses are as typed: separated by commas
+/// or semicolons, `Name <address>` accepted.
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct ComposeForm {
+    pub to: String,
+    pub cc: String,
+    pub bcc: String,
+    pub subject: String,
+    pub body: String,
+    pub attachments: Vec<AttachmentUpload>,
+    /// Days until nobody can open it; `None`: the organization's choice.
+    pub expires_in_days: Option<u32>,
+    /// Readable until recalled, whatever the organization's default.
+    pub never_expires: bool,
+    /// The secure message this answers, for threading.
+    pub reply_to: Option<ReplyTarget>,
+}
+
+/// A file the person chose, read by the window.
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct AttachmentUpload {
+    pub name: String,
+    pub content_type: String,
+    /// The bytes in standard base64.
+    pub data_base64: String,
+}
+
+/// A swapped message, as the reader knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ReplyTarget {
+    pub message_id: String,
+    pub folder: String,
+}
+
+/// A reply prefilled from the message it answers.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ComposeDraft {
+    pub to: String,
+    pub cc: String,
+    pub subject: String,
+    /// The original, quoted, below an empty line for the answer.
+    pub body: String,
+    pub reply_to: Option<ReplyTarget>,
+}
+
+/// A secure message sent from this computer, as the journal has it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SentView {
+    /// The Sealpost id, once the server stored it.
+    pub message_id: Option<String>,
+    pub subject: String,
+    /// `sending`, `retrying`, `sent`, `failed`, or `handed_over` (the
+    /// service sends it and has not finished yet).
+    pub state: String,
+    /// Why it failed, or why the last attempt stopped.
+    pub error: Option<String>,
+    #[ts(type = "number")]
+    pub created_at: i64,
+    #[ts(type = "number | null")]
+    pub retry_at: Option<i64>,
+    pub recipients: Vec<SentRecipient>,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SentRecipient {
+    pub address: String,
+    #[ts(type = "number | null")]
+    pub notified_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// The server's delivery slip of a sent message.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SlipView {
+    pub message_id: String,
+    #[ts(type = "number | null")]
+    pub recalled_at: Option<i64>,
+    #[ts(type = "number | null")]
+    pub expires_at: Option<i64>,
+    pub recipients: Vec<SlipLine>,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SlipLine {
+    pub address: String,
+    /// `waiting`, `queued`, `notified`, `failed`, `bounced` or `retrieved`.
+    pub state: String,
+    #[ts(type = "number | null")]
+    pub notified_at: Option<i64>,
+    #[ts(type = "number | null")]
+    pub retrieved_at: Option<i64>,
+    /// `desktop app` or `Secure Message Center`.
+    pub retrieved_with: Option<String>,
+    #[ts(type = "number | null")]
+    pub replied_at: Option<i64>,
+    pub error: Option<String>,
+}
+
 /// The TypeScript declarations of every type above, as checked in.
 pub fn typescript() -> String {
     let declarations = [
@@ -309,6 +409,14 @@ pub fn typescript() -> String {
         PolicyValue::decl(),
         SettingsChange::decl(),
         SignOutResult::decl(),
+        ComposeForm::decl(),
+        AttachmentUpload::decl(),
+        ReplyTarget::decl(),
+        ComposeDraft::decl(),
+        SentView::decl(),
+        SentRecipient::decl(),
+        SlipView::decl(),
+        SlipLine::decl(),
     ];
     let mut out = String::from(
         "// Generated from desktop/app/src/ipc.rs by `cargo xtask ipc-types`; do not edit.\n",

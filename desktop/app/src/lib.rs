@@ -11,6 +11,7 @@ pub mod background;
 pub mod commands;
 pub mod deep_link;
 pub mod ipc;
+pub mod outgoing;
 mod shell;
 
 pub use shell::Shell;
@@ -73,6 +74,11 @@ pub fn run() -> Result<(), String> {
             commands::sign_out,
             commands::retry,
             commands::set_paused,
+            outgoing::send_message,
+            outgoing::reply_draft,
+            outgoing::sent_messages,
+            outgoing::delivery_slip,
+            outgoing::recall_message,
         ])
         .setup(move |app| {
             let handle = app.handle().clone();

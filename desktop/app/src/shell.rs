@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sealpost_agent::config::{ConfigError, write_atomically};
+use sealpost_agent::send::Sender;
 use sealpost_agent::signout::{SignOutError, SignOutScope, SignedOut, sign_out};
 use sealpost_agent::{
-    Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets,
+    Agent, AgentConfig, AgentError, AgentPaths, ImapAccount, SearchIndex, Secrets, ServerClient,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -55,6 +56,10 @@ struct Inner {
 struct Running {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// The running agent's sender and server client: sending and the
+    /// delivery slip go through them, so one token pair serves the app.
+    sender: Arc<Sender>,
+    server: ServerClient,
 }
 
 impl Shell {
@@ -119,6 +124,7 @@ impl Shell {
         };
         self.set_watcher(Watcher::ThisApp);
         tracing::info!(email = %agent.config.email, folders = ?agent.config.folders, "watching the mailbox");
+        let (sender, server) = (agent.sender().clone(), agent.server().clone());
         let stop = self.inner.quitting.child_token();
         let shell = self.clone();
         let until = stop.clone();
@@ -132,7 +138,16 @@ impl Shell {
                 shell.set_watcher(Watcher::Stopped { reason: error.to_string() });
             }
         });
-        *running = Some(Running { stop, task });
+        *running = Some(Running { stop, task, sender, server });
+    }
+
+    /// The sender and server client of the agent this app runs, if it runs one.
+    pub async fn running_agent(&self) -> Option<(Arc<Sender>, ServerClient)> {
+        let running = self.inner.running.lock().await;
+        running
+            .as_ref()
+            .filter(|running| !running.task.is_finished())
+            .map(|running| (running.sender.clone(), running.server.clone()))
     }
 
     /// Stops this app's watcher and waits until it has let go of the mailbox.

@@ -2,7 +2,7 @@
 
 export type IpcError = { code: ErrorCode, message: string, };
 
-export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "gone" | "invalid" | "internal";
+export type ErrorCode = "not_registered" | "discovery" | "mailbox" | "server" | "keyring" | "code_timeout" | "already_running" | "policy" | "gone" | "invalid" | "not_sent" | "internal";
 
 export type Overview = { registered: boolean, preset: Preset, 
 /**
@@ -144,3 +144,60 @@ export type SignOutResult = { email: string,
  * False when only this computer forgot the registration.
  */
 revoked_on_server: boolean, };
+
+export type ComposeForm = { to: string, cc: string, bcc: string, subject: string, body: string, attachments: Array<AttachmentUpload>, 
+/**
+ * Days until nobody can open it; `None`: the organization's choice.
+ */
+expires_in_days: number | null, 
+/**
+ * Readable until recalled, whatever the organization's default.
+ */
+never_expires: boolean, 
+/**
+ * The secure message this answers, for threading.
+ */
+reply_to: ReplyTarget | null, };
+
+export type AttachmentUpload = { name: string, content_type: string, 
+/**
+ * The bytes in standard base64.
+ */
+data_base64: string, };
+
+export type ReplyTarget = { message_id: string, folder: string, };
+
+export type ComposeDraft = { to: string, cc: string, subject: string, 
+/**
+ * The original, quoted, below an empty line for the answer.
+ */
+body: string, reply_to: ReplyTarget | null, };
+
+export type SentView = { 
+/**
+ * The Sealpost id, once the server stored it.
+ */
+message_id: string | null, subject: string, 
+/**
+ * `sending`, `retrying`, `sent`, `failed`, or `handed_over` (the
+ * service sends it and has not finished yet).
+ */
+state: string, 
+/**
+ * Why it failed, or why the last attempt stopped.
+ */
+error: string | null, created_at: number, retry_at: number | null, recipients: Array<SentRecipient>, };
+
+export type SentRecipient = { address: string, notified_at: number | null, error: string | null, };
+
+export type SlipView = { message_id: string, recalled_at: number | null, expires_at: number | null, recipients: Array<SlipLine>, };
+
+export type SlipLine = { address: string, 
+/**
+ * `waiting`, `queued`, `notified`, `failed`, `bounced` or `retrieved`.
+ */
+state: string, notified_at: number | null, retrieved_at: number | null, 
+/**
+ * `desktop app` or `Secure Message Center`.
+ */
+retrieved_with: string | null, replied_at: number | null, error: string | null, };
