@@ -5,7 +5,9 @@
 //! wizard (its address filled in by a `sealpost://register` link, handed
 //! over by a second start of the app), a secure message swapped in (and
 //! another only once watching is resumed), shown on the Status screen, found
-//! by Search and opened with its attachment saved, the organization's
+//! by Search and opened with its attachment saved, answered from the
+//! reader (sent through the person's own mail server, filed in Sent, its
+//! delivery slip shown and the answer recalled), the organization's
 //! settings shown, and the computer signed out (revoked on the server).
 //!
 //! Each screen is saved as a PNG in `target/tmp/screenshots/`; with
@@ -70,10 +72,11 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     std::fs::write(
         &policy,
         format!(
-            "server_url = \"{}\"\nca_file = \"{}\"\n\n[imap]\nhost = \"localhost\"\nport = {}\nsecurity = \"tls\"\n",
+            "server_url = \"{}\"\nca_file = \"{}\"\n\n[imap]\nhost = \"localhost\"\nport = {}\nsecurity = \"tls\"\n\n[smtp]\nhost = \"localhost\"\nport = {}\nsecurity = \"tls\"\n",
             server.base_url,
             ca_file.display(),
-            stack.imaps_addr().port()
+            stack.imaps_addr().port(),
+            stack.smtps_addr().port()
         ),
     )
     .expect("write policy");
@@ -169,6 +172,46 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     let file = downloads.join("results.pdf");
     assert!(saved.contains(&file.display().to_string()), "{saved}");
     assert!(std::fs::read(&file).expect("the saved file").starts_with(b"%PDF-1.4"));
+
+    // Reply from the reader: the compose screen prefilled, the answer sent
+    // securely through Alice's own mail server, threaded under the original.
+    app.click_button("Reply").await.expect("reply");
+    app.wait_for_value("#compose-to", "sender@example.test").await.expect("to the sender");
+    app.wait_for_value("#compose-subject", &format!("Re: {SUBJECT}")).await.expect("Re:");
+    let body = app.find("#compose-body").await.expect("the text");
+    body.send_keys("Thank you, see you on Tuesday. ").await.expect("type");
+    app.screenshot("6-compose").await.expect("screenshot");
+    app.find("#compose-send").await.expect("send button").click().await.expect("send");
+    let reply_subject = format!("Re: {SUBJECT}");
+    app.wait_for_text(".sent-item", &reply_subject).await.expect("the Sent screen lists it");
+    let is_reply = |raw: &[u8]| {
+        sealpost_proto::notification::parse(raw).is_ok()
+            && String::from_utf8_lossy(raw).contains("In-Reply-To: <lab-results@example.test>")
+    };
+    let notification = stack
+        .wait_for_email("sender@example.test", "INBOX", is_reply, Duration::from_secs(15))
+        .await
+        .expect("the clinic gets the notification of the reply, threaded");
+    let reply_id = sealpost_proto::notification::parse(&notification)
+        .expect("a notification")
+        .fields
+        .message_id
+        .to_string();
+    let filed = stack.messages(ALICE, "Sent").await.expect("Sent");
+    assert!(
+        filed.iter().any(|m| String::from_utf8_lossy(&m.raw).contains("see you on Tuesday")),
+        "the real reply is in Alice's Sent folder"
+    );
+    // The clinic's agent fetches it; the slip says so; Alice recalls it.
+    assert_eq!(server.content(Some(sender.token()), &reply_id).await.status, 200);
+    app.find(".sent-item").await.expect("the sent message").click().await.expect("open");
+    app.find("#slip-refresh").await.expect("refresh").click().await.expect("refresh");
+    app.wait_for_text("#slip", "retrieved").await.expect("the slip shows the retrieval");
+    app.screenshot("7-sent").await.expect("screenshot");
+    app.find("#recall").await.expect("recall").click().await.expect("recall");
+    app.find("#recall-confirm").await.expect("confirm").click().await.expect("confirm");
+    app.wait_for_text("#slip", "Recalled").await.expect("recalled");
+    assert_eq!(server.content(Some(sender.token()), &reply_id).await.status, 410);
 
     // Settings: the organization's values shown as such; then sign out.
     app.click_button("Settings").await.expect("Settings screen");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ago, duration, emailProblem, size } from "./format";
+import { ago, duration, emailProblem, sentOutcome, size } from "./format";
 
 describe("ago", () => {
   const now = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -43,5 +43,28 @@ describe("size", () => {
     expect(size(812)).toBe("812 B");
     expect(size(14_200)).toBe("14 KB");
     expect(size(2_345_678)).toBe("2.3 MB");
+  });
+});
+
+describe("sentOutcome", () => {
+  const base = { message_id: "msg_1", subject: "Lab", error: null, created_at: 0, retry_at: null, recipients: [] };
+  const recipient = (address: string) => ({ address, notified_at: 1, error: null });
+
+  it("counts the recipients of a sent message", () => {
+    expect(sentOutcome({ ...base, state: "sent", recipients: [recipient("a@x.org")] })).toBe(
+      "Sent securely to 1 recipient.",
+    );
+    expect(sentOutcome({ ...base, state: "sent", recipients: [recipient("a@x.org"), recipient("b@x.org")] })).toBe(
+      "Sent securely to 2 recipients.",
+    );
+  });
+
+  it("says why a message waits and who sends a handed-over one", () => {
+    expect(sentOutcome({ ...base, state: "retrying", error: "the server is unavailable" })).toBe(
+      "Not sent yet: the server is unavailable. Sealpost tries again automatically.",
+    );
+    expect(sentOutcome({ ...base, message_id: null, state: "handed_over" })).toBe(
+      "Handed to the Sealpost service, which is sending it.",
+    );
   });
 });

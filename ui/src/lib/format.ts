@@ -1,4 +1,5 @@
 // Small formatting helpers shared by the screens.
+import type { SentView } from "./ipc-types";
 
 const MINUTE = 60;
 const HOUR = 60 * MINUTE;
@@ -39,4 +40,25 @@ export function size(bytes: number): string {
   if (bytes < 1000) return `${bytes} B`;
   if (bytes < 1_000_000) return `${Math.round(bytes / 1000)} KB`;
   return `${(bytes / 1_000_000).toFixed(1)} MB`;
+}
+
+/** A moment, past or future, as the local date and time. */
+export function dateTime(unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toLocaleString();
+}
+
+/** What became of a message just sent, in a sentence ("failed" included). */
+export function sentOutcome(sent: SentView): string {
+  switch (sent.state) {
+    case "sent":
+      return `Sent securely to ${plural(sent.recipients.length, "recipient")}.`;
+    case "retrying":
+      return `Not sent yet: ${sent.error ?? "the server did not answer"}. Sealpost tries again automatically.`;
+    case "handed_over":
+      return "Handed to the Sealpost service, which is sending it.";
+    case "failed":
+      return sent.error ? `Not sent: ${sent.error}.` : "Not sent.";
+    default:
+      return "Sending; Sealpost finishes it automatically.";
+  }
 }

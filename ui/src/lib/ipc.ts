@@ -3,6 +3,8 @@
 // the screens have a single shape to show.
 import { Channel, invoke } from "@tauri-apps/api/core";
 import type {
+  ComposeDraft,
+  ComposeForm,
   ErrorCode,
   IpcError,
   MessageView,
@@ -12,9 +14,11 @@ import type {
   Registration,
   SavedAttachment,
   SearchResult,
+  SentView,
   SettingsChange,
   SettingsView,
   SignOutResult,
+  SlipView,
   StatusView,
 } from "./ipc-types";
 
@@ -89,4 +93,28 @@ export function retry(folder: string, uid: number): Promise<void> {
 
 export function setPaused(paused: boolean): Promise<void> {
   return call("set_paused", { paused });
+}
+
+/** Sends securely; answers once sent, given up on, kept for a retry or handed to the service. */
+export function sendMessage(form: ComposeForm): Promise<SentView> {
+  return call("send_message", { form });
+}
+
+/** A reply to a swapped message, prefilled; `all` adds its other recipients. */
+export function replyDraft(messageId: string, folder: string, all: boolean): Promise<ComposeDraft> {
+  return call("reply_draft", { messageId, folder, all });
+}
+
+/** The secure messages sent from this computer, newest first. */
+export function sentMessages(): Promise<SentView[]> {
+  return call("sent_messages");
+}
+
+export function deliverySlip(messageId: string): Promise<SlipView> {
+  return call("delivery_slip", { messageId });
+}
+
+/** Nobody can open the message any more; answers its slip as it is now. */
+export function recallMessage(messageId: string): Promise<SlipView> {
+  return call("recall_message", { messageId });
 }
