@@ -38,9 +38,14 @@ impl World {
     }
 
     async fn registered_agent(&self) -> AgentCli {
+        self.registered_agent_with(&[]).await
+    }
+
+    /// Registered with `extra` arguments for `register`.
+    async fn registered_agent_with(&self, extra: &[&str]) -> AgentCli {
         let agent = AgentCli::new(self.keyring.env()).expect("agent");
         agent
-            .register(&self.stack, ALICE, &self.app.base_url, &self.trusted_pem(), &[])
+            .register(&self.stack, ALICE, &self.app.base_url, &self.trusted_pem(), extra)
             .await
             .expect("run register")
             .expect_success("register");
@@ -488,19 +493,9 @@ async fn a_policy_without_local_copies_swaps_but_keeps_no_index_and_deletes_an_o
 #[tokio::test]
 async fn send_mails_through_the_users_server_files_in_sent_and_recalls() {
     let world = world().await;
-    let agent = AgentCli::new(world.keyring.env()).expect("agent");
     let smtps = world.stack.smtps_addr().port().to_string();
-    agent
-        .register(
-            &world.stack,
-            ALICE,
-            &world.app.base_url,
-            &world.trusted_pem(),
-            &["--smtp-host", "localhost", "--smtp-port", &smtps],
-        )
-        .await
-        .expect("run register")
-        .expect_success("register");
+    let agent =
+        world.registered_agent_with(&["--smtp-host", "localhost", "--smtp-port", &smtps]).await;
     let attachment = agent.data_dir().join("report.pdf");
     std::fs::write(&attachment, b"%PDF-1.4 the report").expect("attachment");
     let attachment = attachment.display().to_string();

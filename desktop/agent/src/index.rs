@@ -130,6 +130,13 @@ impl SearchIndex {
     /// Forgets a message (recalled by its sender): its text leaves the index.
     pub async fn remove(&self, message_id: &str) -> Result<(), IndexError> {
         let mut tx = self.pool.begin().await?;
+        Self::delete(&mut tx, message_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a message's entry and its text, if indexed.
+    async fn delete(tx: &mut sqlx::SqliteConnection, message_id: &str) -> Result<(), IndexError> {
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM messages WHERE message_id = ?")
                 .bind(message_id)
@@ -142,7 +149,6 @@ impl SearchIndex {
                 .await?;
             sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -152,18 +158,7 @@ impl SearchIndex {
         text: &MessageText,
         now: i64,
     ) -> Result<(), IndexError> {
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM messages WHERE message_id = ?")
-                .bind(message.message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(id) = existing {
-            sqlx::query("DELETE FROM message_text WHERE rowid = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
-        }
+        Self::delete(tx, message.message_id).await?;
         // Not `RETURNING`: such a statement opens a savepoint, and FTS5
         // flushes what it holds at every savepoint, which would write a
         // segment per message even in a batch.

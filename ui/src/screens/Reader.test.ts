@@ -47,6 +47,28 @@ describe("Reader", () => {
     expect(screen.getByRole("status").textContent).toBe("Saved to /home/alice/Downloads/results.pdf");
   });
 
+  it("asks for a reply draft and hands it on", async () => {
+    const draft = {
+      to: "sam@clinic.example",
+      cc: "",
+      subject: "Re: Your lab results",
+      body: "\n\n> Results normal.",
+      reply_to: { message_id: "msg_1", folder: "INBOX" },
+    };
+    invoke.mockResolvedValueOnce(HTML_MESSAGE).mockResolvedValueOnce(draft).mockResolvedValueOnce(draft);
+    const onReply = vi.fn();
+    render(Reader, { messageId: "msg_1", folder: "INBOX", onClose: () => {}, onReply });
+    await settle();
+    await fireEvent.click(screen.getByRole("button", { name: "Reply" }));
+    await settle();
+    expect(invoke).toHaveBeenLastCalledWith("reply_draft", { messageId: "msg_1", folder: "INBOX", all: false });
+    expect(onReply).toHaveBeenLastCalledWith(draft);
+    await fireEvent.click(screen.getByRole("button", { name: "Reply all" }));
+    await settle();
+    expect(invoke).toHaveBeenLastCalledWith("reply_draft", { messageId: "msg_1", folder: "INBOX", all: true });
+    expect(onReply).toHaveBeenCalledTimes(2);
+  });
+
   it("says what went wrong and offers to try again", async () => {
     invoke
       .mockRejectedValueOnce({ code: "gone", message: "The message is no longer in INBOX." })
