@@ -29,6 +29,7 @@ fn sealpost_commands() -> &'static [&'static str] {
         "set_paused",
         "send_message",
         "reply_draft",
+        "forward_draft",
         "sent_messages",
         "delivery_slip",
         "recall_message",

@@ -179,6 +179,51 @@ pub fn reply_context(raw: &[u8]) -> ReplyContext {
     }
 }
 
+/// What a forward of a message carries over from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForwardContext {
+    /// `Fwd: ` and the original subject (not doubled).
+    pub subject: String,
+    /// The original's References and Message-ID, so the forward threads
+    /// with it for those who have both.
+    pub references: Vec<String>,
+    /// The original's headers and text under a "Forwarded message" line.
+    pub text: String,
+}
+
+/// The subject, threading and text for forwarding `raw`; its attachments
+/// are [`attachment`]`(raw, i)` for each of [`OpenedMessage::attachments`].
+pub fn forward_context(raw: &[u8]) -> ForwardContext {
+    let Some(message) = MessageParser::default().parse(raw) else {
+        return ForwardContext::default();
+    };
+    let original = message.subject().unwrap_or_default().trim();
+    let subject = if original.len() >= 4 && original[..4].eq_ignore_ascii_case("fwd:") {
+        original.to_owned()
+    } else {
+        format!("Fwd: {original}")
+    };
+    let mut references: Vec<String> = message
+        .references()
+        .as_text_list()
+        .map(|ids| ids.iter().map(|id| id.to_string()).collect())
+        .unwrap_or_default();
+    references.extend(message.message_id().map(str::to_owned));
+    let mut text = String::from("---------- Forwarded message ----------\n");
+    text.push_str(&format!("From: {}\n", address_list(message.from())));
+    if let Some(date) = message.date() {
+        text.push_str(&format!("Date: {}\n", date.to_rfc822()));
+    }
+    text.push_str(&format!("Subject: {original}\n"));
+    text.push_str(&format!("To: {}\n", address_list(message.to())));
+    if message.cc().is_some() {
+        text.push_str(&format!("Cc: {}\n", address_list(message.cc())));
+    }
+    text.push('\n');
+    text.push_str(message.body_text(0).unwrap_or_default().as_ref());
+    ForwardContext { subject, references, text }
+}
+
 /// Attachment `index` of `raw`, as listed in [`OpenedMessage::attachments`].
 pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
     let message = MessageParser::default().parse(raw)?;

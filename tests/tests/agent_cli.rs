@@ -78,6 +78,11 @@ impl World {
     }
 }
 
+/// `sample_mime`'s Message-ID is its subject in hex.
+fn hex(subject: &str) -> String {
+    subject.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
 }
@@ -568,6 +573,42 @@ async fn send_mails_through_the_users_server_files_in_sent_and_recalls() {
     stop(&mut running).await;
     assert!(world.stack.messages(ALICE, "Sealpost Outbox").await.expect("Outbox").is_empty());
     assert_eq!(world.stack.messages(ALICE, "Sent").await.expect("Sent").len(), 2);
+
+    // Answering a secure message received: a reply threads under it, a
+    // forward carries its attachment.
+    let received = world.send(&["Appointment".to_owned()]).await.remove(0);
+    world.wait_for_inbox(1).await;
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("swap");
+    agent
+        .run(&["send", "--reply-to", &received.message_id, "--body", "Tuesday is fine."], None)
+        .await
+        .expect("reply")
+        .expect_success("reply");
+    let original_id = format!("{}@example.test", hex("Appointment"));
+    let threaded = |raw: &[u8]| {
+        sealpost_proto::notification::parse(raw).is_ok()
+            && String::from_utf8_lossy(raw).contains(&format!("In-Reply-To: <{original_id}>"))
+    };
+    world
+        .stack
+        .wait_for_email("sender@example.test", "INBOX", threaded, Duration::from_secs(15))
+        .await
+        .expect("the reply's notification, threaded under the original");
+    let forwarded = agent
+        .run(&["send", "--forward", &received.message_id, "--to", "sender@example.test"], None)
+        .await
+        .expect("forward")
+        .expect_success("forward");
+    assert!(forwarded.stdout.contains("\"Fwd: Appointment\""), "{}", forwarded.stdout);
+    let filed = world.stack.messages(ALICE, "Sent").await.expect("Sent");
+    let forward = filed
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+        .find(|raw| raw.contains("Subject: Fwd: Appointment"))
+        .expect("the forward filed in Sent");
+    assert!(forward.contains("data.bin"), "the original's attachment goes along:\n{forward}");
+    let unknown = agent.run(&["send", "--reply-to", "nosuchmessage"], None).await.expect("run");
+    assert!(!unknown.success && unknown.stderr.contains("no secure message"), "{}", unknown.stderr);
 
     let recalled =
         agent.run(&["recall", &message_id], None).await.expect("recall").expect_success("recall");

@@ -692,6 +692,76 @@ impl NewDraft {
     }
 }
 
+/// How a draft answers a secure message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Reply,
+    ReplyAll,
+    /// With the original's attachments.
+    Forward,
+}
+
+impl NewDraft {
+    /// A draft from `me` answering `raw`, a secure message in the mailbox:
+    /// to its sender (its recipients, when `me` sent it), with `Re:`, the
+    /// quote and the threading; for [`Answer::ReplyAll`] its other
+    /// recipients in Cc; a forward has `Fwd:`, the original below and its
+    /// attachments, and no recipient yet.
+    pub fn answering(raw: &[u8], me: &str, answer: Answer) -> Self {
+        let me = me.trim().to_lowercase();
+        let from = (None, me.clone());
+        if answer == Answer::Forward {
+            let context = sealpost_reader::forward_context(raw);
+            let opened = sealpost_reader::OpenedMessage::parse(raw);
+            let attachments = opened
+                .attachments
+                .iter()
+                .filter_map(|info| sealpost_reader::attachment(raw, info.index))
+                .map(|attachment| DraftAttachment {
+                    name: match sealpost_reader::safe_file_name(&attachment.name) {
+                        name if name.is_empty() => "attachment".to_owned(),
+                        name => name,
+                    },
+                    content_type: attachment.content_type,
+                    bytes: attachment.bytes,
+                })
+                .collect();
+            return Self {
+                from,
+                subject: context.subject,
+                body: format!("\n\n{}", context.text),
+                references: context.references,
+                attachments,
+                ..Self::default()
+            };
+        }
+        let context = sealpost_reader::reply_context(raw);
+        let to: Vec<String> = if context.from.contains(&me) {
+            context.to.iter().filter(|address| **address != me).cloned().collect()
+        } else {
+            context.from.clone()
+        };
+        let mut cc: Vec<String> = Vec::new();
+        if answer == Answer::ReplyAll {
+            for address in context.to.iter().chain(&context.cc) {
+                if *address != me && !to.contains(address) && !cc.contains(address) {
+                    cc.push(address.clone());
+                }
+            }
+        }
+        Self {
+            from,
+            to,
+            cc,
+            subject: context.subject,
+            body: format!("\n\n{}", context.quoted),
+            in_reply_to: context.message_id,
+            references: context.references,
+            ..Self::default()
+        }
+    }
+}
+
 fn bare_id(id: &str) -> String {
     id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
 }
@@ -798,6 +868,40 @@ X-Sealpost-Client-Key: k1\r\nSubject: Results\r\n\r\nBcc: not a header\r\n";
         assert!(!shown.contains("X-Sealpost-Client-Key"), "{shown}");
         assert!(shown.contains("Cc: lee@patients.example\r\n"), "{shown}");
         assert!(shown.ends_with("\r\n\r\nBcc: not a header\r\n"), "the body is untouched: {shown}");
+    }
+
+    const ORIGINAL: &[u8] = b"From: Dr Lee <lee@clinic.example>\r\nTo: Pat <pat@patients.example>, \
+sam@patients.example\r\nCc: desk@clinic.example\r\nSubject: Results\r\nMessage-ID: <r1@clinic.example>\r\n\
+References: <r0@clinic.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAll normal.\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=r.pdf\r\n\r\n%PDF\r\n--b--\r\n";
+
+    #[test]
+    fn replies_go_to_the_conversation_and_thread_under_the_original() {
+        let reply = NewDraft::answering(ORIGINAL, "Pat@Patients.example", Answer::Reply);
+        assert_eq!(reply.to, ["lee@clinic.example"]);
+        assert!(reply.cc.is_empty());
+        assert_eq!(reply.subject, "Re: Results");
+        assert_eq!(reply.in_reply_to.as_deref(), Some("r1@clinic.example"));
+        assert_eq!(reply.references, ["r0@clinic.example", "r1@clinic.example"]);
+        assert!(reply.body.contains("> All normal."), "{}", reply.body);
+        let all = NewDraft::answering(ORIGINAL, "pat@patients.example", Answer::ReplyAll);
+        assert_eq!(all.cc, ["sam@patients.example", "desk@clinic.example"]);
+        // Answering one's own message goes to its recipients.
+        let own = NewDraft::answering(ORIGINAL, "lee@clinic.example", Answer::Reply);
+        assert_eq!(own.to, ["pat@patients.example", "sam@patients.example"]);
+    }
+
+    #[test]
+    fn a_forward_carries_the_text_and_the_attachments() {
+        let forward = NewDraft::answering(ORIGINAL, "pat@patients.example", Answer::Forward);
+        assert!(forward.to.is_empty());
+        assert_eq!(forward.subject, "Fwd: Results");
+        assert!(forward.body.contains("Forwarded message") && forward.body.contains("All normal."));
+        assert_eq!(forward.attachments.len(), 1);
+        assert_eq!(forward.attachments[0].name, "r.pdf");
+        assert_eq!(forward.in_reply_to, None);
+        assert_eq!(forward.references, ["r0@clinic.example", "r1@clinic.example"]);
     }
 
     #[test]

@@ -300,6 +300,8 @@ pub struct ComposeForm {
     pub never_expires: bool,
     /// The secure message this answers, for threading.
     pub reply_to: Option<ReplyTarget>,
+    /// The secure message this forwards: its attachments go along.
+    pub forward_of: Option<ReplyTarget>,
 }
 
 /// A file the person chose, read by the window.
@@ -327,6 +329,10 @@ pub struct ComposeDraft {
     /// The original, quoted, below an empty line for the answer.
     pub body: String,
     pub reply_to: Option<ReplyTarget>,
+    /// For a forward: the original, whose attachments go along.
+    pub forward_of: Option<ReplyTarget>,
+    /// The names of those attachments, to show.
+    pub forwarded_attachments: Vec<String>,
 }
 
 /// A secure message sent from this computer, as the journal has it.

@@ -76,6 +76,7 @@ pub fn run() -> Result<(), String> {
             commands::set_paused,
             outgoing::send_message,
             outgoing::reply_draft,
+            outgoing::forward_draft,
             outgoing::sent_messages,
             outgoing::delivery_slip,
             outgoing::recall_message,

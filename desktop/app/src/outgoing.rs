@@ -8,7 +8,7 @@ use std::time::Duration;
 use sealpost_agent::agent::{SendOutcome, send_draft, server_client};
 use sealpost_agent::journal::{ExpiryChoice, OutgoingRecord, OutgoingState};
 use sealpost_agent::reader;
-use sealpost_agent::send::{DraftAttachment, NewDraft, SendError};
+use sealpost_agent::send::{Answer, DraftAttachment, NewDraft, SendError};
 use sealpost_agent::state::now_unix;
 use sealpost_agent::{AgentConfig, AgentError, AgentState, Secrets, ServerClient, ServerError};
 use sealpost_proto::api::{DeliveryReport, DeliveryState, RetrievalChannel};
@@ -122,26 +122,44 @@ pub async fn reply_draft(
     folder: String,
     all: bool,
 ) -> Result<ComposeDraft, IpcError> {
+    let answer = if all { Answer::ReplyAll } else { Answer::Reply };
+    answer_draft(&shell, ReplyTarget { message_id, folder }, answer).await
+}
+
+/// A forward of a swapped message, prefilled: `Fwd:`, the original below,
+/// its attachments listed (they go along when it is sent).
+#[tauri::command]
+pub async fn forward_draft(
+    shell: State<'_, Shell>,
+    message_id: String,
+    folder: String,
+) -> Result<ComposeDraft, IpcError> {
+    answer_draft(&shell, ReplyTarget { message_id, folder }, Answer::Forward).await
+}
+
+async fn answer_draft(
+    shell: &Shell,
+    target: ReplyTarget,
+    answer: Answer,
+) -> Result<ComposeDraft, IpcError> {
     let config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
-    let raw = reader::fetch(&shell.mailbox_account().await?, &folder, &message_id).await?;
-    let context = sealpost_reader::reply_context(&raw);
-    let me = config.email.to_lowercase();
-    let mut cc: Vec<&String> = Vec::new();
-    if all {
-        for address in context.to.iter().chain(&context.cc) {
-            if *address != me && !context.from.contains(address) && !cc.contains(&address) {
-                cc.push(address);
-            }
-        }
-    }
-    let cc: Vec<&str> = cc.into_iter().map(String::as_str).collect();
+    let draft = NewDraft::answering(&original(shell, &target).await?, &config.email, answer);
+    let forward = answer == Answer::Forward;
     Ok(ComposeDraft {
-        to: context.from.join(", "),
-        cc: cc.join(", "),
-        subject: context.subject.clone(),
-        body: format!("\n\n{}", context.quoted),
-        reply_to: Some(ReplyTarget { message_id, folder }),
+        to: draft.to.join(", "),
+        cc: draft.cc.join(", "),
+        subject: draft.subject,
+        body: draft.body,
+        forwarded_attachments: draft.attachments.into_iter().map(|a| a.name).collect(),
+        forward_of: forward.then(|| target.clone()),
+        reply_to: (!forward).then_some(target),
     })
+}
+
+/// The swapped message `target` names, from the mailbox.
+async fn original(shell: &Shell, target: &ReplyTarget) -> Result<Vec<u8>, IpcError> {
+    let account = shell.mailbox_account().await?;
+    Ok(reader::fetch(&account, &target.folder, &target.message_id).await?)
 }
 
 /// The secure messages sent from this computer, newest first.

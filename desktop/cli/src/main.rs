@@ -18,7 +18,7 @@ use sealpost_agent::policy::Policy;
 use sealpost_agent::register::{
     CODE_WAIT, RegisterRequest, TrustedCa, default_device_name, register,
 };
-use sealpost_agent::send::{Draft, DraftAttachment, NewDraft};
+use sealpost_agent::send::{Answer, Draft, DraftAttachment, NewDraft};
 use sealpost_agent::{Agent, AgentConfig, AgentError, AgentPaths, AgentState, Secrets, Status};
 use sealpost_proto::api::{MailEndpoint, MailSecurity};
 use tokio_util::sync::CancellationToken;
@@ -127,8 +127,18 @@ struct SendArgs {
     attachments: Vec<PathBuf>,
     /// Send this complete message (.eml) as it is, instead of writing one;
     /// its To, Cc and Bcc are the recipients
-    #[arg(long, conflicts_with_all = ["to", "cc", "bcc", "body", "body_file", "attachments"])]
+    #[arg(long, conflicts_with_all = ["to", "cc", "bcc", "body", "body_file", "attachments", "reply_to", "forward"])]
     eml: Option<PathBuf>,
+    /// Answer this secure message (its Sealpost id, as in `search --json`):
+    /// to its sender, `Re:`, quoted and threaded; --to and --cc add people
+    #[arg(long, value_name = "MESSAGE_ID", conflicts_with = "forward")]
+    reply_to: Option<String>,
+    /// With --reply-to: its other recipients too
+    #[arg(long, requires = "reply_to")]
+    reply_all: bool,
+    /// Forward this secure message with its attachments (give --to)
+    #[arg(long, value_name = "MESSAGE_ID")]
+    forward: Option<String>,
     /// Days after which nobody can open it [default: the organization's choice]
     #[arg(long, conflicts_with = "never_expires")]
     expires_in_days: Option<u32>,
@@ -326,7 +336,7 @@ async fn send_command(paths: &AgentPaths, args: SendArgs) -> anyhow::Result<Exit
                 .with_context(|| format!("cannot read the message {}", file.display()))?;
             Draft::parse(raw)?
         }
-        None => write_draft(&config, &args)?,
+        None => write_draft(&config, &args).await?,
     };
     eprintln!("sending to {} recipient(s)…", draft.recipients.len());
     let wait = Duration::from_secs(args.wait);
@@ -355,7 +365,7 @@ fn report_sent(record: &OutgoingRecord) -> ExitCode {
     }
 }
 
-fn write_draft(config: &AgentConfig, args: &SendArgs) -> anyhow::Result<Draft> {
+async fn write_draft(config: &AgentConfig, args: &SendArgs) -> anyhow::Result<Draft> {
     let body = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
         (None, Some(path)) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())
@@ -382,18 +392,58 @@ fn write_draft(config: &AgentConfig, args: &SendArgs) -> anyhow::Result<Draft> {
         }
         (None, false) => ExpiryChoice::Default,
     };
-    let new = NewDraft {
-        from: (None, config.email.clone()),
-        to: args.to.clone(),
-        cc: args.cc.clone(),
-        bcc: args.bcc.clone(),
-        subject: args.subject.clone(),
-        body,
-        attachments,
-        expiry,
-        ..NewDraft::default()
+    let answered = match (&args.reply_to, &args.forward) {
+        (Some(id), _) => {
+            let answer = if args.reply_all { Answer::ReplyAll } else { Answer::Reply };
+            Some(NewDraft::answering(&original(config, id).await?, &config.email, answer))
+        }
+        (None, Some(id)) => {
+            Some(NewDraft::answering(&original(config, id).await?, &config.email, Answer::Forward))
+        }
+        (None, None) => None,
     };
+    let mut new = answered
+        .unwrap_or_else(|| NewDraft { from: (None, config.email.clone()), ..NewDraft::default() });
+    for address in &args.to {
+        if !new.to.contains(address) {
+            new.to.push(address.clone());
+        }
+    }
+    for address in &args.cc {
+        if !new.cc.contains(address) {
+            new.cc.push(address.clone());
+        }
+    }
+    new.bcc.clone_from(&args.bcc);
+    if !args.subject.is_empty() {
+        new.subject.clone_from(&args.subject);
+    }
+    // The answer above the quote or the forwarded message.
+    new.body = format!("{body}{}", new.body);
+    new.attachments.extend(attachments);
+    new.expiry = expiry;
     Ok(new.write()?)
+}
+
+/// The swapped message `message_id` from the watched folders.
+async fn original(config: &AgentConfig, message_id: &str) -> anyhow::Result<Vec<u8>> {
+    let secrets = Secrets::os_keyring(&config.email).await?;
+    let account = config.imap_account(secrets.mailbox_password().await?)?;
+    let mut config = config.clone();
+    if let Some(policy) = Policy::load_system()? {
+        policy.apply(&mut config);
+    }
+    for folder in &config.folders {
+        match sealpost_agent::reader::fetch(&account, folder, message_id).await {
+            Ok(raw) => return Ok(raw),
+            Err(sealpost_agent::reader::ReadError::Gone { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    bail!(
+        "no secure message {message_id} in {}: `sealpost-agent search --json` shows the ids of the swapped messages",
+        config.folders.join(", ")
+    )
 }
 
 /// A file's media type from its extension, for the common kinds.

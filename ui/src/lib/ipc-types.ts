@@ -157,7 +157,11 @@ never_expires: boolean,
 /**
  * The secure message this answers, for threading.
  */
-reply_to: ReplyTarget | null, };
+reply_to: ReplyTarget | null, 
+/**
+ * The secure message this forwards: its attachments go along.
+ */
+forward_of: ReplyTarget | null, };
 
 export type AttachmentUpload = { name: string, content_type: string, 
 /**
@@ -171,7 +175,15 @@ export type ComposeDraft = { to: string, cc: string, subject: string,
 /**
  * The original, quoted, below an empty line for the answer.
  */
-body: string, reply_to: ReplyTarget | null, };
+body: string, reply_to: ReplyTarget | null, 
+/**
+ * For a forward: the original, whose attachments go along.
+ */
+forward_of: ReplyTarget | null, 
+/**
+ * The names of those attachments, to show.
+ */
+forwarded_attachments: Array<string>, };
 
 export type SentView = { 
 /**

@@ -100,6 +100,11 @@ export function sendMessage(form: ComposeForm): Promise<SentView> {
   return call("send_message", { form });
 }
 
+/** A forward of a swapped message, prefilled; its attachments go along. */
+export function forwardDraft(messageId: string, folder: string): Promise<ComposeDraft> {
+  return call("forward_draft", { messageId, folder });
+}
+
 /** A reply to a swapped message, prefilled; `all` adds its other recipients. */
 export function replyDraft(messageId: string, folder: string, all: boolean): Promise<ComposeDraft> {
   return call("reply_draft", { messageId, folder, all });

@@ -72,6 +72,7 @@ describe("Compose", () => {
       expires_in_days: 30,
       never_expires: false,
       reply_to: null,
+      forward_of: null,
     };
     expect(invoke).toHaveBeenCalledWith("send_message", { form });
     const result = document.getElementById("compose-result")!;
@@ -182,6 +183,8 @@ describe("Compose", () => {
       subject: "Re: Your lab results",
       body: "\n\n> Results normal.",
       reply_to: { message_id: "msg_1", folder: "INBOX" },
+      forward_of: null,
+      forwarded_attachments: [],
     };
     render(Compose, { draft, onSent: () => {} });
     expect(field("compose-to").value).toBe("sam@clinic.example");
@@ -200,6 +203,33 @@ describe("Compose", () => {
         reply_to: { message_id: "msg_1", folder: "INBOX" },
         expires_in_days: null,
         never_expires: false,
+      }),
+    });
+  });
+
+  it("forwards with the original's attachments named, and says so", async () => {
+    invoke.mockResolvedValue(sentView({}));
+    const draft = {
+      to: "",
+      cc: "",
+      subject: "Fwd: Your lab results",
+      body: "\n\n---------- Forwarded message ----------\nResults normal.",
+      reply_to: null,
+      forward_of: { message_id: "msg_1", folder: "INBOX" },
+      forwarded_attachments: ["results.pdf"],
+    };
+    render(Compose, { draft, onSent: () => {} });
+    expect(screen.getByRole("heading").textContent?.trim()).toBe("Forward securely");
+    expect(document.getElementById("forwarded")!.textContent).toContain("results.pdf");
+    await type("compose-to", "gp@clinic.example");
+    await send();
+    await vi.waitFor(() => expect(invoke).toHaveBeenCalled());
+    expect(invoke).toHaveBeenCalledWith("send_message", {
+      form: expect.objectContaining({
+        to: "gp@clinic.example",
+        subject: "Fwd: Your lab results",
+        reply_to: null,
+        forward_of: { message_id: "msg_1", folder: "INBOX" },
       }),
     });
   });

@@ -54,8 +54,14 @@ describe("Reader", () => {
       subject: "Re: Your lab results",
       body: "\n\n> Results normal.",
       reply_to: { message_id: "msg_1", folder: "INBOX" },
+      forward_of: null,
+      forwarded_attachments: [],
     };
-    invoke.mockResolvedValueOnce(HTML_MESSAGE).mockResolvedValueOnce(draft).mockResolvedValueOnce(draft);
+    invoke
+      .mockResolvedValueOnce(HTML_MESSAGE)
+      .mockResolvedValueOnce(draft)
+      .mockResolvedValueOnce(draft)
+      .mockResolvedValueOnce(draft);
     const onReply = vi.fn();
     render(Reader, { messageId: "msg_1", folder: "INBOX", onClose: () => {}, onReply });
     await settle();
@@ -66,7 +72,10 @@ describe("Reader", () => {
     await fireEvent.click(screen.getByRole("button", { name: "Reply all" }));
     await settle();
     expect(invoke).toHaveBeenLastCalledWith("reply_draft", { messageId: "msg_1", folder: "INBOX", all: true });
-    expect(onReply).toHaveBeenCalledTimes(2);
+    await fireEvent.click(screen.getByRole("button", { name: "Forward" }));
+    await settle();
+    expect(invoke).toHaveBeenLastCalledWith("forward_draft", { messageId: "msg_1", folder: "INBOX" });
+    expect(onReply).toHaveBeenCalledTimes(3);
   });
 
   it("says what went wrong and offers to try again", async () => {
