@@ -52,7 +52,8 @@ pub async fn run(context: &Context) -> Result<Outcome> {
     for attempt in 1..=context.sizes.cold_starts {
         let mut running = RunningAgent::spawn(&agent, &["run"])?;
         let mut idle_at = running.started;
-        for _ in FOLDERS {
+        // One IDLE per watched folder, and one on the Outbox folder.
+        for _ in 0..=FOLDERS.len() {
             idle_at = running.wait_for(IDLE_ESTABLISHED, Duration::from_secs(30)).await?;
         }
         starts.push((idle_at - running.started).as_secs_f64() * 1000.0);
@@ -75,7 +76,7 @@ pub async fn run(context: &Context) -> Result<Outcome> {
             Target::None,
         ),
         Row::alone(
-            "agent cold start → IDLE on 3 folders (median)",
+            "agent cold start → IDLE on 3 folders and the Outbox (median)",
             Figure::ms(stats::median(&starts)),
             Target::Below(300.0),
         ),
