@@ -467,6 +467,14 @@ pub struct Status {
     /// Notifications refused as possible phishing.
     pub rejected: Vec<RejectedRecord>,
     pub indexed: u64,
+    /// The folder whose drafts are sent securely.
+    pub outbox_folder: String,
+    /// Secure messages on their way out (sending, or waiting to retry).
+    pub sending: u64,
+    /// The newest secure messages that could not be sent, with the reason,
+    /// up to [`RECENT_SWAPS`]; and how many there are in all.
+    pub not_sent: Vec<OutgoingRecord>,
+    pub not_sent_total: u64,
 }
 
 impl Status {
@@ -495,7 +503,12 @@ impl Status {
             Some(index) => index.count().await?,
             None => 0,
         };
+        let (not_sent, not_sent_total, sending) = state.outgoing_summary(RECENT_SWAPS).await?;
         Ok(Self {
+            outbox_folder: config.outbox_folder().to_owned(),
+            sending,
+            not_sent,
+            not_sent_total,
             email: config.email,
             device_id: config.device_id,
             device_name: config.device_name,

@@ -237,6 +237,31 @@ impl AgentState {
             .await?)
     }
 
+    /// The newest entries given up on, up to `limit`, and how many there are
+    /// in all; and how many are still on their way.
+    pub async fn outgoing_summary(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<OutgoingRecord>, u64, u64), StateError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM outgoing WHERE state = 'failed' ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut failed = Vec::with_capacity(ids.len());
+        for id in ids {
+            failed.extend(self.outgoing(id).await?);
+        }
+        let (failed_total, queued): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(state = 'failed'), 0), COALESCE(SUM(state = 'queued'), 0) FROM outgoing",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok((failed, count(failed_total), count(queued)))
+    }
+
     /// The newest entries, for the app and `sealpost-agent sent`.
     pub async fn recent_outgoing(&self, limit: u32) -> Result<Vec<OutgoingRecord>, StateError> {
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outgoing ORDER BY id DESC LIMIT ?")

@@ -1,7 +1,8 @@
 //! What the app does with or without its window: the tray icon shows the
 //! state (watching, offline, paused, error) and offers Open, Pause and
 //! Quit, and a desktop notification announces each new secure message,
-//! whether this app or the Sealpost service swapped it in.
+//! whether this app or the Sealpost service swapped it in, and each secure
+//! message that could not be sent.
 
 use crate::ipc::{IpcError, StatusView, Watcher};
 
@@ -78,8 +79,9 @@ enum Seen {
     Nothing,
     /// The computer was not registered: everything after registration is news.
     Unregistered,
-    /// The account and its swap count at the last look.
-    Account { email: String, total: u64 },
+    /// The account, its swap count and its count of messages not sent at
+    /// the last look.
+    Account { email: String, total: u64, not_sent: u64 },
 }
 
 impl Announcer {
@@ -91,13 +93,37 @@ impl Announcer {
     /// What to announce in `view`. The first look, and the first after the
     /// account changed, only takes note: what was there is not news.
     pub fn announce(&mut self, view: &StatusView) -> Vec<Announcement> {
-        let now = Seen::Account { email: view.email.clone(), total: view.swapped_total };
-        let total = match std::mem::replace(&mut self.seen, now) {
+        let now = Seen::Account {
+            email: view.email.clone(),
+            total: view.swapped_total,
+            not_sent: view.not_sent_total,
+        };
+        let (total, not_sent) = match std::mem::replace(&mut self.seen, now) {
             Seen::Nothing => return Vec::new(),
-            Seen::Unregistered => 0,
-            Seen::Account { email, total } if email == view.email => total,
+            Seen::Unregistered => (0, 0),
+            Seen::Account { email, total, not_sent } if email == view.email => (total, not_sent),
             Seen::Account { .. } => return Vec::new(),
         };
+        let mut announced = Self::not_sent(view, not_sent);
+        announced.extend(Self::swapped(view, total));
+        announced
+    }
+
+    /// The messages that could not be sent since the last look.
+    fn not_sent(view: &StatusView, before: u64) -> Vec<Announcement> {
+        let new = view.not_sent_total.saturating_sub(before);
+        view.not_sent
+            .iter()
+            .take(usize::try_from(new.min(ANNOUNCED_ONE_BY_ONE)).unwrap_or(0))
+            .map(|record| Announcement {
+                title: format!("Not sent: {}", record.subject),
+                body: record.reason.clone(),
+            })
+            .collect()
+    }
+
+    /// The messages swapped in since the last look.
+    fn swapped(view: &StatusView, total: u64) -> Vec<Announcement> {
         if view.swapped_total <= total {
             return Vec::new();
         }
@@ -154,7 +180,32 @@ mod tests {
             failed: Vec::new(),
             rejected: 0,
             indexed: total,
+            sending: 0,
+            not_sent: Vec::new(),
+            not_sent_total: 0,
+            outbox_folder: "Sealpost Outbox".into(),
         }
+    }
+
+    #[test]
+    fn a_message_that_could_not_be_sent_is_announced_once() {
+        let mut announcer = Announcer::default();
+        announcer.announce(&view(1, &["old"]));
+        let mut failed = view(1, &["old"]);
+        failed.not_sent = vec![crate::ipc::NotSentView {
+            subject: "Results".into(),
+            reason: "every recipient was refused".into(),
+            at: 0,
+        }];
+        failed.not_sent_total = 1;
+        assert_eq!(
+            announcer.announce(&failed),
+            [Announcement {
+                title: "Not sent: Results".into(),
+                body: "every recipient was refused".into()
+            }]
+        );
+        assert!(announcer.announce(&failed).is_empty());
     }
 
     #[test]

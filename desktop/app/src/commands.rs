@@ -26,10 +26,10 @@ use tauri::{AppHandle, State};
 use tauri_plugin_autostart::ManagerExt;
 
 use crate::ipc::{
-    AttachmentView, ErrorCode, FolderView, IpcError, KeptView, MessageBody, MessageView, Overview,
-    PolicyValue, Preset, RecentMessage, RegisterForm, RegisterProgress, RegisterStepKind,
-    Registration, SavedAttachment, SearchResult, SettingsChange, SettingsView, SignOutResult,
-    SnippetPart, StatusView, Watcher,
+    AttachmentView, ErrorCode, FolderView, IpcError, KeptView, MessageBody, MessageView,
+    NotSentView, Overview, PolicyValue, Preset, RecentMessage, RegisterForm, RegisterProgress,
+    RegisterStepKind, Registration, SavedAttachment, SearchResult, SettingsChange, SettingsView,
+    SignOutResult, SnippetPart, StatusView, Watcher,
 };
 use crate::shell::{Preferences, Shell};
 
@@ -119,6 +119,18 @@ pub(crate) async fn status_of(shell: &Shell) -> Result<StatusView, IpcError> {
         failed: status.failed.iter().map(kept_view).collect(),
         rejected: u32::try_from(status.rejected.len()).unwrap_or(u32::MAX),
         indexed: status.indexed,
+        sending: status.sending,
+        not_sent: status
+            .not_sent
+            .iter()
+            .map(|record| NotSentView {
+                subject: record.subject.clone(),
+                reason: record.error.clone().unwrap_or_default(),
+                at: record.updated_at,
+            })
+            .collect(),
+        not_sent_total: status.not_sent_total,
+        outbox_folder: status.outbox_folder,
     })
 }
 

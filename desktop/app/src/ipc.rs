@@ -140,6 +140,25 @@ pub struct StatusView {
     pub rejected: u32,
     #[ts(type = "number")]
     pub indexed: u64,
+    /// Secure messages on their way out.
+    #[ts(type = "number")]
+    pub sending: u64,
+    /// The newest that could not be sent, with the reason (the Sent screen
+    /// has them all); and how many there are.
+    pub not_sent: Vec<NotSentView>,
+    #[ts(type = "number")]
+    pub not_sent_total: u64,
+    /// Drafts saved or moved here by any mail program are sent securely.
+    pub outbox_folder: String,
+}
+
+/// A secure message that could not be sent.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct NotSentView {
+    pub subject: String,
+    pub reason: String,
+    #[ts(type = "number")]
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
@@ -420,6 +439,7 @@ pub fn typescript() -> String {
         ReplyTarget::decl(),
         ComposeDraft::decl(),
         SentView::decl(),
+        NotSentView::decl(),
         SentRecipient::decl(),
         SlipView::decl(),
         SlipLine::decl(),

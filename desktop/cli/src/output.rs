@@ -210,6 +210,21 @@ pub fn print_status(status: &Status, json: bool) -> anyhow::Result<()> {
         writeln!(out, "  {} UID {}: {}", rejected.folder, rejected.uid, rejected.reason)?;
     }
     writeln!(out, "Search index   {} message(s)", status.indexed)?;
+    writeln!(
+        out,
+        "Sending        {} on the way; drafts in \"{}\" are sent securely",
+        status.sending, status.outbox_folder
+    )?;
+    writeln!(out, "Not sent       {}", status.not_sent_total)?;
+    for record in &status.not_sent {
+        writeln!(
+            out,
+            "  \"{}\" ({}): {}",
+            record.subject,
+            date(Some(record.updated_at)),
+            record.error.as_deref().unwrap_or("no reason recorded")
+        )?;
+    }
     writeln!(out, "Logs           {}", status.data_dir.join("logs").display())?;
     print!("{out}");
     Ok(())

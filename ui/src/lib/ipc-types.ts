@@ -63,7 +63,20 @@ failed: Array<KeptView>,
 /**
  * Notifications left alone as possible phishing.
  */
-rejected: number, indexed: number, };
+rejected: number, indexed: number, 
+/**
+ * Secure messages on their way out.
+ */
+sending: number, 
+/**
+ * The newest that could not be sent, with the reason (the Sent screen
+ * has them all); and how many there are.
+ */
+not_sent: Array<NotSentView>, not_sent_total: number, 
+/**
+ * Drafts saved or moved here by any mail program are sent securely.
+ */
+outbox_folder: string, };
 
 export type Watcher = { "kind": "this_app" } | { "kind": "other_agent" } | { "kind": "paused" } | { "kind": "stopped", reason: string, };
 
@@ -199,6 +212,8 @@ state: string,
  * Why it failed, or why the last attempt stopped.
  */
 error: string | null, created_at: number, retry_at: number | null, recipients: Array<SentRecipient>, };
+
+export type NotSentView = { subject: string, reason: string, at: number, };
 
 export type SentRecipient = { address: string, notified_at: number | null, error: string | null, };
 

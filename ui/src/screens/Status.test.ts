@@ -21,6 +21,10 @@ function view(changes: Partial<StatusView>): StatusView {
     failed: [],
     rejected: 0,
     indexed: 3,
+    sending: 0,
+    not_sent: [],
+    not_sent_total: 0,
+    outbox_folder: "Sealpost Outbox",
     ...changes,
   };
 }
@@ -51,10 +55,15 @@ describe("Status", () => {
         pending: [{ message_id: "msg_2", folder: "INBOX", uid: 9, reason: "the server is unavailable", attempts: 4 }],
         failed: [{ message_id: "msg_3", folder: "INBOX", uid: 12, reason: "the message was revoked", attempts: 1 }],
         rejected: 2,
+        sending: 1,
+        not_sent: [{ subject: "Invoice", reason: "every recipient was refused", at: 0 }],
+        not_sent_total: 1,
       }),
     );
     render(Status);
     expect(await screen.findByText("Not connected to your mailbox")).toBeTruthy();
+    expect(screen.getByText(/1 on the way/)).toBeTruthy();
+    expect(screen.getByText(/Invoice: every recipient was refused/)).toBeTruthy();
     expect(screen.getByText(/Sealpost service on this computer/)).toBeTruthy();
     expect(screen.getByText(/connection refused/)).toBeTruthy();
     expect(screen.getByText(/the server is unavailable/)).toBeTruthy();
