@@ -165,8 +165,11 @@ async fn a_message_sent_from_the_desktop_is_notified_swapped_filed_and_on_the_sl
     let sender = world.sender().await;
     let draft = draft("Test results", &[BOB], &[CAROL]);
     let original = String::from_utf8_lossy(&draft.raw).into_owned();
+    let started = std::time::Instant::now();
     let id = sender.queue(&draft, None).await.expect("queued");
     let done = sender.send_due().await.expect("sent");
+    // Upload, two notifications through Postfix, the slip report and the Sent copy.
+    println!("sent to two recipients and filed in {:?}", started.elapsed());
     assert_eq!(done.len(), 1);
     let record = &done[0];
     assert_eq!(record.id, id);

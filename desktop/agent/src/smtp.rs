@@ -4,11 +4,8 @@
 
 use std::time::Duration;
 
-use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sealpost_proto::api::MailSecurity;
+use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
 
 /// Longest one message may take to hand over, connection included.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,67 +46,48 @@ impl SmtpError {
 /// The user's outgoing mail server, with connections kept for the next message.
 #[derive(Clone)]
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Relay,
     server: String,
 }
 
 impl SmtpSender {
     pub fn new(account: &SmtpAccount) -> Result<Self, SmtpError> {
         let server = format!("{}:{}", account.host, account.port);
-        let setup = |reason: String| SmtpError::Setup { server: server.clone(), reason };
-        let mut parameters = TlsParameters::builder(account.host.clone());
-        if let Some(pem) = &account.ca_pem {
+        let config = RelayConfig {
+            host: account.host.clone(),
+            port: account.port,
+            security: match account.security {
+                MailSecurity::Tls => Security::Tls,
+                MailSecurity::StartTls => Security::StartTls,
+            },
+            credentials: Some((account.username.clone(), account.password.clone())),
+            timeout: SEND_TIMEOUT,
             // As for IMAP: a configured CA replaces the system's roots.
-            let root = Certificate::from_pem(pem)
-                .map_err(|error| setup(format!("the CA bundle is not PEM: {error}")))?;
-            parameters =
-                parameters.certificate_store(CertificateStore::None).add_root_certificate(root);
-        }
-        let parameters = parameters.build_rustls().map_err(|error| setup(error.to_string()))?;
-        let tls = match account.security {
-            MailSecurity::Tls => Tls::Wrapper(parameters),
-            MailSecurity::StartTls => Tls::Required(parameters),
+            roots: match &account.ca_pem {
+                Some(pem) => TrustedRoots::Only(pem.clone()),
+                None => TrustedRoots::System { extra_pem: None },
+            },
         };
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&account.host)
-            .port(account.port)
-            .tls(tls)
-            .credentials(Credentials::new(account.username.clone(), account.password.clone()))
-            .timeout(Some(SEND_TIMEOUT))
-            .build();
-        Ok(Self { transport, server })
+        let relay = Relay::new(&config).map_err(|error| SmtpError::Setup {
+            server: server.clone(),
+            reason: error.to_string(),
+        })?;
+        Ok(Self { relay, server })
     }
 
     /// Hands `email` over for `to`, from `from` (the envelope; the headers
     /// are the email's own). Returns the server's answer, which names its
     /// queue id.
     pub async fn send(&self, from: &str, to: &[String], email: &[u8]) -> Result<String, SmtpError> {
-        let permanent =
-            |reason: String| SmtpError::Permanent { server: self.server.clone(), reason };
-        let address = |text: &str| {
-            text.parse::<lettre::Address>()
-                .map_err(|error| permanent(format!("{text:?} is not an address: {error}")))
-        };
-        let recipients = to.iter().map(|to| address(to)).collect::<Result<Vec<_>, _>>()?;
-        let envelope = Envelope::new(Some(address(from)?), recipients)
-            .map_err(|error| permanent(error.to_string()))?;
-        let sent = tokio::time::timeout(SEND_TIMEOUT, self.transport.send_raw(&envelope, email));
-        let response = match sent.await {
-            Err(_) => {
-                return Err(SmtpError::Temporary {
-                    server: self.server.clone(),
-                    reason: format!("no answer within {SEND_TIMEOUT:?}"),
-                });
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        self.relay.send_raw(from, &to, email).await.map_err(|error| match error {
+            SendError::Temporary(reason) => {
+                SmtpError::Temporary { server: self.server.clone(), reason }
             }
-            Ok(Err(error)) if error.is_permanent() => return Err(permanent(error.to_string())),
-            Ok(Err(error)) => {
-                return Err(SmtpError::Temporary {
-                    server: self.server.clone(),
-                    reason: error.to_string(),
-                });
+            SendError::Permanent(reason) => {
+                SmtpError::Permanent { server: self.server.clone(), reason }
             }
-            Ok(Ok(response)) => response,
-        };
-        Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+        })
     }
 }
 
