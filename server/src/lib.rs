@@ -14,6 +14,7 @@ pub mod dkim;
 pub mod error;
 pub mod files;
 pub mod ids;
+pub mod inbound;
 pub mod lifecycle;
 pub mod links;
 pub mod mailer;
