@@ -176,7 +176,8 @@ impl Relay {
     }
 
     /// Hands a complete email over for `to`, from the envelope sender
-    /// `from`. Returns the server's answer (which names its queue id).
+    /// `from` (empty: the null sender of bounces and auto-replies). Returns
+    /// the server's answer (which names its queue id).
     pub async fn send_raw(
         &self,
         from: &str,
@@ -188,7 +189,8 @@ impl Relay {
                 .map_err(|error| SendError::Permanent(format!("address {text:?}: {error}")))
         };
         let recipients = to.iter().map(|to| address(to)).collect::<Result<Vec<_>, _>>()?;
-        let envelope = Envelope::new(Some(address(from)?), recipients)
+        let from = if from.is_empty() { None } else { Some(address(from)?) };
+        let envelope = Envelope::new(from, recipients)
             .map_err(|error| SendError::Permanent(error.to_string()))?;
         let response =
             self.send(&envelope, email).await.map_err(|error| SendError::from_relay(&error))?;

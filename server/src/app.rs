@@ -25,6 +25,9 @@ use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
 use crate::dkim::DkimSigner;
+use tokio_rustls::TlsAcceptor;
+
+use crate::inbound::{InboundLimits, InboundListener, ServerMail};
 use crate::lifecycle::Purger;
 use crate::links::LinkKey;
 use crate::mailer::MailError;
@@ -68,6 +71,8 @@ pub struct Application {
     handle: Handle<SocketAddr>,
     /// Started with the server when `[blocklists]` is enabled.
     blocklist_checker: Option<BlocklistChecker>,
+    /// The SMTP listener, when `inbound.listen` is set.
+    inbound: Option<InboundListener>,
 }
 
 impl Application {
@@ -143,11 +148,28 @@ impl Application {
             clock,
             dummy_password_hash,
         });
-        Ok(Self { listener, local_addr, state, tls, handle: Handle::new(), blocklist_checker })
+        let inbound = match state.settings.inbound.listen {
+            Some(address) => Some(bind_inbound(address, &state, &tls).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            tls,
+            handle: Handle::new(),
+            blocklist_checker,
+            inbound,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the SMTP listener listens, when it is on.
+    pub fn inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound.as_ref().and_then(|inbound| inbound.local_addr().ok())
     }
 
     pub fn origin(&self) -> &str {
@@ -208,6 +230,7 @@ impl Application {
             .worker
             .then(|| tokio::spawn(self.state.outbox.clone().run(stop_worker.clone())));
         let purger = tokio::spawn(self.purger().run(stop_worker.clone()));
+        let inbound = self.inbound.map(|inbound| tokio::spawn(inbound.run(stop_worker.clone())));
         let monitor = self.blocklist_checker.map(|checker| {
             let interval = Duration::from_secs(self.state.settings.blocklists.interval_seconds);
             tokio::spawn(blocklist::run_monitor(
@@ -232,6 +255,9 @@ impl Application {
             .await;
         stop_worker.cancel();
         let _ = purger.await;
+        if let Some(inbound) = inbound {
+            let _ = inbound.await;
+        }
         if let Some(monitor) = monitor {
             let _ = monitor.await;
         }
@@ -241,6 +267,32 @@ impl Application {
         }
         served
     }
+}
+
+/// The SMTP listener for mail coming back, with STARTTLS on the server's certificate.
+async fn bind_inbound(
+    address: SocketAddr,
+    state: &AppState,
+    tls: &TlsIdentity,
+) -> Result<InboundListener, StartError> {
+    let settings = &state.settings.inbound;
+    let hostname = settings.hostname.clone().unwrap_or_else(|| {
+        let host = state.origin.trim_start_matches("https://");
+        host.rsplit_once(':').map_or(host, |(host, _)| host).to_owned()
+    });
+    let mut config = (*tls.config).clone();
+    config.alpn_protocols.clear();
+    let limits = InboundLimits {
+        hostname,
+        max_size: settings.max_size,
+        max_recipients: settings.max_recipients,
+        max_connections: settings.max_connections,
+        command_timeout: Duration::from_secs(settings.timeout_seconds),
+    };
+    let handler = Arc::new(ServerMail(state.clone()));
+    InboundListener::bind(address, Some(TlsAcceptor::from(Arc::new(config))), limits, handler)
+        .await
+        .map_err(|source| StartError::Bind { addr: address, source })
 }
 
 fn with_middleware(router: Router, state: AppState) -> Router {

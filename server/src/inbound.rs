@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::state::AppState;
+
 /// What the listener allows.
 #[derive(Debug, Clone)]
 pub struct InboundLimits {
@@ -68,6 +70,37 @@ pub enum Verdict {
 pub trait InboundHandler: Send + Sync + 'static {
     async fn recipient(&self, address: &str) -> Verdict;
     async fn deliver(&self, mail: InboundMail) -> Verdict;
+}
+
+/// What the server takes in: bounces to the VERP addresses of its
+/// notifications, recorded on the delivery slip. Every other recipient is
+/// refused at RCPT.
+pub struct ServerMail(pub AppState);
+
+#[async_trait]
+impl InboundHandler for ServerMail {
+    async fn recipient(&self, address: &str) -> Verdict {
+        if self.0.outbox.is_bounce_address(address) {
+            Verdict::Accept
+        } else {
+            Verdict::Reject(format!("<{address}>: no such address here"))
+        }
+    }
+
+    async fn deliver(&self, mail: InboundMail) -> Verdict {
+        for recipient in &mail.recipients {
+            match self.0.outbox.record_bounce(recipient, &mail.data).await {
+                Ok(recorded) => {
+                    tracing::info!(peer = %mail.peer, %recipient, recorded, "report received for a notification");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not record a bounce; the sender is asked to retry");
+                    return Verdict::Defer("Temporary failure, try again later".into());
+                }
+            }
+        }
+        Verdict::Accept
+    }
 }
 
 /// The bound listener.

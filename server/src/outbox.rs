@@ -172,6 +172,11 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Whether `address` is one of the VERP addresses notifications leave with.
+    pub fn is_bounce_address(&self, address: &str) -> bool {
+        self.0.bounces.outbox_id(address).is_some()
+    }
+
     /// Records a bounce delivered to `envelope_recipient` (one of the VERP
     /// addresses notifications leave with). Returns whether it matched a
     /// notification; delay warnings, auto-replies and forged addresses don't.

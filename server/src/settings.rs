@@ -30,6 +30,7 @@ pub struct Settings {
     pub limits: RateLimitSettings,
     pub smtp: SmtpSettings,
     pub outbox: OutboxSettings,
+    pub inbound: InboundSettings,
     pub dkim: DkimSettings,
     pub admin: AdminSettings,
     pub blocklists: BlocklistSettings,
@@ -253,6 +254,36 @@ pub struct DkimSettings {
     pub selector: Option<String>,
     /// PEM private key: RSA (PKCS#1 or PKCS#8, 2048 bits recommended) or Ed25519 (PKCS#8).
     pub private_key_file: Option<PathBuf>,
+}
+
+/// The SMTP listener for mail coming back (bounces of notifications).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundSettings {
+    /// Address and port to listen on; unset: no listener.
+    pub listen: Option<SocketAddr>,
+    /// The name in the greeting. Default: the public URL's host.
+    pub hostname: Option<String>,
+    /// Largest message accepted, in bytes.
+    pub max_size: usize,
+    pub max_recipients: usize,
+    /// Connections served at once; more are told to try again later.
+    pub max_connections: usize,
+    /// How long a client may take for one command or the message, in seconds.
+    pub timeout_seconds: u64,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            hostname: None,
+            max_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 200,
+            timeout_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

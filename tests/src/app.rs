@@ -34,6 +34,8 @@ pub struct TestApp {
     pub outbox: Outbox,
     /// Deletes expired and recalled content when stepped.
     pub purger: Purger,
+    /// The SMTP listener, when `inbound.listen` was set.
+    pub inbound_addr: Option<std::net::SocketAddr>,
     /// The DKIM TXT record `(name, value)` when DKIM is configured.
     pub dkim_record: Option<(String, String)>,
     pub data_dir: PathBuf,
@@ -102,6 +104,7 @@ impl TestApp {
         let clock = app.clock();
         let outbox = app.outbox();
         let purger = app.purger();
+        let inbound_addr = app.inbound_addr();
         let dkim_record = app.dkim_record();
         let cert_pem = std::fs::read(&app.tls().cert_file).expect("server certificate");
         let server_handle = app.handle();
@@ -116,6 +119,7 @@ impl TestApp {
             clock,
             outbox,
             purger,
+            inbound_addr,
             dkim_record,
             data_dir,
             cert_pem,
