@@ -77,6 +77,11 @@ pub struct StackOptions {
     /// A domain (not the stack's own) whose mail Postfix accepts for any
     /// local part and then discards: a sink for sending at volume.
     pub discard_domain: Option<String>,
+    /// Addresses (with their `+` variants) and domains (accepted for any
+    /// local part) that Postfix hands to an SMTP server on 127.0.0.1 at
+    /// this port: the Sealpost server's listener, as Postfix in front of it
+    /// does in production.
+    pub route_to_sealpost: Option<(Vec<String>, u16)>,
 }
 
 /// Dovecot's post-login capabilities without UIDPLUS (and with MOVE).
@@ -661,6 +666,36 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// Four distinct free ports, all held at once while being picked.
+/// The relay domains and transports `options` ask for: domains relayed (so
+/// accepted for any local part) and then discarded, and what goes to the
+/// Sealpost server's listener.
+fn routes(options: &StackOptions) -> String {
+    let mut relayed = Vec::new();
+    let mut transports = Vec::new();
+    if let Some(domain) = &options.discard_domain {
+        relayed.push(domain.clone());
+        transports.push(format!("{domain}=discard:"));
+    }
+    if let Some((routed, port)) = &options.route_to_sealpost {
+        for entry in routed {
+            if !entry.contains('@') {
+                relayed.push(entry.clone());
+            }
+            transports.push(format!("{entry}=smtp:[127.0.0.1]:{port}"));
+        }
+    }
+    let mut lines = String::new();
+    if !relayed.is_empty() {
+        lines.push_str(&format!("relay_domains = {}\n", relayed.join(", ")));
+    }
+    if !transports.is_empty() {
+        // `+` variants (VERP addresses) match their base address.
+        lines.push_str("recipient_delimiter = +\n");
+        lines.push_str(&format!("transport_maps = inline:{{ {} }}\n", transports.join(", ")));
+    }
+    lines
+}
+
 fn free_ports() -> Result<Ports> {
     let listeners: Vec<TcpListener> = (0..6)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
@@ -895,10 +930,7 @@ maillog_file_prefixes = {root}
         lmtp = ports.lmtp,
         log = log.display(),
         root = root.display(),
-        discard = options.discard_domain.as_ref().map_or_else(String::new, |domain| {
-            // Relayed (so accepted for any local part), then handed to discard.
-            format!("relay_domains = {domain}\ntransport_maps = inline:{{ {domain}=discard: }}\n")
-        }),
+        discard = routes(options),
     );
     std::fs::write(config.join("main.cf"), main_cf)?;
     let master_cf = format!(

@@ -1,10 +1,13 @@
 //! The server's SMTP listener end to end: a bounce of a notification comes
 //! back to its VERP address over STARTTLS and lands on the delivery slip;
-//! any other recipient is refused at RCPT, before the message is sent.
+//! any other recipient is refused at RCPT, before the message is sent; and
+//! behind the real Postfix, a bounce Postfix itself makes reaches it.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_harness::{TestApp, sample_mime};
+use sealpost_harness::{MailStack, StackOptions, TestApp, sample_mime};
 use sealpost_proto::api::{DeliveryReport, DeliveryState};
 use sealpost_proto::notification::parse;
 use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
@@ -65,4 +68,60 @@ async fn a_bounce_comes_back_over_starttls_and_strangers_are_refused_at_rcpt() {
         .json();
     assert_eq!(report.recipients[0].state, DeliveryState::Bounced, "{report:?}");
     assert!(report.recipients[0].error.as_deref().unwrap_or_default().contains("5.1.1"));
+}
+
+#[tokio::test]
+async fn postfix_in_front_hands_a_real_bounce_to_the_listener_and_the_slip_shows_it() {
+    // The listener's port is chosen first: Postfix is configured with it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    // The bounce address family goes to the listener, as in production;
+    // so does gone.test, whose recipients the listener refuses at RCPT:
+    // Postfix accepted the notification, so it bounces it.
+    let routed = vec!["sealpost@example.test".to_owned(), "gone.test".to_owned()];
+    let options =
+        StackOptions { route_to_sealpost: Some((routed, port)), ..StackOptions::default() };
+    let stack = Arc::new(MailStack::start_with(&["sender"], &options).await.expect("mail stack"));
+    let app = TestApp::spawn_on(stack.clone(), |s| {
+        s.outbox.worker = false;
+        s.inbound.listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    })
+    .await;
+    let sender = app.register_agent("sender@example.test", "laptop").await;
+    let stored = app
+        .store_and_notify(
+            sender.token(),
+            &["sender@example.test", "someone@gone.test"],
+            sample_mime("Results", "b", b""),
+        )
+        .await;
+    let step = app.outbox.step().await.expect("step");
+    assert_eq!(step.sent, 2, "Postfix accepts both: {step:?}\n{}", stack.postfix_log());
+
+    // Postfix is refused at gone.test, bounces to the notification's VERP
+    // address, and routes that to the listener; nothing is injected here.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report: DeliveryReport = app
+            .api
+            .get(
+                &format!("/api/v1/messages/{}/deliveries", stored.message_id),
+                Some(sender.token()),
+            )
+            .await
+            .expect("request")
+            .json();
+        let bounced = report.recipients.iter().any(|r| r.state == DeliveryState::Bounced);
+        if bounced || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line = |who: &str| report.recipients.iter().find(|r| r.recipient == who).expect("line");
+    let gone = line("someone@gone.test");
+    assert_eq!(gone.state, DeliveryState::Bounced, "{report:?}\n{}", stack.postfix_log());
+    assert!(gone.error.as_deref().unwrap_or_default().contains("5.1.1"), "{gone:?}");
+    assert_eq!(line("sender@example.test").state, DeliveryState::Sent);
 }
