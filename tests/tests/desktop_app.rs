@@ -213,6 +213,31 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     app.wait_for_text("#slip", "Recalled").await.expect("recalled");
     assert_eq!(server.content(Some(sender.token()), &reply_id).await.status, 410);
 
+    // Forward from the reader: the original's attachment goes along.
+    app.click_button("Search").await.expect("Search screen");
+    let query = app.find("#query").await.expect("search box");
+    query.send_keys("choles").await.expect("type");
+    app.wait_for_text("#results", SUBJECT).await.expect("found again");
+    query.send_keys(&Key::Enter).await.expect("Enter");
+    app.wait_for_text("#reader-subject", SUBJECT).await.expect("the message opens");
+    app.click_button("Forward").await.expect("forward");
+    app.wait_for_text("#forwarded", "results.pdf").await.expect("the attachment is named");
+    app.find("#compose-to")
+        .await
+        .expect("to")
+        .send_keys("sender@example.test")
+        .await
+        .expect("type");
+    app.find("#compose-send").await.expect("send button").click().await.expect("send");
+    app.wait_for_text(".sent-item", &format!("Fwd: {SUBJECT}")).await.expect("forwarded");
+    let filed = stack.messages(ALICE, "Sent").await.expect("Sent");
+    let forward = filed
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+        .find(|raw| raw.contains(&format!("Subject: Fwd: {SUBJECT}")))
+        .expect("the forward is filed in Sent");
+    assert!(forward.contains("results.pdf"), "the original's attachment goes along:\n{forward}");
+
     // Settings: the organization's values shown as such; then sign out.
     app.click_button("Settings").await.expect("Settings screen");
     app.wait_for_text(".policy", "Incoming mail server").await.expect("the policy is listed");

@@ -312,7 +312,7 @@ pub async fn open_message(
 }
 
 /// The raw message swapped in for `message_id`, from the registered mailbox.
-async fn swapped_message(
+pub(crate) async fn swapped_message(
     shell: &Shell,
     folder: &str,
     message_id: &str,

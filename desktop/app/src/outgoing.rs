@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use sealpost_agent::agent::{SendOutcome, send_draft, server_client};
 use sealpost_agent::journal::{ExpiryChoice, OutgoingRecord, OutgoingState};
-use sealpost_agent::reader;
 use sealpost_agent::send::{Answer, DraftAttachment, NewDraft, SendError};
 use sealpost_agent::state::now_unix;
 use sealpost_agent::{AgentConfig, AgentError, AgentState, Secrets, ServerClient, ServerError};
 use sealpost_proto::api::{DeliveryReport, DeliveryState, RetrievalChannel};
 use tauri::State;
 
+use crate::commands::swapped_message;
 use crate::ipc::{
     ComposeDraft, ComposeForm, ErrorCode, IpcError, ReplyTarget, SentRecipient, SentView, SlipLine,
     SlipView,
@@ -81,16 +81,19 @@ async fn new_draft(
             bytes,
         });
     }
-    let (in_reply_to, references) = match &form.reply_to {
-        Some(target) => {
-            let raw =
-                reader::fetch(&shell.mailbox_account().await?, &target.folder, &target.message_id)
-                    .await?;
-            let context = sealpost_reader::reply_context(&raw);
-            (context.message_id, context.references)
-        }
-        None => (None, Vec::new()),
-    };
+    let (mut in_reply_to, mut references) = (None, Vec::new());
+    if let Some(target) = &form.reply_to {
+        let raw = swapped_message(shell, &target.folder, &target.message_id).await?;
+        let answered = NewDraft::answering(&raw, &config.email, Answer::Reply);
+        (in_reply_to, references) = (answered.in_reply_to, answered.references);
+    }
+    if let Some(target) = &form.forward_of {
+        // The original's attachments go along, read from the mailbox now.
+        let raw = swapped_message(shell, &target.folder, &target.message_id).await?;
+        let forwarded = NewDraft::answering(&raw, &config.email, Answer::Forward);
+        references = forwarded.references;
+        attachments.extend(forwarded.attachments);
+    }
     let expiry = match (form.never_expires, form.expires_in_days) {
         (true, _) => ExpiryChoice::Never,
         (false, Some(days)) if (1..=3650).contains(&days) => {
@@ -143,7 +146,8 @@ async fn answer_draft(
     answer: Answer,
 ) -> Result<ComposeDraft, IpcError> {
     let config = AgentConfig::load(shell.paths()).map_err(AgentError::from)?;
-    let draft = NewDraft::answering(&original(shell, &target).await?, &config.email, answer);
+    let raw = swapped_message(shell, &target.folder, &target.message_id).await?;
+    let draft = NewDraft::answering(&raw, &config.email, answer);
     let forward = answer == Answer::Forward;
     Ok(ComposeDraft {
         to: draft.to.join(", "),
@@ -154,12 +158,6 @@ async fn answer_draft(
         forward_of: forward.then(|| target.clone()),
         reply_to: (!forward).then_some(target),
     })
-}
-
-/// The swapped message `target` names, from the mailbox.
-async fn original(shell: &Shell, target: &ReplyTarget) -> Result<Vec<u8>, IpcError> {
-    let account = shell.mailbox_account().await?;
-    Ok(reader::fetch(&account, &target.folder, &target.message_id).await?)
 }
 
 /// The secure messages sent from this computer, newest first.
