@@ -59,6 +59,20 @@ pub fn swap_state(messages: &[MailboxMessage], message_id: &str) -> (usize, usiz
     (real, placeholders)
 }
 
+/// Postfix's "user unknown" bounce of a notification (a fixture of the
+/// server's), addressed to `verp_address`, with CRLF line ends as it travels.
+pub fn bounce_report(verp_address: &str) -> String {
+    let fixture = include_str!("../../server/tests/fixtures/bounces/postfix-user-unknown.eml");
+    fixture.replace("VERP_ADDRESS", verp_address).replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// The Message-ID (without `<>`) of [`sample_mime`]`(subject, …)`: the
+/// subject in hex, at example.test.
+pub fn sample_message_id(subject: &str) -> String {
+    let hex: String = subject.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}@example.test")
+}
+
 /// A sample MIME message with a text body and one binary attachment.
 pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
     let boundary = "sealpost-sample-boundary";
@@ -70,7 +84,7 @@ pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
          --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
          --{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"data.bin\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--{boundary}--\r\n",
-        subject_id = subject.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+        subject_id = sample_message_id(subject).trim_end_matches("@example.test"),
     )
     .into_bytes()
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_harness::{
-    AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime, swap_state,
+    AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_message_id, sample_mime,
+    swap_state,
 };
 use sealpost_proto::api::StoredMessage;
 use sealpost_proto::notification::{EmailEnvelope, compose_email};
@@ -76,11 +77,6 @@ impl World {
         let inbox = self.stack.messages(ALICE, "INBOX").await.expect("INBOX");
         swap_state(&inbox, &stored.message_id)
     }
-}
-
-/// `sample_mime`'s Message-ID is its subject in hex.
-fn hex(subject: &str) -> String {
-    subject.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -584,7 +580,7 @@ async fn send_mails_through_the_users_server_files_in_sent_and_recalls() {
         .await
         .expect("reply")
         .expect_success("reply");
-    let original_id = format!("{}@example.test", hex("Appointment"));
+    let original_id = sample_message_id("Appointment");
     let threaded = |raw: &[u8]| {
         sealpost_proto::notification::parse(raw).is_ok()
             && String::from_utf8_lossy(raw).contains(&format!("In-Reply-To: <{original_id}>"))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_harness::{MailStack, StackOptions, TestApp, sample_mime};
+use sealpost_harness::{MailStack, StackOptions, TestApp, bounce_report, sample_mime};
 use sealpost_proto::api::{DeliveryReport, DeliveryState};
 use sealpost_proto::notification::parse;
 use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
@@ -46,14 +46,7 @@ async fn a_bounce_comes_back_over_starttls_and_strangers_are_refused_at_rcpt() {
         matches!(&refused, Err(SendError::Permanent(reason)) if reason.contains("no such address")),
         "{refused:?}"
     );
-    let fixture = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../server/tests/fixtures/bounces/postfix-user-unknown.eml"
-    ))
-    .expect("bounce fixture")
-    .replace("VERP_ADDRESS", &mail.mail_from)
-    .replace('\n', "\r\n")
-    .replace("\r\r\n", "\r\n");
+    let fixture = bounce_report(&mail.mail_from);
     let answer = relay
         .send_raw("mailer-daemon@patients.example", &[mail.mail_from.as_str()], fixture.as_bytes())
         .await

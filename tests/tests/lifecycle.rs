@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sealpost_harness::{TestApp, TestUser, sample_mime};
+use sealpost_harness::{TestApp, TestUser, sample_message_id, sample_mime};
 use sealpost_proto::api::{
     DeliveryReport, DeliveryState, ErrorCode, MessageInfo, RecalledCopies, Recalls, StoredMessage,
     UploadMetadata,
@@ -230,10 +230,7 @@ async fn the_slip_shows_notifications_the_sender_sent_and_replies() {
     assert_eq!(response.status, 404, "only the sender reports");
 
     // Alice answers through Sealpost: her message names the original's Message-ID.
-    let original_id = format!(
-        "{}@example.test",
-        "Question".bytes().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let original_id = sample_message_id("Question");
     let reply = format!(
         "From: alice@example.test\r\nTo: sender@example.test\r\nSubject: Re: Question\r\n\
          Message-ID: <reply.1@example.test>\r\nIn-Reply-To: <{original_id}>\r\n\

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sealpost_harness::{TestApp, sample_mime};
+use sealpost_harness::{TestApp, bounce_report, sample_mime};
 use sealpost_proto::api::{DeliveryReport, DeliveryState, StoredMessage};
 use sealpost_proto::notification::{TrustedServer, parse};
 use sealpost_server::outbox::StepReport;
@@ -124,12 +124,7 @@ async fn a_bounce_to_the_verp_address_marks_that_recipient_bounced() {
         .wait_for("nobody@patients.example", Duration::from_secs(5), |m| parse(&m.data).is_ok())
         .await
         .expect("sent to the relay");
-    let fixture = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../server/tests/fixtures/bounces/postfix-user-unknown.eml"
-    ))
-    .expect("bounce fixture");
-    let bounce = fixture.replace("VERP_ADDRESS", &mail.mail_from);
+    let bounce = bounce_report(&mail.mail_from);
 
     let forged = mail.mail_from.replacen("+b", "+b9", 1);
     assert!(!app.outbox.record_bounce(&forged, bounce.as_bytes()).await.expect("store"));

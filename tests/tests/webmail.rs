@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use sealpost_harness::{PageClient, TestApp, TestUser, notification_link, sample_mime};
+use sealpost_harness::{
+    PageClient, TestApp, TestUser, notification_link, sample_message_id, sample_mime,
+};
 use sealpost_proto::api::{DeliveryReport, DeliveryState, RetrievalChannel};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -446,8 +448,7 @@ async fn a_reply_is_a_new_secure_message_to_the_conversation_only() {
     assert!(row("bob@example.test").contains("Notified"), "{slip}");
     assert!(row("bob@example.test").contains("UTC"), "with the time: {slip}");
     let mime = content.text();
-    // sample_mime's Message-ID is the subject in hex.
-    let parent = "4170706f696e746d656e74@example.test";
+    let parent = sample_message_id("Appointment");
     assert!(mime.contains(&format!("In-Reply-To: <{parent}>")), "threaded: {mime}");
     assert!(mime.contains(&format!("References: <{parent}>")), "threaded: {mime}");
     assert!(mime.contains("From: \"Alice Martin\" <alice@example.test>"), "{mime}");

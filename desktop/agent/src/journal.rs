@@ -220,6 +220,24 @@ impl AgentState {
         }
     }
 
+    /// The UIDs of the drafts from `folder` (at this UIDVALIDITY) that the
+    /// journal holds and has not given up on.
+    pub async fn journaled_drafts(
+        &self,
+        folder: &str,
+        uid_validity: u32,
+    ) -> Result<std::collections::HashSet<u32>, StateError> {
+        let uids: Vec<i64> = sqlx::query_scalar(
+            "SELECT source_uid FROM outgoing
+              WHERE source_folder = ? AND source_uid_validity = ? AND state != 'failed'",
+        )
+        .bind(folder)
+        .bind(i64::from(uid_validity))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(uids.into_iter().map(u32_of).collect())
+    }
+
     /// Entries to send or resume now, oldest first.
     pub async fn due_outgoing(&self, now: i64) -> Result<Vec<i64>, StateError> {
         Ok(sqlx::query_scalar(

@@ -133,7 +133,7 @@ impl OutboxWatcher {
         check_recalls: bool,
     ) -> Result<OutboxReport, SendError> {
         self.take_drafts(session).await?;
-        let outgoing = self.sender.send_due().await?;
+        let outgoing = self.sender.send_due_on(session).await?;
         let recalled = if check_recalls || self.recall_check_due().await {
             match self.apply_recalls(session).await {
                 Ok(count) => count,
@@ -162,10 +162,19 @@ impl OutboxWatcher {
 
     /// Writes every draft in the Outbox that is not marked failed to the
     /// journal; a draft that cannot be read is marked and the user told.
+    /// Drafts the journal already holds (being sent, or sent and about to
+    /// leave the Outbox) are not fetched again.
     async fn take_drafts(&self, session: &mut MailboxSession) -> Result<(), SendError> {
         session.ensure_folder(&self.folder).await?;
         let status = session.select_status(&self.folder).await?;
-        let uids = session.uids_from(1).await?;
+        let journaled =
+            self.sender.state().journaled_drafts(&self.folder, status.uid_validity).await?;
+        let uids: Vec<u32> = session
+            .uids_from(1)
+            .await?
+            .into_iter()
+            .filter(|uid| !journaled.contains(uid))
+            .collect();
         let waiting: Vec<u32> = session
             .fetch_headers(&uids)
             .await?
@@ -186,7 +195,7 @@ impl OutboxWatcher {
                     }
                     Err(SendError::Draft(reason)) => {
                         let subject = SenderHeaders::parse(&raw, "").subject.unwrap_or_default();
-                        self.sender.reject(&raw, &subject, &source, &reason).await?;
+                        self.sender.reject(session, &raw, &subject, &source, &reason).await?;
                         session.select(&self.folder).await?;
                     }
                     Err(error) => return Err(error),

@@ -269,6 +269,7 @@ impl Sender {
     /// not a message) as failed: it is flagged and the user told why.
     pub async fn reject(
         &self,
+        session: &mut MailboxSession,
         raw: &[u8],
         subject: &str,
         source: &DraftSource,
@@ -285,42 +286,52 @@ impl Sender {
         let id = self.state.queue_outgoing(&new, now_unix()).await?;
         let Some(record) = self.state.outgoing(id).await? else { return Ok(()) };
         if record.state == OutgoingState::Queued {
-            let mut session = None;
-            let outcome = self.give_up(&record, reason, &mut session).await;
-            if let Some(session) = session {
-                session.logout().await;
-            }
-            outcome?;
+            self.give_up(&record, reason, session).await?;
         }
         Ok(())
     }
 
-    /// Sends (or resumes) every journal entry that is due; returns them as
-    /// they ended up.
+    /// Sends (or resumes) every journal entry that is due, on a mailbox
+    /// connection of its own when there is any; returns them as they ended up.
     pub async fn send_due(&self) -> Result<Vec<OutgoingRecord>, SendError> {
         let _busy = self.busy.lock().await;
-        let mut session = None;
-        let mut done = Vec::new();
-        let outcome = async {
-            for id in self.state.due_outgoing(now_unix()).await? {
-                if let Some(record) = self.process(id, &mut session).await? {
-                    done.push(record);
-                }
-            }
-            Ok(())
+        let due = self.state.due_outgoing(now_unix()).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
         }
-        .await;
-        if let Some(session) = session {
-            session.logout().await;
+        let mut session = MailboxSession::connect(&self.imap).await?;
+        let outcome = self.process_all(&due, &mut session).await;
+        session.logout().await;
+        outcome
+    }
+
+    /// As [`Self::send_due`], on `session` (the Outbox watcher's).
+    pub async fn send_due_on(
+        &self,
+        session: &mut MailboxSession,
+    ) -> Result<Vec<OutgoingRecord>, SendError> {
+        let _busy = self.busy.lock().await;
+        let due = self.state.due_outgoing(now_unix()).await?;
+        self.process_all(&due, session).await
+    }
+
+    async fn process_all(
+        &self,
+        due: &[i64],
+        session: &mut MailboxSession,
+    ) -> Result<Vec<OutgoingRecord>, SendError> {
+        let mut done = Vec::with_capacity(due.len());
+        for id in due {
+            done.extend(self.process(*id, session).await?);
         }
-        outcome.map(|()| done)
+        Ok(done)
     }
 
     /// Takes one entry as far as it goes now.
     async fn process(
         &self,
         id: i64,
-        session: &mut Option<MailboxSession>,
+        session: &mut MailboxSession,
     ) -> Result<Option<OutgoingRecord>, SendError> {
         let Some(record) = self.state.outgoing(id).await? else { return Ok(None) };
         if record.state != OutgoingState::Queued {
@@ -337,7 +348,7 @@ impl Sender {
     async fn advance(
         &self,
         record: &OutgoingRecord,
-        session: &mut Option<MailboxSession>,
+        session: &mut MailboxSession,
     ) -> Result<Progress, SendError> {
         let id = record.id;
         let Some(draft) = &record.draft else {
@@ -424,7 +435,6 @@ impl Sender {
         self.report_notified(&stored, &record, notified).await;
 
         if record.filed_at.is_none() {
-            let session = self.session(session).await?;
             self.file_in_sent(session, &stored.message_id, draft, headers.date).await?;
             self.state.record_filed(id, now_unix()).await?;
             self.step(SendStep::Filed)?;
@@ -432,7 +442,6 @@ impl Sender {
         if let Some(source) = &record.source
             && record.source_removed_at.is_none()
         {
-            let session = self.session(session).await?;
             let status = session.select_status(&source.folder).await?;
             // A folder recreated since holds other messages under the same UIDs.
             if status.uid_validity == source.uid_validity {
@@ -447,8 +456,7 @@ impl Sender {
                 record.subject,
                 refused_list(&record)
             );
-            let session = self.session(session).await?;
-            self.tell_user(session, &record, "Not delivered to everyone", &text, None).await?;
+            self.tell_user(session, &record, Notice::PartlyDelivered, &text, None).await?;
         }
         self.state.finish_outgoing(id, now_unix()).await?;
         tracing::info!(message_id = %stored.message_id, recipients = notified_count(&record), "secure message sent");
@@ -528,7 +536,7 @@ impl Sender {
         &self,
         record: &OutgoingRecord,
         reason: &str,
-        session: &mut Option<MailboxSession>,
+        session: &mut MailboxSession,
     ) -> Result<(), SendError> {
         if record.attempts + 1 >= MAX_ATTEMPTS {
             let reason = format!("{reason} (gave up after {MAX_ATTEMPTS} attempts)");
@@ -548,11 +556,10 @@ impl Sender {
         &self,
         record: &OutgoingRecord,
         reason: &str,
-        session: &mut Option<MailboxSession>,
+        session: &mut MailboxSession,
     ) -> Result<(), SendError> {
         tracing::error!(id = record.id, %reason, "a secure message could not be sent");
         self.state.fail_outgoing(record.id, reason, now_unix()).await?;
-        let session = self.session(session).await?;
         let mut draft_attached = record.draft.as_deref();
         if let Some(source) = &record.source {
             let status = session.select_status(&source.folder).await?;
@@ -573,7 +580,7 @@ impl Sender {
                 _ => "The draft is attached: open it to send it again.".to_owned(),
             }
         );
-        self.tell_user(session, record, "Not sent", &text, draft_attached).await
+        self.tell_user(session, record, Notice::NotSent, &text, draft_attached).await
     }
 
     /// A short message in the INBOX about `record`, once.
@@ -581,11 +588,16 @@ impl Sender {
         &self,
         session: &mut MailboxSession,
         record: &OutgoingRecord,
-        headline: &str,
+        notice: Notice,
         text: &str,
         draft: Option<&[u8]>,
     ) -> Result<(), SendError> {
-        let notice_key = format!("{}-{}", record.client_key, headline.len());
+        let (headline, kind) = match notice {
+            Notice::NotSent => ("Not sent", "not-sent"),
+            Notice::PartlyDelivered => ("Not delivered to everyone", "partly-delivered"),
+        };
+        // Found again by this header, so a resumed entry says nothing twice.
+        let notice_key = format!("{}-{kind}", record.client_key);
         session.select("INBOX").await?;
         if session.find_by_header(NOTICE_HEADER, &[&notice_key]).await?.contains_key(&notice_key) {
             return Ok(());
@@ -606,16 +618,6 @@ impl Sender {
         let message = NewMessage { flags: &[], internal_date: None, content: &content };
         session.append_all("INBOX", &[message]).await?;
         Ok(())
-    }
-
-    async fn session<'a>(
-        &self,
-        slot: &'a mut Option<MailboxSession>,
-    ) -> Result<&'a mut MailboxSession, SendError> {
-        if slot.is_none() {
-            *slot = Some(MailboxSession::connect(&self.imap).await?);
-        }
-        Ok(slot.as_mut().expect("connected just above"))
     }
 }
 
@@ -788,6 +790,13 @@ pub async fn hand_over(
     session.logout().await;
     outcome?;
     Ok(key)
+}
+
+/// What a message to the user about an entry says.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    NotSent,
+    PartlyDelivered,
 }
 
 /// Where one attempt left an entry.
