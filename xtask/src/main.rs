@@ -224,7 +224,13 @@ fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 
 /// The cargo that runs this task, so toolchain overrides carry through.
 fn cargo() -> Command {
-    command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Every xtask build is a whole build, checked or measured once:
+    // incremental caches would only add gigabytes to target/.
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        cargo.env("CARGO_INCREMENTAL", "0");
+    }
+    cargo
 }
 
 /// Runs a command to completion and returns its exit status.

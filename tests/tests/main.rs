@@ -1,0 +1,26 @@
+//! The end-to-end tests, one module per area, in a single test binary.
+//! Every test starts its own real components with fresh state, so the
+//! modules share nothing but the harness.
+
+mod accounts;
+mod admin;
+mod agent;
+mod agent_cli;
+mod agent_discovery;
+mod authorization;
+mod bad_requests;
+mod browser;
+mod delivery;
+mod desktop_app;
+mod directory;
+mod discovery;
+mod inbound;
+mod installers;
+mod lifecycle;
+mod mailstack;
+mod notifications;
+mod round_trip;
+mod sending;
+mod server_binary;
+mod webmail;
+mod webmail_browser;
