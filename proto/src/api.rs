@@ -637,3 +637,67 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// `POST /api/v1/masked-mail`: a member writes to correspondents through
+/// the platform. Each correspondent gets their own copy from the member's
+/// masked address for this conversation; the member's real address
+/// appears nowhere in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MaskedMail {
+    /// Correspondents by address; each must be in the directory.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Directory groups, by name: every correspondent in them.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+}
+
+/// What `POST /api/v1/masked-mail` queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MaskedMailSent {
+    /// The conversation's id.
+    pub thread: String,
+    pub recipients: Vec<MaskedRecipient>,
+}
+
+/// One correspondent of a masked message and the address their answers go to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MaskedRecipient {
+    pub email: String,
+    pub reply_address: String,
+}
+
+/// `GET /api/v1/admin/relay-log`: decisions about mail to masked
+/// addresses, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayLog {
+    pub entries: Vec<RelayLogEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayLogEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: OffsetDateTime,
+    /// The masked address written to.
+    pub address: String,
+    /// The envelope sender; empty for the null sender.
+    pub envelope_sender: String,
+    /// The From field's address.
+    pub from_address: Option<String>,
+    /// The member the address belongs to.
+    pub member: Option<String>,
+    /// `relayed`, `sent_masked`, `auto_replied`, `dropped` or `refused`.
+    pub decision: String,
+    pub reason: String,
+    /// The mail's Message-ID.
+    pub message_id: Option<String>,
+}

@@ -73,7 +73,9 @@ pub trait InboundHandler: Send + Sync + 'static {
 }
 
 /// What the server takes in: bounces to the VERP addresses of its
-/// notifications, recorded on the delivery slip. Every other recipient is
+/// notifications, recorded on the delivery slip, and mail to the masked
+/// addresses it issued, routed by [`crate::routing`]. Every other
+/// recipient, and a masked address that is unknown or disabled, is
 /// refused at RCPT.
 pub struct ServerMail(pub AppState);
 
@@ -81,25 +83,46 @@ pub struct ServerMail(pub AppState);
 impl InboundHandler for ServerMail {
     async fn recipient(&self, address: &str) -> Verdict {
         if self.0.outbox.is_bounce_address(address) {
-            Verdict::Accept
-        } else {
-            Verdict::Reject(format!("<{address}>: no such address here"))
+            return Verdict::Accept;
         }
-    }
-
-    async fn deliver(&self, mail: InboundMail) -> Verdict {
-        for recipient in &mail.recipients {
-            match self.0.outbox.record_bounce(recipient, &mail.data).await {
-                Ok(recorded) => {
-                    tracing::info!(peer = %mail.peer, %recipient, recorded, "report received for a notification");
-                }
+        if crate::masking::is_masked(&self.0, address) {
+            match self.0.store.reply_address(address).await {
+                Ok(Some(issued)) if issued.disabled_at.is_none() => return Verdict::Accept,
+                Ok(_) => {}
                 Err(error) => {
-                    tracing::error!(%error, "could not record a bounce; the sender is asked to retry");
+                    tracing::error!(%error, "could not look up a masked address");
                     return Verdict::Defer("Temporary failure, try again later".into());
                 }
             }
         }
+        Verdict::Reject(format!("<{address}>: no such address here"))
+    }
+
+    async fn deliver(&self, mail: InboundMail) -> Verdict {
+        for recipient in &mail.recipients {
+            let outcome = if self.0.outbox.is_bounce_address(recipient) {
+                self.0.outbox.record_bounce(recipient, &mail.data).await.map(|recorded| {
+                    tracing::info!(peer = %mail.peer, %recipient, recorded, "report received for a notification");
+                })
+            } else {
+                self.route(recipient, &mail).await
+            };
+            if let Err(error) = outcome {
+                tracing::error!(%error, "could not take a message; the sender is asked to retry");
+                return Verdict::Defer("Temporary failure, try again later".into());
+            }
+        }
         Verdict::Accept
+    }
+}
+
+impl ServerMail {
+    async fn route(&self, recipient: &str, mail: &InboundMail) -> crate::store::StoreResult<()> {
+        // Checked at RCPT; an address disabled since then is dropped by the router.
+        if let Some(issued) = self.0.store.reply_address(recipient).await? {
+            crate::routing::route(&self.0, &issued, &mail.mail_from, &mail.data).await?;
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod authentication_results;
 pub mod blobs;
 pub mod blocklist;
 pub mod bounces;
@@ -18,6 +19,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod links;
 pub mod mailer;
+pub mod masking;
 pub mod metrics;
 pub mod notify;
 pub mod organization;
@@ -25,6 +27,7 @@ pub mod outbox;
 pub mod rate_limit;
 mod read_cache;
 pub mod routes;
+pub mod routing;
 pub mod settings;
 pub mod signing;
 pub mod state;

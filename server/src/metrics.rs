@@ -39,6 +39,9 @@ pub struct Metrics {
     pub verification_emails: Counter,
     /// Notification sending attempts by outcome: sent, retry, failed.
     pub notifications: Family<OutcomeLabels, Counter>,
+    /// Decisions about mail to masked addresses: relayed, sent_masked,
+    /// auto_replied, dropped, refused.
+    pub relay_decisions: Family<OutcomeLabels, Counter>,
     /// 1 when a sending address is on a blocklist zone, 0 when not, -1 when unknown.
     pub blocklisted: Family<BlocklistLabels, Gauge>,
 }
@@ -65,6 +68,7 @@ impl Default for Metrics {
         let retrievals = Counter::default();
         let verification_emails = Counter::default();
         let notifications = Family::<OutcomeLabels, Counter>::default();
+        let relay_decisions = Family::<OutcomeLabels, Counter>::default();
         let blocklisted = Family::<BlocklistLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("sealpost");
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
@@ -95,6 +99,11 @@ impl Default for Metrics {
             notifications.clone(),
         );
         registry.register(
+            "relay_decisions",
+            "Decisions about mail to masked addresses (relayed, sent_masked, auto_replied, dropped, refused)",
+            relay_decisions.clone(),
+        );
+        registry.register(
             "sending_ip_blocklisted",
             "Whether a relay sending address is listed by a DNS blocklist (1), not (0), or unknown (-1)",
             blocklisted.clone(),
@@ -108,6 +117,7 @@ impl Default for Metrics {
             retrievals,
             verification_emails,
             notifications,
+            relay_decisions,
             blocklisted,
         }
     }

@@ -128,19 +128,22 @@ impl Outbox {
 
     async fn attempt(&self, entry: OutboxEntry) -> StoreResult<Outcome> {
         let inner = &self.0;
-        let envelope_from = inner.bounces.envelope_sender(entry.id);
+        let envelope_from = match &entry.envelope_sender {
+            Some(sender) => sender.clone(),
+            None => inner.bounces.envelope_sender(entry.id),
+        };
         let mailer = inner.organization.current().mailer.clone();
         let result = mailer.send_raw(&envelope_from, &entry.recipient, &entry.email).await;
         let now = inner.clock.now();
         let outcome = match result {
             Ok(answer) => {
                 inner.store.mark_notification_sent(entry.id, &answer, now).await?;
-                tracing::info!(message_id = %entry.message_id, recipient = %entry.recipient, relay = %answer, "notification sent");
+                tracing::info!(message_id = ?entry.message_id, recipient = %entry.recipient, relay = %answer, "notification sent");
                 Outcome::Sent
             }
             Err(SendError::Permanent(reason)) => {
                 inner.store.mark_notification_failed(entry.id, &reason, now).await?;
-                tracing::warn!(message_id = %entry.message_id, recipient = %entry.recipient, %reason, "notification refused");
+                tracing::warn!(message_id = ?entry.message_id, recipient = %entry.recipient, %reason, "notification refused");
                 Outcome::Failed
             }
             Err(SendError::Temporary(reason)) => {
@@ -153,12 +156,12 @@ impl Outbox {
                         entry.attempts, inner.settings.give_up_after_hours
                     );
                     inner.store.mark_notification_failed(entry.id, &reason, now).await?;
-                    tracing::warn!(message_id = %entry.message_id, recipient = %entry.recipient, %reason, "notification abandoned");
+                    tracing::warn!(message_id = ?entry.message_id, recipient = %entry.recipient, %reason, "notification abandoned");
                     Outcome::Failed
                 } else {
                     let wait = retry_delay(&inner.settings, entry.attempts);
                     inner.store.mark_notification_retry(entry.id, &reason, now + wait, now).await?;
-                    tracing::warn!(message_id = %entry.message_id, recipient = %entry.recipient, %reason, retry_in = ?wait, "notification deferred");
+                    tracing::warn!(message_id = ?entry.message_id, recipient = %entry.recipient, %reason, retry_in = ?wait, "notification deferred");
                     Outcome::Retry
                 }
             }

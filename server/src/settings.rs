@@ -31,6 +31,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub outbox: OutboxSettings,
     pub inbound: InboundSettings,
+    pub masking: MaskingSettings,
     pub dkim: DkimSettings,
     pub admin: AdminSettings,
     pub blocklists: BlocklistSettings,
@@ -177,22 +178,31 @@ pub struct WebmailSettings {
     /// write new secure messages to anyone. Everyone else may only reply to
     /// the people of a message they received.
     pub member_domains: Vec<String>,
+    /// Further members, by address, wherever their mail is kept.
+    pub members: Vec<String>,
     /// Where the account page sends people to download the desktop app.
     pub desktop_download_url: Option<String>,
 }
 
 impl Default for WebmailSettings {
     fn default() -> Self {
-        Self { session_hours: 12, member_domains: Vec::new(), desktop_download_url: None }
+        Self {
+            session_hours: 12,
+            member_domains: Vec::new(),
+            members: Vec::new(),
+            desktop_download_url: None,
+        }
     }
 }
 
 impl WebmailSettings {
-    /// Whether `email` belongs to one of the organization's domains.
+    /// Whether `email` is listed as a member or belongs to one of the
+    /// organization's domains.
     pub fn is_member(&self, email: &str) -> bool {
-        email.rsplit_once('@').is_some_and(|(_, domain)| {
-            self.member_domains.iter().any(|member| member.eq_ignore_ascii_case(domain))
-        })
+        self.members.iter().any(|member| member.eq_ignore_ascii_case(email))
+            || email.rsplit_once('@').is_some_and(|(_, domain)| {
+                self.member_domains.iter().any(|member| member.eq_ignore_ascii_case(domain))
+            })
     }
 }
 
@@ -282,6 +292,55 @@ impl Default for InboundSettings {
             max_recipients: 100,
             max_connections: 200,
             timeout_seconds: 300,
+        }
+    }
+}
+
+/// Masked addresses: members write to correspondents from addresses at the
+/// platform's domain, and answers come back through the SMTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingSettings {
+    /// The domain masked addresses are at (its MX, or the front MTA, must
+    /// hand its mail to the listener). Unset: no masked mail.
+    pub domain: Option<String>,
+    /// The display name on a member's masked mail; `{name}` is the
+    /// member's name and `{organization}` the organization's.
+    pub display_name: String,
+    /// Relay only from the correspondent an address was issued to; when
+    /// false, anyone in the directory may write to it.
+    pub only_issued_correspondent: bool,
+    /// `Authentication-Results` headers whose authentication service
+    /// (the first word) is one of these are trusted: the front MTA's own.
+    /// The front MTA must remove such headers from arriving mail.
+    pub trusted_authserv_ids: Vec<String>,
+    /// Relay mail that did not authenticate at all (no SPF, DKIM or DMARC
+    /// pass). DMARC failures are never relayed.
+    pub relay_unauthenticated: bool,
+    /// The subject of the answer to senders who may not write here.
+    pub not_permitted_subject: String,
+    /// Its text; `{address}` is the address written to, `{organization}`
+    /// the organization's name.
+    pub not_permitted_text: String,
+    /// Answers to unknown senders sent in one hour at most, all senders together.
+    pub not_permitted_per_hour: u32,
+}
+
+impl Default for MaskingSettings {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            display_name: "{name} via {organization}".into(),
+            only_issued_correspondent: true,
+            trusted_authserv_ids: Vec::new(),
+            relay_unauthenticated: true,
+            not_permitted_subject: "Not delivered: you may not write to this address".into(),
+            not_permitted_text: "Your message to {address} was not delivered: this address \
+                accepts mail only from correspondents {organization} recognises.\n\n\
+                If you believe you should be able to write here, please contact \
+                {organization} by other means.\n"
+                .into(),
+            not_permitted_per_hour: 100,
         }
     }
 }
@@ -479,6 +538,17 @@ impl Settings {
             && !url.starts_with("sqlite:")
         {
             return invalid("database.url", "only sqlite://PATH is supported by this version");
+        }
+        if let Some(domain) = &self.masking.domain {
+            if !domain.contains('.') || domain.contains(['@', ' ']) {
+                return invalid("masking.domain", "must be a domain such as reply.example.org");
+            }
+            if self.inbound.listen.is_none() {
+                return invalid(
+                    "inbound.listen",
+                    "must be set when masking.domain is: answers to masked addresses arrive there",
+                );
+            }
         }
         if self.messages.max_size == 0 {
             return invalid("messages.max_size", "must be at least 1 byte");

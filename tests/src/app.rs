@@ -9,6 +9,7 @@ use sealpost_proto::api::{
     WellKnown,
 };
 use sealpost_proto::verification::find_code;
+use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
 use sealpost_server::clock::Clock;
 use sealpost_server::lifecycle::Purger;
 use sealpost_server::outbox::Outbox;
@@ -227,6 +228,50 @@ impl TestApp {
             .get(&format!("/api/v1/messages/{message_id}/content"), token)
             .await
             .expect("request")
+    }
+
+    /// A password account with a name (as members have) and a device
+    /// enrolled with the password.
+    pub async fn named_user(&self, email: &str, name: &str) -> TestUser {
+        let password = "correct horse battery staple";
+        self.create_password_account(email, name, password).await;
+        let credential = DeviceCredential::Password(password.into());
+        let response = self.enroll(email, "laptop", credential).await;
+        assert_eq!(response.status, 201, "enrollment refused: {}", response.text());
+        TestUser { email: email.to_owned(), tokens: response.json() }
+    }
+
+    /// `POST /api/v1/admin/directory/import` with a CSV file.
+    pub async fn import_directory(&self, admin: &TestUser, csv: &str) -> ApiResponse {
+        let request = self
+            .api
+            .http()
+            .post(self.api.url("/api/v1/admin/directory/import"))
+            .bearer_auth(admin.token())
+            .header("content-type", "text/csv")
+            .body(csv.to_owned());
+        self.api.send(request).await.expect("request")
+    }
+
+    /// Hands `email` to the SMTP listener over STARTTLS, as the front MTA
+    /// does; returns the listener's final answer or refusal.
+    pub async fn deliver_inbound(
+        &self,
+        envelope_sender: &str,
+        recipients: &[&str],
+        email: &[u8],
+    ) -> Result<String, SendError> {
+        let address = self.inbound_addr.expect("the SMTP listener is on (inbound.listen)");
+        let relay = Relay::new(&RelayConfig {
+            host: "localhost".into(),
+            port: address.port(),
+            security: Security::StartTls,
+            credentials: None,
+            timeout: Duration::from_secs(10),
+            roots: TrustedRoots::Only(self.cert_pem.clone()),
+        })
+        .expect("SMTP client");
+        relay.send_raw(envelope_sender, recipients, email).await
     }
 }
 

@@ -5,23 +5,10 @@
 use sealpost_harness::{TestApp, TestUser};
 use sealpost_proto::api::{DirectoryImport, DirectoryPage, ErrorCode, RejectedRow};
 
-const IMPORT: &str = "/api/v1/admin/directory/import";
-
 async fn app_with_admin() -> (TestApp, TestUser) {
     let app = TestApp::spawn_with(|s| s.admin.emails = vec!["it@example.test".into()]).await;
     let admin = app.register_agent("it@example.test", "it laptop").await;
     (app, admin)
-}
-
-async fn import(app: &TestApp, admin: &TestUser, csv: &str) -> sealpost_harness::ApiResponse {
-    let request = app
-        .api
-        .http()
-        .post(app.api.url(IMPORT))
-        .bearer_auth(admin.token())
-        .header("content-type", "text/csv")
-        .body(csv.to_owned());
-    app.api.send(request).await.expect("request")
 }
 
 async fn page(app: &TestApp, admin: &TestUser, query: &str) -> DirectoryPage {
@@ -43,7 +30,7 @@ async fn admins_import_a_spreadsheet_and_see_what_was_taken_and_what_was_not() {
                   \"ann@alumni.example\",\"Lee, Ann\",2011\r\n\
                   tim@alumni.example,Timothy Baker,2009\r\n";
     let report: DirectoryImport =
-        import(&app, &admin, export).await.expect_status(200).expect("200").json();
+        app.import_directory(&admin, export).await.expect_status(200).expect("200").json();
     assert_eq!((report.added, report.updated, report.unchanged), (2, 0, 0));
     assert_eq!(
         report.rejected,
@@ -63,11 +50,11 @@ async fn admins_import_a_spreadsheet_and_see_what_was_taken_and_what_was_not() {
     );
 
     // The same file again changes nothing; a new name and a new address do.
-    let again: DirectoryImport = import(&app, &admin, export).await.json();
+    let again: DirectoryImport = app.import_directory(&admin, export).await.json();
     assert_eq!((again.added, again.updated, again.unchanged), (0, 0, 2));
     let update =
         "email,first name,last name\nTIM@alumni.example,Timothy,Baker\nzoe@alumni.example,Zoe,\n";
-    let changed: DirectoryImport = import(&app, &admin, update).await.json();
+    let changed: DirectoryImport = app.import_directory(&admin, update).await.json();
     assert_eq!((changed.added, changed.updated, changed.unchanged), (1, 1, 0));
     assert!(changed.rejected.is_empty(), "{:?}", changed.rejected);
 
@@ -89,14 +76,14 @@ async fn admins_import_a_spreadsheet_and_see_what_was_taken_and_what_was_not() {
 #[tokio::test]
 async fn a_file_without_addresses_is_refused_and_only_admins_reach_the_directory() {
     let (app, admin) = app_with_admin().await;
-    let refused = import(&app, &admin, "name,phone\nTim,555\n").await;
+    let refused = app.import_directory(&admin, "name,phone\nTim,555\n").await;
     assert_eq!(refused.status, 400);
     assert!(refused.text().contains("`email`"), "{}", refused.text());
     assert_eq!(page(&app, &admin, "").await.total, 0, "nothing stored");
 
     let member = app.register_agent("member@example.test", "laptop").await;
     for response in [
-        import(&app, &member, "email\nx@example.org\n").await,
+        app.import_directory(&member, "email\nx@example.org\n").await,
         app.api.get("/api/v1/admin/directory", Some(member.token())).await.expect("request"),
         app.api
             .delete("/api/v1/admin/directory/x@example.org", Some(member.token()))

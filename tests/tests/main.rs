@@ -20,6 +20,7 @@ mod lifecycle;
 mod mailstack;
 mod notifications;
 mod round_trip;
+mod routing;
 mod sending;
 mod server_binary;
 mod webmail;

@@ -118,6 +118,7 @@ fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<NewDirectoryEntry>, Vec<RejectedRow
     let name_column = column(&["name", "full name", "display name"]);
     let first_column = column(&["first name", "given name"]);
     let last_column = column(&["last name", "surname", "family name"]);
+    let groups_column = column(&["group", "groups", "list", "lists"]);
 
     let mut entries: Vec<NewDirectoryEntry> = Vec::new();
     let mut lines_of: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
@@ -170,9 +171,23 @@ fn parse_csv(bytes: &[u8]) -> ApiResult<(Vec<NewDirectoryEntry>, Vec<RejectedRow
             continue;
         }
         lines_of.insert(email.clone(), line);
-        entries.push(NewDirectoryEntry { email, name });
+        // Several groups in one cell are separated by semicolons.
+        let groups = groups_column.map(|_| {
+            field(groups_column)
+                .split(';')
+                .map(group_name)
+                .filter(|group| !group.is_empty())
+                .collect()
+        });
+        entries.push(NewDirectoryEntry { email, name, groups });
     }
     Ok((entries, rejected))
+}
+
+/// A group's name as stored and looked up: trimmed, lowercase, inner
+/// spaces kept single.
+pub fn group_name(raw: &str) -> String {
+    raw.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// The line (from 1) a record starts on, counted in the file itself: after

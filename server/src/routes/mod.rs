@@ -7,6 +7,7 @@ pub mod devices;
 pub mod directory;
 pub mod health;
 pub mod input;
+pub mod masked;
 pub mod messages;
 
 use axum::Router;
@@ -29,6 +30,7 @@ use crate::state::AppState;
         messages::recall, messages::sender_notified, messages::recalls,
         admin::organization, admin::update_organization, admin::blocklists,
         directory::list, directory::import, directory::remove,
+        masked::send, masked::relay_log,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -83,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/blocklists", get(admin::blocklists))
         .route("/api/v1/admin/directory", get(directory::list))
+        .route("/api/v1/admin/relay-log", get(masked::relay_log))
+        .route("/api/v1/masked-mail", post(masked::send))
         .route(
             "/api/v1/admin/directory/import",
             post(directory::import).layer(DefaultBodyLimit::max(directory::MAX_IMPORT_BYTES)),

@@ -171,6 +171,43 @@ pub struct DirectoryRecord {
 pub struct NewDirectoryEntry {
     pub email: String,
     pub name: Option<String>,
+    /// Groups the entry belongs to (normalised); an import replaces them
+    /// when the file has a group column.
+    pub groups: Option<Vec<String>>,
+}
+
+/// A masked address: who it belongs to, whom it was issued to, and for
+/// which conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyAddressRecord {
+    pub address: String,
+    pub member_email: String,
+    pub correspondent: String,
+    pub thread: String,
+    pub created_at: OffsetDateTime,
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+/// Mail for the outbox that is not a secure message's notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    pub recipient: String,
+    /// `Some("")` for the null sender; `None` for the row's VERP address.
+    pub envelope_sender: Option<String>,
+    pub email: Vec<u8>,
+}
+
+/// One decision about mail to a masked address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLogRecord {
+    pub at: OffsetDateTime,
+    pub address: String,
+    pub envelope_sender: String,
+    pub from_address: Option<String>,
+    pub member_email: Option<String>,
+    pub decision: String,
+    pub reason: String,
+    pub header_message_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -191,7 +228,10 @@ pub struct NewNotification {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
-    pub message_id: MessageId,
+    /// The secure message notified; none for masked mail and auto-replies.
+    pub message_id: Option<MessageId>,
+    /// As [`NewMail::envelope_sender`].
+    pub envelope_sender: Option<String>,
     pub recipient: String,
     pub email: Vec<u8>,
     /// Attempts started so far, this one included.
@@ -482,6 +522,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// False when the address is not in the directory.
     async fn remove_directory_entry(&self, email: &str) -> StoreResult<bool>;
+
+    /// The addresses in the directory group `name`, with their names.
+    async fn directory_group(&self, name: &str) -> StoreResult<Vec<DirectoryRecord>>;
+
+    /// Queues mail that belongs to no secure message; returns the row ids.
+    async fn queue_mail(&self, mails: &[NewMail], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
+
+    /// The address for (member, correspondent, thread): the one issued
+    /// before, or `candidate`, stored now.
+    async fn issue_reply_address(
+        &self,
+        member_email: &str,
+        correspondent: &str,
+        thread: &str,
+        candidate: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<String>;
+
+    async fn reply_address(&self, address: &str) -> StoreResult<Option<ReplyAddressRecord>>;
+
+    async fn record_relay_decision(&self, record: &RelayLogRecord) -> StoreResult<()>;
+
+    /// The newest decisions first, at most `limit`.
+    async fn relay_log(&self, limit: u32) -> StoreResult<Vec<RelayLogRecord>>;
+
+    /// Claims the right to send one automated answer to `recipient` now:
+    /// false when one went to them after `not_since`, or when `hourly_cap`
+    /// answers went out in the hour before `now`.
+    async fn claim_auto_reply(
+        &self,
+        recipient: &str,
+        not_since: OffsetDateTime,
+        hourly_cap: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     /// The organization settings changed through the admin API (a JSON document).
     async fn organization_overrides(&self) -> StoreResult<Option<String>>;

@@ -15,8 +15,9 @@ use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use super::{
     AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
-    MessageRecord, MessageSummary, NewDirectoryEntry, NewNotification, NotificationRecord,
-    OutboxEntry, OutboxState, RetrievalRecord, Store, StoreError, StoreResult, TokenHashes,
+    MessageRecord, MessageSummary, NewDirectoryEntry, NewMail, NewNotification, NotificationRecord,
+    OutboxEntry, OutboxState, RelayLogRecord, ReplyAddressRecord, RetrievalRecord, Store,
+    StoreError, StoreResult, TokenHashes,
 };
 use crate::auth::constant_time_eq;
 use crate::ids::{AccountId, DeviceId};
@@ -401,6 +402,27 @@ fn message_from_row(row: &SqliteRow, id: &MessageId) -> StoreResult<MessageRecor
         header_message_id: row.try_get("header_message_id")?,
         client_key: row.try_get("client_key")?,
     })
+}
+
+impl SqliteStore {
+    /// Whether an import row would change the entry's groups.
+    async fn groups_differ(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        entry: &NewDirectoryEntry,
+    ) -> StoreResult<bool> {
+        let Some(groups) = &entry.groups else { return Ok(false) };
+        let mut stored: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM directory_groups WHERE email = ? ORDER BY name")
+                .bind(&entry.email)
+                .fetch_all(&mut *tx)
+                .await?;
+        stored.dedup();
+        let mut wanted = groups.clone();
+        wanted.sort();
+        wanted.dedup();
+        Ok(stored != wanted)
+    }
 }
 
 fn directory_from_row(row: &SqliteRow) -> StoreResult<DirectoryRecord> {
@@ -1064,7 +1086,7 @@ impl Store for SqliteStore {
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ?
              WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?
                           ORDER BY next_attempt_at, id LIMIT ?)
-             RETURNING id, message_id, recipient, email, attempts, created_at",
+             RETURNING id, message_id, envelope_sender, recipient, email, attempts, created_at",
         )
         .bind(unix(lease_until))
         .bind(unix(now))
@@ -1075,11 +1097,17 @@ impl Store for SqliteStore {
         let mut entries = rows
             .iter()
             .map(|row| {
-                let message_id: String = row.try_get("message_id")?;
+                let message_id: Option<String> = row.try_get("message_id")?;
+                let message_id = message_id
+                    .map(|id| {
+                        MessageId::parse(&id)
+                            .map_err(|_| StoreError::Corrupt(format!("message id {id:?}")))
+                    })
+                    .transpose()?;
                 Ok(OutboxEntry {
                     id: row.try_get("id")?,
-                    message_id: MessageId::parse(&message_id)
-                        .map_err(|_| StoreError::Corrupt(format!("message id {message_id:?}")))?,
+                    message_id,
+                    envelope_sender: row.try_get("envelope_sender")?,
                     recipient: row.try_get("recipient")?,
                     email: row.try_get("email")?,
                     attempts: row.try_get::<i64, _>("attempts")?.try_into().unwrap_or(u32::MAX),
@@ -1221,7 +1249,9 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             match existing {
-                Some(name) if name == entry.name => changes.unchanged += 1,
+                Some(name) if name == entry.name && !self.groups_differ(&mut tx, entry).await? => {
+                    changes.unchanged += 1;
+                }
                 found => {
                     sqlx::query(
                         "INSERT INTO directory (email, name, updated_at) VALUES (?, ?, ?)
@@ -1232,6 +1262,21 @@ impl Store for SqliteStore {
                     .bind(unix(now))
                     .execute(&mut *tx)
                     .await?;
+                    if let Some(groups) = &entry.groups {
+                        sqlx::query("DELETE FROM directory_groups WHERE email = ?")
+                            .bind(&entry.email)
+                            .execute(&mut *tx)
+                            .await?;
+                        for group in groups {
+                            sqlx::query(
+                                "INSERT OR IGNORE INTO directory_groups (name, email) VALUES (?, ?)",
+                            )
+                            .bind(group)
+                            .bind(&entry.email)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
                     if found.is_some() {
                         changes.updated += 1;
                     } else {
@@ -1276,6 +1321,178 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn directory_group(&self, name: &str) -> StoreResult<Vec<DirectoryRecord>> {
+        let rows = sqlx::query(
+            "SELECT d.email, d.name, d.updated_at FROM directory_groups g
+               JOIN directory d ON d.email = g.email
+              WHERE g.name = ? ORDER BY d.email",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(directory_from_row).collect()
+    }
+
+    async fn queue_mail(&self, mails: &[NewMail], now: OffsetDateTime) -> StoreResult<Vec<i64>> {
+        let now = unix(now);
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(mails.len());
+        for mail in mails {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (recipient, envelope_sender, email, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+            )
+            .bind(&mail.recipient)
+            .bind(&mail.envelope_sender)
+            .bind(&mail.email)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn issue_reply_address(
+        &self,
+        member_email: &str,
+        correspondent: &str,
+        thread: &str,
+        candidate: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO reply_addresses (address, member_email, correspondent, thread, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(candidate)
+        .bind(member_email)
+        .bind(correspondent)
+        .bind(thread)
+        .bind(unix(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "SELECT address FROM reply_addresses WHERE member_email = ? AND correspondent = ? AND thread = ?",
+        )
+        .bind(member_email)
+        .bind(correspondent)
+        .bind(thread)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn reply_address(&self, address: &str) -> StoreResult<Option<ReplyAddressRecord>> {
+        let row = sqlx::query(
+            "SELECT address, member_email, correspondent, thread, created_at, disabled_at
+               FROM reply_addresses WHERE address = ?",
+        )
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ReplyAddressRecord {
+                address: row.try_get("address")?,
+                member_email: row.try_get("member_email")?,
+                correspondent: row.try_get("correspondent")?,
+                thread: row.try_get("thread")?,
+                created_at: from_unix(row.try_get("created_at")?)?,
+                disabled_at: row
+                    .try_get::<Option<i64>, _>("disabled_at")?
+                    .map(from_unix)
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_relay_decision(&self, record: &RelayLogRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO relay_log (at, address, envelope_sender, from_address, member_email,
+                                    decision, reason, header_message_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(unix(record.at))
+        .bind(&record.address)
+        .bind(&record.envelope_sender)
+        .bind(&record.from_address)
+        .bind(&record.member_email)
+        .bind(&record.decision)
+        .bind(&record.reason)
+        .bind(&record.header_message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn relay_log(&self, limit: u32) -> StoreResult<Vec<RelayLogRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, address, envelope_sender, from_address, member_email, decision, reason,
+                    header_message_id
+               FROM relay_log ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RelayLogRecord {
+                    at: from_unix(row.try_get("at")?)?,
+                    address: row.try_get("address")?,
+                    envelope_sender: row.try_get("envelope_sender")?,
+                    from_address: row.try_get("from_address")?,
+                    member_email: row.try_get("member_email")?,
+                    decision: row.try_get("decision")?,
+                    reason: row.try_get("reason")?,
+                    header_message_id: row.try_get("header_message_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_auto_reply(
+        &self,
+        recipient: &str,
+        not_since: OffsetDateTime,
+        hourly_cap: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        // One writer at a time: two copies of the same mail arriving
+        // together must not both be answered.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT sent_at FROM auto_replies WHERE recipient = ?")
+                .bind(recipient)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if last.is_some_and(|last| last > unix(not_since)) {
+            return Ok(false);
+        }
+        // Each sender is answered once a week at most, so the senders
+        // answered within the hour are the answers sent within it.
+        let last_hour: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM auto_replies WHERE sent_at > ?")
+                .bind(unix(now) - 3600)
+                .fetch_one(&mut *tx)
+                .await?;
+        if last_hour >= i64::from(hourly_cap) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO auto_replies (recipient, sent_at) VALUES (?, ?)
+             ON CONFLICT (recipient) DO UPDATE SET sent_at = excluded.sent_at",
+        )
+        .bind(recipient)
+        .bind(unix(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn organization_overrides(&self) -> StoreResult<Option<String>> {
@@ -1346,6 +1563,7 @@ mod tests {
     async fn directory_entries_are_added_renamed_and_found_by_address() {
         let (_dir, store) = store().await;
         let entry = |email: &str, name: Option<&str>| NewDirectoryEntry {
+            groups: None,
             email: email.into(),
             name: name.map(str::to_owned),
         };
