@@ -241,7 +241,11 @@ async fn register_in_the_wizard_then_a_secure_message_is_shown_found_and_opened(
     // Settings: the organization's values shown as such; then sign out.
     app.click_button("Settings").await.expect("Settings screen");
     app.wait_for_text(".policy", "Incoming mail server").await.expect("the policy is listed");
-    app.wait_for_text(".folders-choice", "INBOX").await.expect("the folders are offered");
+    // Once the mailbox has listed its folders: the list growing then would
+    // move the buttons below it while they are clicked.
+    app.wait_for_text(".folders-choice[aria-busy='false']", "INBOX")
+        .await
+        .expect("the folders are offered");
     // Start at login: the desktop's autostart entry appears.
     let home = env.iter().find(|(key, _)| key == "HOME").map(|(_, home)| PathBuf::from(home));
     let autostart_dir = home.expect("HOME in the keyring's environment").join(".config/autostart");
