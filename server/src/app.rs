@@ -20,6 +20,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::auth::hash_password;
+use crate::authentication_results::Verifier;
 use crate::blobs::BlobStore;
 use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
@@ -131,6 +132,13 @@ impl Application {
             .map_err(|error| StartError::Other(error.message))?;
         let pages = crate::web::Pages::new()
             .map_err(|error| StartError::Other(format!("page templates: {error}")))?;
+        let verifier = match &settings.masking.domain {
+            Some(_) => Some(Arc::new(
+                Verifier::new(&settings.masking.dns_servers, &inbound_hostname(&settings, &origin))
+                    .map_err(|error| StartError::Other(format!("masking.dns_servers: {error}")))?,
+            )),
+            None => None,
+        };
         let state = AppState::new(Inner {
             limits: Limits::new(&settings),
             pages,
@@ -144,6 +152,7 @@ impl Application {
             outbox,
             blocklists: BlocklistStatus::default(),
             dkim,
+            verifier,
             metrics,
             clock,
             dummy_password_hash,
@@ -269,17 +278,22 @@ impl Application {
     }
 }
 
+/// The name the SMTP listener greets with: configured, or the public URL's host.
+fn inbound_hostname(settings: &Settings, origin: &str) -> String {
+    settings.inbound.hostname.clone().unwrap_or_else(|| {
+        let host = origin.trim_start_matches("https://");
+        host.rsplit_once(':').map_or(host, |(host, _)| host).to_owned()
+    })
+}
+
 /// The SMTP listener for mail coming back, with STARTTLS on the server's certificate.
 async fn bind_inbound(
     address: SocketAddr,
     state: &AppState,
     tls: &TlsIdentity,
 ) -> Result<InboundListener, StartError> {
+    let hostname = inbound_hostname(&state.settings, &state.origin);
     let settings = &state.settings.inbound;
-    let hostname = settings.hostname.clone().unwrap_or_else(|| {
-        let host = state.origin.trim_start_matches("https://");
-        host.rsplit_once(':').map_or(host, |(host, _)| host).to_owned()
-    });
     let mut config = (*tls.config).clone();
     config.alpn_protocols.clear();
     let limits = InboundLimits {

@@ -120,7 +120,7 @@ impl ServerMail {
     async fn route(&self, recipient: &str, mail: &InboundMail) -> crate::store::StoreResult<()> {
         // Checked at RCPT; an address disabled since then is dropped by the router.
         if let Some(issued) = self.0.store.reply_address(recipient).await? {
-            crate::routing::route(&self.0, &issued, &mail.mail_from, &mail.data).await?;
+            crate::routing::route(&self.0, &issued, mail).await?;
         }
         Ok(())
     }

@@ -19,7 +19,8 @@
 use mail_parser::{HeaderName, MessageParser};
 use sealpost_proto::notification::address_pairs;
 
-use crate::authentication_results::Authentication;
+use crate::authentication_results::{Authentication, Client, received_from};
+use crate::inbound::InboundMail;
 use crate::masking;
 use crate::metrics::OutcomeLabels;
 use crate::state::AppState;
@@ -69,11 +70,29 @@ struct Arrived {
     auto_submitted: Option<String>,
     list_or_bulk: bool,
     received: usize,
+    /// The topmost `Received` field: the front MTA's, when there is one.
+    first_received: Option<String>,
     authentication: Authentication,
 }
 
 impl Arrived {
-    fn read(state: &AppState, envelope_sender: &str, raw: &[u8]) -> Self {
+    async fn read(state: &AppState, mail: &InboundMail) -> Self {
+        let mut arrived = Self::read_headers(state, &mail.mail_from, &mail.data);
+        if arrived.authentication.authserv_id.is_none()
+            && let Some(verifier) = &state.verifier
+        {
+            let client = arrived
+                .first_received
+                .as_deref()
+                .filter(|_| state.settings.inbound.front_addresses.contains(&mail.peer.ip()))
+                .and_then(received_from)
+                .unwrap_or_else(|| Client { ip: mail.peer.ip(), helo: mail.helo.clone() });
+            arrived.authentication = verifier.verify(&mail.data, &client, &mail.mail_from).await;
+        }
+        arrived
+    }
+
+    fn read_headers(state: &AppState, envelope_sender: &str, raw: &[u8]) -> Self {
         let trusted = &state.settings.masking.trusted_authserv_ids;
         let Some(message) = MessageParser::new().parse_headers(raw) else {
             return Self {
@@ -85,12 +104,14 @@ impl Arrived {
                 auto_submitted: None,
                 list_or_bulk: false,
                 received: 0,
+                first_received: None,
                 authentication: Authentication::default(),
             };
         };
         let from = address_pairs(message.from()).into_iter().next();
         let mut results = Vec::new();
         let mut received = 0;
+        let mut first_received = None;
         let mut list_or_bulk = false;
         let mut auto_submitted = None;
         for header in message.headers() {
@@ -104,6 +125,7 @@ impl Arrived {
                 results.push(value());
             } else if matches!(header.name, HeaderName::Received) {
                 received += 1;
+                first_received.get_or_insert_with(value);
             } else if name.len() > 5 && name[..5].eq_ignore_ascii_case("List-") {
                 list_or_bulk = true;
             } else if name.eq_ignore_ascii_case("Precedence") {
@@ -132,6 +154,7 @@ impl Arrived {
             auto_submitted,
             list_or_bulk,
             received,
+            first_received,
             authentication: Authentication::from_fields(
                 results.iter().map(String::as_str),
                 trusted,
@@ -187,11 +210,10 @@ fn is_ours(state: &AppState, address: &str) -> bool {
 pub async fn route(
     state: &AppState,
     to: &ReplyAddressRecord,
-    envelope_sender: &str,
-    raw: &[u8],
+    mail: &InboundMail,
 ) -> StoreResult<Routed> {
-    let arrived = Arrived::read(state, envelope_sender, raw);
-    let routed = decide(state, to, &arrived, raw).await?;
+    let arrived = Arrived::read(state, mail).await;
+    let routed = decide(state, to, &arrived, &mail.data).await?;
     state
         .store
         .record_relay_decision(&RelayLogRecord {

@@ -281,6 +281,9 @@ pub struct InboundSettings {
     pub max_connections: usize,
     /// How long a client may take for one command or the message, in seconds.
     pub timeout_seconds: u64,
+    /// Front MTAs (such as Postfix in front of the listener): for mail they
+    /// hand over, SPF checks the client their own `Received` field names.
+    pub front_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for InboundSettings {
@@ -292,6 +295,10 @@ impl Default for InboundSettings {
             max_recipients: 100,
             max_connections: 200,
             timeout_seconds: 300,
+            front_addresses: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
         }
     }
 }
@@ -314,6 +321,9 @@ pub struct MaskingSettings {
     /// (the first word) is one of these are trusted: the front MTA's own.
     /// The front MTA must remove such headers from arriving mail.
     pub trusted_authserv_ids: Vec<String>,
+    /// DNS servers (address and port) the server checks SPF, DKIM and
+    /// DMARC with when no trusted field says; empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
     /// Relay mail that did not authenticate at all (no SPF, DKIM or DMARC
     /// pass). DMARC failures are never relayed.
     pub relay_unauthenticated: bool,
@@ -333,6 +343,7 @@ impl Default for MaskingSettings {
             display_name: "{name} via {organization}".into(),
             only_issued_correspondent: true,
             trusted_authserv_ids: Vec::new(),
+            dns_servers: Vec::new(),
             relay_unauthenticated: true,
             not_permitted_subject: "Not delivered: you may not write to this address".into(),
             not_permitted_text: "Your message to {address} was not delivered: this address \

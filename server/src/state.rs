@@ -36,6 +36,8 @@ pub struct Inner {
     pub blocklists: BlocklistStatus,
     /// Signs notifications when DKIM is configured.
     pub dkim: Option<Arc<DkimSigner>>,
+    /// Checks SPF, DKIM and DMARC of mail to masked addresses.
+    pub verifier: Option<Arc<crate::authentication_results::Verifier>>,
     pub limits: Limits,
     /// The Secure Message Center's page templates.
     pub pages: crate::web::Pages,

@@ -26,6 +26,7 @@ pub mod browser;
 pub mod checks;
 mod client;
 pub mod desktop;
+mod dns;
 mod mail_capture;
 mod mailstack;
 mod pages;
@@ -36,6 +37,7 @@ pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
 pub use app::{TestApp, TestUser};
 pub use browser::Browser;
 pub use client::{ApiClient, ApiResponse};
+pub use dns::DnsServer;
 pub use mail_capture::{CapturedMail, MailCapture};
 pub use mailstack::{
     CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailUser, MailboxMessage, StackOptions,

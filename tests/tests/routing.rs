@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sealpost_harness::{CapturedMail, TestApp, TestUser};
+use sealpost_harness::{CapturedMail, DnsServer, TestApp, TestUser};
 use sealpost_proto::api::{MaskedMail, MaskedMailSent, RelayLog, RelayLogEntry};
 
 const MEMBER: &str = "marcus@home.example";
@@ -15,13 +15,24 @@ const GREG: &str = "greg@elsewhere.example";
 
 struct Setup {
     app: TestApp,
+    /// Where the server looks up SPF and DMARC for mail without trusted
+    /// results: by default no records at all, so such mail authenticates
+    /// as nothing.
+    _dns: DnsServer,
     admin: TestUser,
     /// The masked address Marcus's message gave Tim.
     tims_address: String,
 }
 
 async fn setup() -> Setup {
+    setup_with_dns(&[]).await
+}
+
+/// With these TXT records in the DNS the server checks mail against.
+async fn setup_with_dns(txt: &[(&str, &str)]) -> Setup {
+    let dns = DnsServer::start(&["example", "test"], txt).await.expect("DNS server");
     let app = TestApp::spawn_with(|s| {
+        s.masking.dns_servers = vec![dns.address()];
         s.outbox.worker = false;
         s.inbound.listen = Some("127.0.0.1:0".parse().expect("address"));
         s.masking.domain = Some("reply.example.test".into());
@@ -62,7 +73,7 @@ async fn setup() -> Setup {
         .reply_address
         .clone();
     assert_eq!(app.outbox.step().await.expect("step").sent, 2);
-    Setup { app, admin, tims_address }
+    Setup { app, _dns: dns, admin, tims_address }
 }
 
 fn fixture(name: &str, to: &str) -> Vec<u8> {
@@ -257,4 +268,42 @@ async fn an_unknown_masked_address_is_refused_at_rcpt() {
         matches!(&refused, Err(sealpost_relay::SendError::Permanent(reason)) if reason.contains("no such address")),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn without_trusted_results_the_server_checks_spf_and_dmarc_itself() {
+    // Greg's domain allows mail from this host (the fixture carries no
+    // Authentication-Results): SPF passes, so he is told.
+    let setup = setup_with_dns(&[
+        ("elsewhere.example", "v=spf1 ip4:127.0.0.1 -all"),
+        ("_dmarc.elsewhere.example", "v=DMARC1; p=reject"),
+        ("alumni.example", "v=spf1 ip4:192.0.2.10 -all"),
+        ("_dmarc.alumni.example", "v=DMARC1; p=reject"),
+    ])
+    .await;
+    let (entry, left) = setup.deliver("unknown_sender_unauthenticated.eml", GREG).await;
+    assert_eq!((entry.decision.as_str(), left.len()), ("auto_replied", 1), "{entry:?}");
+
+    // Tim's domain sends only from 192.0.2.10 and publishes DMARC: mail
+    // claiming to be his from here fails DMARC and is not relayed. The
+    // fixture's own results name an untrusted service and count for nothing.
+    let forged = String::from_utf8(fixture("dmarc_pass.eml", &setup.tims_address))
+        .expect("text")
+        .replace("mx.example.test;", "mx.forger.example;")
+        .replace(
+            "Received: from mail.alumni.example (mail.alumni.example [192.0.2.10])",
+            "Received: from mail.forger.example (mail.forger.example [127.0.0.1])",
+        );
+    let answer = setup.app.deliver_inbound(TIM, &[&setup.tims_address], forged.as_bytes()).await;
+    assert!(answer.is_ok_and(|answer| answer.starts_with("250")));
+    let log: RelayLog = setup
+        .app
+        .api
+        .get("/api/v1/admin/relay-log?limit=1", Some(setup.admin.token()))
+        .await
+        .expect("request")
+        .json();
+    let entry = &log.entries[0];
+    assert_eq!(entry.decision, "refused", "{entry:?}");
+    assert!(entry.reason.contains("spf=fail") && entry.reason.contains("dmarc=fail"), "{entry:?}");
 }

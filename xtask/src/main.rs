@@ -47,6 +47,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Independent checks of what the server sends: DKIM verification and spam scoring.
     "python3-dkim",
     "spamassassin",
+    // A DNS server on loopback with the test domains' SPF and DMARC records,
+    // so the server checks arriving mail as it does in production.
+    "dnsmasq-base",
     // The agent keeps its secrets in the OS keyring: a private session bus
     // with GNOME Keyring's Secret Service in the agent tests.
     "dbus-daemon",
