@@ -18,6 +18,7 @@ mod inbound;
 mod installers;
 mod lifecycle;
 mod mailstack;
+mod masking;
 mod notifications;
 mod round_trip;
 mod routing;
