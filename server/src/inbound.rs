@@ -101,7 +101,7 @@ impl InboundHandler for ServerMail {
     async fn deliver(&self, mail: InboundMail) -> Verdict {
         for recipient in &mail.recipients {
             let outcome = if self.0.outbox.is_bounce_address(recipient) {
-                self.0.outbox.record_bounce(recipient, &mail.data).await.map(|recorded| {
+                self.0.outbox.record_bounce(recipient, &mail.data).await.map_err(Into::into).map(|recorded| {
                     tracing::info!(peer = %mail.peer, %recipient, recorded, "report received for a notification");
                 })
             } else {
@@ -117,7 +117,11 @@ impl InboundHandler for ServerMail {
 }
 
 impl ServerMail {
-    async fn route(&self, recipient: &str, mail: &InboundMail) -> crate::store::StoreResult<()> {
+    async fn route(
+        &self,
+        recipient: &str,
+        mail: &InboundMail,
+    ) -> Result<(), crate::routing::RouteError> {
         // Checked at RCPT; an address disabled since then is dropped by the router.
         if let Some(issued) = self.0.store.reply_address(recipient).await? {
             crate::routing::route(&self.0, &issued, mail).await?;

@@ -9,10 +9,13 @@
 //! that carry content and threading, so no real address of either side
 //! travels across.
 
+use std::collections::HashMap;
+
 use data_encoding::BASE32_DNSSEC;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::Header;
 use mail_builder::headers::address::Address;
+use sealpost_proto::MessageId;
 use time::OffsetDateTime;
 
 use crate::state::AppState;
@@ -95,6 +98,44 @@ fn slug(name: Option<&str>) -> String {
     slug.truncate(30);
     let slug = slug.trim_end_matches('.');
     if slug.is_empty() { "member".into() } else { slug.to_owned() }
+}
+
+/// Conversations that began with a secure message's notification are
+/// named after the message.
+const NOTIFICATION_THREAD: &str = "message:";
+
+/// The secure message a conversation began with, if it began with one.
+pub fn notified_message(thread: &str) -> Option<MessageId> {
+    thread.strip_prefix(NOTIFICATION_THREAD).and_then(|id| MessageId::parse(id).ok())
+}
+
+/// Masked addresses for answers to a member's notifications, by recipient:
+/// none when masking is off or the sender is not a member.
+pub async fn notification_reply_addresses(
+    state: &AppState,
+    sender: &AccountRecord,
+    id: &MessageId,
+    recipients: &[String],
+) -> StoreResult<HashMap<String, String>> {
+    let mut addresses = HashMap::new();
+    let Some(domain) = domain(state) else { return Ok(addresses) };
+    if !state.settings.webmail.is_member(&sender.email) {
+        return Ok(addresses);
+    }
+    let thread = format!("{NOTIFICATION_THREAD}{id}");
+    for recipient in recipients {
+        let address = reply_address(state, domain, sender, recipient, &thread).await?;
+        addresses.insert(recipient.clone(), address);
+    }
+    Ok(addresses)
+}
+
+/// `email` with a `Reply-To` field in front.
+pub fn with_reply_to(email: &[u8], name: Option<&str>, reply_to: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(email.len() + 100);
+    field(&mut out, "Reply-To", &address(name, reply_to));
+    out.extend_from_slice(email);
+    out
 }
 
 /// A new message from a member to one correspondent.

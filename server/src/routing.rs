@@ -7,6 +7,9 @@
 //! - from a recognised correspondent (in the directory and, by policy, the
 //!   one the address was issued to) whose mail authenticated: relayed to the
 //!   member's real address, masked (`relayed`);
+//! - from the recipient of a member's secure-message notification (which
+//!   carries a masked Reply-To): by policy stored as a secure message for
+//!   the member, who is notified and reads it over HTTPS (`stored`);
 //! - from anyone else: not relayed. The sender is told once a week at most
 //!   that they may not write here (`auto_replied`), but only where that
 //!   cannot cause backscatter or loops; otherwise the mail is dropped
@@ -24,7 +27,7 @@ use crate::inbound::InboundMail;
 use crate::masking;
 use crate::metrics::OutcomeLabels;
 use crate::state::AppState;
-use crate::store::{NewMail, RelayLogRecord, ReplyAddressRecord, StoreResult};
+use crate::store::{AccountRecord, NewMail, RelayLogRecord, ReplyAddressRecord, StoreError};
 
 /// No sender is told twice within this many days.
 pub const NOT_PERMITTED_EVERY_DAYS: i64 = 7;
@@ -35,6 +38,7 @@ const MAX_RECEIVED: usize = 30;
 pub enum Decision {
     Relayed,
     SentMasked,
+    Stored,
     AutoReplied,
     Dropped,
     Refused,
@@ -45,11 +49,21 @@ impl Decision {
         match self {
             Self::Relayed => "relayed",
             Self::SentMasked => "sent_masked",
+            Self::Stored => "stored",
             Self::AutoReplied => "auto_replied",
             Self::Dropped => "dropped",
             Self::Refused => "refused",
         }
     }
+}
+
+/// Why mail could not be taken now; the sender is asked to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not store an answer as a secure message: {0}")]
+    Storing(String),
 }
 
 /// The decision and why, as logged.
@@ -211,7 +225,7 @@ pub async fn route(
     state: &AppState,
     to: &ReplyAddressRecord,
     mail: &InboundMail,
-) -> StoreResult<Routed> {
+) -> Result<Routed, RouteError> {
     let arrived = Arrived::read(state, mail).await;
     let routed = decide(state, to, &arrived, &mail.data).await?;
     state
@@ -244,7 +258,7 @@ async fn decide(
     to: &ReplyAddressRecord,
     arrived: &Arrived,
     raw: &[u8],
-) -> StoreResult<Routed> {
+) -> Result<Routed, RouteError> {
     let routed = |decision, reason: String| Ok(Routed { decision, reason });
     let auth = &arrived.authentication;
     let policy = &state.settings.masking;
@@ -304,7 +318,29 @@ async fn decide(
 
     let recognised = state.store.directory_entry(from).await?;
     let issued_to_sender = from == to.correspondent;
+    // The member chose the recipients of a secure message: they need no
+    // directory entry to answer it.
+    let notified = masking::notified_message(&to.thread).filter(|_| issued_to_sender);
+    if let Some(message) = &notified
+        && policy.store_notification_replies
+    {
+        if let Some(problem) = authenticated() {
+            return routed(Decision::Refused, problem);
+        }
+        if raw.len() as u64 > state.settings.messages.max_size {
+            return routed(Decision::Refused, "too large to store as a secure message".into());
+        }
+        store_answer(state, &member, from, arrived, raw).await?;
+        return routed(
+            Decision::Stored,
+            format!(
+                "an answer to secure message {message}, stored as one for the member ({})",
+                auth.describe()
+            ),
+        );
+    }
     let not_permitted = match &recognised {
+        None if notified.is_some() => None,
         None => Some("the sender is not in the directory"),
         Some(_) if policy.only_issued_correspondent && !issued_to_sender => {
             Some("the sender is not the correspondent this address was issued to")
@@ -341,7 +377,7 @@ async fn answer_not_permitted(
     arrived: &Arrived,
     domain: &str,
     why: &str,
-) -> StoreResult<Routed> {
+) -> Result<Routed, RouteError> {
     let routed = |decision, reason: String| Ok(Routed { decision, reason });
     if let Some(no_answer) = arrived.no_answer_because(state) {
         return routed(Decision::Dropped, format!("{why}; not answered: {no_answer}"));
@@ -370,6 +406,52 @@ async fn answer_not_permitted(
     };
     masking::queue(state, vec![mail]).await?;
     routed(Decision::AutoReplied, format!("{why}; told they may not write here"))
+}
+
+/// Stores `raw` as a secure message from `author` to the member and
+/// queues its notification, as if the author had uploaded it.
+async fn store_answer(
+    state: &AppState,
+    member: &AccountRecord,
+    author: &str,
+    arrived: &Arrived,
+    raw: &[u8],
+) -> Result<(), RouteError> {
+    use crate::routes::messages::{Expiry, NewUpload, store_message};
+    let author = match state.store.account_by_email(author).await? {
+        Some(account) => account,
+        // Proven only as a sender: an account without a password, as the
+        // desktop agent's are until their owner proves the address.
+        None => {
+            match state.store.create_account(author, arrived.from_name.as_deref(), None).await {
+                Ok(account) => account,
+                Err(StoreError::Conflict) => state
+                    .store
+                    .account_by_email(author)
+                    .await?
+                    .ok_or_else(|| RouteError::Storing("an account vanished".into()))?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let id = sealpost_proto::MessageId::generate();
+    let chunks =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(raw))]);
+    let blob = state
+        .blobs
+        .write(&id, chunks, state.settings.messages.max_size)
+        .await
+        .map_err(|error| RouteError::Storing(error.to_string()))?;
+    let upload = NewUpload {
+        recipients: vec![member.email.clone()],
+        send_notifications: true,
+        expiry: Expiry::OrganizationDefault,
+        client_key: None,
+    };
+    store_message(state, &author, id, blob, upload)
+        .await
+        .map_err(|error| RouteError::Storing(error.message))?;
+    Ok(())
 }
 
 fn not_permitted_answer(

@@ -324,6 +324,10 @@ pub struct MaskingSettings {
     /// DNS servers (address and port) the server checks SPF, DKIM and
     /// DMARC with when no trusted field says; empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
+    /// Answers to a member's secure-message notifications (which carry a
+    /// masked Reply-To) are stored as secure messages for the member, who
+    /// is notified and reads them over HTTPS; false: relayed like others.
+    pub store_notification_replies: bool,
     /// Relay mail that did not authenticate at all (no SPF, DKIM or DMARC
     /// pass). DMARC failures are never relayed.
     pub relay_unauthenticated: bool,
@@ -345,6 +349,7 @@ impl Default for MaskingSettings {
             trusted_authserv_ids: Vec::new(),
             dns_servers: Vec::new(),
             relay_unauthenticated: true,
+            store_notification_replies: true,
             not_permitted_subject: "Not delivered: you may not write to this address".into(),
             not_permitted_text: "Your message to {address} was not delivered: this address \
                 accepts mail only from correspondents {organization} recognises.\n\n\

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_harness::{DnsServer, MailStack, StackOptions, TestApp, TestUser};
-use sealpost_proto::api::{MaskedMail, MaskedMailSent, RelayLog};
+use sealpost_proto::api::{DeliveryReport, MaskedMail, MaskedMailSent, RelayLog};
 use sealpost_relay::{Relay, RelayConfig, Security, TrustedRoots};
 
 const MASKED_DOMAIN: &str = "alumni.regency.test";
@@ -33,6 +33,49 @@ struct Conversation {
 }
 
 impl Conversation {
+    /// The stack, a DNS server with the domain's SPF and DMARC records,
+    /// the server behind Postfix, and the directory with Tim and Ann.
+    async fn start() -> Self {
+        let dns = DnsServer::start(
+            &["test"],
+            &[
+                ("example.test", "v=spf1 ip4:127.0.0.1 -all"),
+                ("_dmarc.example.test", "v=DMARC1; p=reject"),
+            ],
+        )
+        .await
+        .expect("DNS server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        // As in production: Postfix hands the masked domain and the bounce
+        // addresses to the server's listener.
+        let routed = vec![MASKED_DOMAIN.to_owned(), "sealpost@example.test".to_owned()];
+        let options =
+            StackOptions { route_to_sealpost: Some((routed, port)), ..StackOptions::default() };
+        let stack = Arc::new(
+            MailStack::start_with(&["marcus", "tim", "ann", "greg", "admin"], &options)
+                .await
+                .expect("mail stack"),
+        );
+        let app = TestApp::spawn_on(stack.clone(), |s| {
+            s.inbound.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            s.masking.domain = Some(MASKED_DOMAIN.into());
+            s.masking.dns_servers = vec![dns.address()];
+            s.webmail.members = vec![MARCUS.into()];
+            s.admin.emails = vec!["admin@example.test".into()];
+            s.branding.organization_name = "Regency Academy".into();
+        })
+        .await;
+        let admin = app.register_agent("admin@example.test", "admin laptop").await;
+        let csv = "email,name,group\n\
+               tim@example.test,Tim Baker,Class of 2010\n\
+               ann@example.test,Ann Lee,Class of 2010\n";
+        app.import_directory(&admin, csv).await.expect_status(200).expect("imported");
+        Self { stack, app, admin, _dns: dns }
+    }
+
     /// Mail as a person's own mail program submits it to their server.
     async fn submit(&self, from: &str, to: &str, email: String) {
         let relay = Relay::new(&RelayConfig {
@@ -118,44 +161,7 @@ fn assert_no_leaks(owner: &str, raw: &str) {
 
 #[tokio::test]
 async fn marcus_writes_to_a_group_tim_answers_and_greg_is_turned_away() {
-    let dns = DnsServer::start(
-        &["test"],
-        &[
-            ("example.test", "v=spf1 ip4:127.0.0.1 -all"),
-            ("_dmarc.example.test", "v=DMARC1; p=reject"),
-        ],
-    )
-    .await
-    .expect("DNS server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    // As in production: Postfix hands the masked domain and the bounce
-    // addresses to the server's listener.
-    let routed = vec![MASKED_DOMAIN.to_owned(), "sealpost@example.test".to_owned()];
-    let options =
-        StackOptions { route_to_sealpost: Some((routed, port)), ..StackOptions::default() };
-    let stack = Arc::new(
-        MailStack::start_with(&["marcus", "tim", "ann", "greg", "admin"], &options)
-            .await
-            .expect("mail stack"),
-    );
-    let app = TestApp::spawn_on(stack.clone(), |s| {
-        s.inbound.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        s.masking.domain = Some(MASKED_DOMAIN.into());
-        s.masking.dns_servers = vec![dns.address()];
-        s.webmail.members = vec![MARCUS.into()];
-        s.admin.emails = vec!["admin@example.test".into()];
-        s.branding.organization_name = "Regency Academy".into();
-    })
-    .await;
-    let admin = app.register_agent("admin@example.test", "admin laptop").await;
-    let csv = "email,name,group\n\
-               tim@example.test,Tim Baker,Class of 2010\n\
-               ann@example.test,Ann Lee,Class of 2010\n";
-    app.import_directory(&admin, csv).await.expect_status(200).expect("imported");
-    let talk = Conversation { stack, app, admin, _dns: dns };
+    let talk = Conversation::start().await;
 
     // Step 1: Marcus writes to the group.
     let marcus = talk.app.named_user(MARCUS, "Marcus Lee").await;
@@ -282,4 +288,60 @@ async fn marcus_writes_to_a_group_tim_answers_and_greg_is_turned_away() {
             assert_no_leaks(owner, &raw);
         }
     }
+}
+
+#[tokio::test]
+async fn an_answer_to_a_secure_message_comes_back_as_a_secure_message() {
+    let talk = Conversation::start().await;
+    let marcus = talk.app.named_user(MARCUS, "Marcus Lee").await;
+    let mime = format!(
+        "From: Marcus Lee <{MARCUS}>\r\nTo: Tim Baker <{TIM}>\r\nSubject: Your results\r\n\
+         Message-ID: <results@example.test>\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nThe results are fine.\r\n"
+    );
+    let stored = talk.app.store_and_notify(marcus.token(), &[TIM], mime.into_bytes()).await;
+
+    // The notification's Reply-To is a masked address made for Tim and this message.
+    let notification = talk.wait_for(TIM, "Your results").await;
+    let reply_to = header(&headers(&notification), "Reply-To").expect("a Reply-To").to_owned();
+    let masked = reply_to
+        .rsplit_once('<')
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .expect("an address")
+        .to_owned();
+    assert!(masked.ends_with(&format!("@{MASKED_DOMAIN}")), "{reply_to}");
+
+    // Tim answers from his mail program: plain email to that address.
+    talk.submit(
+        TIM,
+        &masked,
+        format!(
+            "From: Tim Baker <{TIM}>\r\nTo: \"Marcus Lee\" <{masked}>\r\nSubject: Re: Your results\r\n\
+             Date: Mon, 30 Nov 2026 09:00:00 +0000\r\nMessage-ID: <tim-thanks@example.test>\r\n\
+             In-Reply-To: <results@example.test>\r\nReferences: <results@example.test>\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nThank you, doctor.\r\n"
+        ),
+    )
+    .await;
+    let log = talk.decisions(1).await;
+    assert_eq!(log.entries[0].decision, "stored", "{log:?}");
+
+    // Marcus is notified; the answer itself travels only over HTTPS.
+    let notice = talk.wait_for(MARCUS, "Re: Your results").await;
+    assert!(!notice.contains("Thank you, doctor"), "the content stays on the server: {notice}");
+    let signed =
+        sealpost_proto::notification::parse(notice.as_bytes()).expect("a genuine notification");
+    let content = talk.app.content(Some(marcus.token()), signed.fields.message_id.as_str()).await;
+    assert_eq!(content.status, 200, "{}", content.text());
+    assert!(content.text().contains("Thank you, doctor."), "{}", content.text());
+
+    // The original's delivery slip shows that Tim replied.
+    let report: DeliveryReport = talk
+        .app
+        .api
+        .get(&format!("/api/v1/messages/{}/deliveries", stored.message_id), Some(marcus.token()))
+        .await
+        .expect("request")
+        .json();
+    assert!(report.recipients[0].replied_at.is_some(), "{report:?}");
 }

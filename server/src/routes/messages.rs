@@ -1,5 +1,7 @@
 //! Storing secure messages and handing them to their sender and recipients only.
 
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Query, State};
@@ -18,6 +20,7 @@ use tokio_util::io::ReaderStream;
 use crate::auth::{AccessToken, Caller};
 use crate::blobs::{SMALL_CONTENT, StoredBlob};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::masking;
 use crate::notify;
 use crate::routes::input::email_address;
 use crate::state::AppState;
@@ -191,6 +194,12 @@ pub async fn store_message(
         client_key: upload.client_key,
     };
     let signed = sign_notifications(state, &record);
+    let reply_addresses = match upload.send_notifications {
+        true => {
+            masking::notification_reply_addresses(state, sender, &id, &record.recipients).await?
+        }
+        false => HashMap::new(),
+    };
     let outgoing = if upload.send_notifications {
         let personal: Vec<IssuedNotification> = signed
             .iter()
@@ -199,7 +208,13 @@ pub async fn store_message(
                 issue_notification(state, sender, signed, Some(&token))
             })
             .collect();
-        notification_emails(state, sender, &id, &headers, &record.recipients, &personal, now)
+        let emails = NotificationEmails {
+            sender,
+            id: &id,
+            headers: &headers,
+            reply_addresses: &reply_addresses,
+        };
+        emails.compose(state, &record.recipients, &personal, now)
     } else {
         Vec::new()
     };
@@ -289,29 +304,53 @@ fn issue_notification(
     organization.issue(signed, sender.display_name.as_deref(), &sender.email, &read_url)
 }
 
-/// One complete email per recipient, with the sender's own headers.
-fn notification_emails(
-    state: &AppState,
-    sender: &AccountRecord,
-    id: &MessageId,
-    headers: &notify::SenderHeaders,
-    recipients: &[String],
-    notifications: &[IssuedNotification],
-    now: OffsetDateTime,
-) -> Vec<NewNotification> {
-    let origin_host = state.origin.trim_start_matches("https://");
-    let envelope = notify::envelope(headers, sender, recipients, now, origin_host, id.as_str());
-    notifications
-        .iter()
-        .map(|issued| {
-            let email = compose_email(&envelope, issued);
-            let email = match &state.dkim {
-                Some(signer) => signer.sign(&email, now.unix_timestamp()),
-                None => email,
-            };
-            NewNotification { recipient: issued.recipient.clone(), email }
-        })
-        .collect()
+/// What every notification email of one message repeats.
+struct NotificationEmails<'a> {
+    sender: &'a AccountRecord,
+    id: &'a MessageId,
+    headers: &'a notify::SenderHeaders,
+    /// Each recipient's masked address for answers, when the sender is a
+    /// member and masking is on.
+    reply_addresses: &'a HashMap<String, String>,
+}
+
+impl NotificationEmails<'_> {
+    /// One complete email per recipient, with the sender's own headers.
+    fn compose(
+        &self,
+        state: &AppState,
+        recipients: &[String],
+        notifications: &[IssuedNotification],
+        now: OffsetDateTime,
+    ) -> Vec<NewNotification> {
+        let origin_host = state.origin.trim_start_matches("https://");
+        let envelope = notify::envelope(
+            self.headers,
+            self.sender,
+            recipients,
+            now,
+            origin_host,
+            self.id.as_str(),
+        );
+        notifications
+            .iter()
+            .map(|issued| {
+                let mut email = compose_email(&envelope, issued);
+                if let Some(address) = self.reply_addresses.get(&issued.recipient) {
+                    email = masking::with_reply_to(
+                        &email,
+                        self.sender.display_name.as_deref(),
+                        address,
+                    );
+                }
+                let email = match &state.dkim {
+                    Some(signer) => signer.sign(&email, now.unix_timestamp()),
+                    None => email,
+                };
+                NewNotification { recipient: issued.recipient.clone(), email }
+            })
+            .collect()
+    }
 }
 
 /// Checked, normalised and each once.
