@@ -259,15 +259,24 @@ async fn an_unknown_sender_is_told_once_a_week_with_a_null_return_path() {
 }
 
 #[tokio::test]
-async fn an_unknown_masked_address_is_refused_at_rcpt() {
+async fn unknown_and_disabled_masked_addresses_are_refused_at_rcpt() {
     let setup = setup().await;
+    let refused_at_rcpt = |outcome: &Result<String, sealpost_relay::SendError>| matches!(outcome, Err(sealpost_relay::SendError::Permanent(reason)) if reason.contains("no such address"));
     let unknown = "marcus.lee.aaaaaaaaaaaaaaaa@reply.example.test";
-    let refused =
+    let outcome =
         setup.app.deliver_inbound(TIM, &[unknown], &fixture("dmarc_pass.eml", unknown)).await;
-    assert!(
-        matches!(&refused, Err(sealpost_relay::SendError::Permanent(reason)) if reason.contains("no such address")),
-        "{refused:?}"
-    );
+    assert!(refused_at_rcpt(&outcome), "{outcome:?}");
+
+    // Only its member (or an admin) may disable an address; to anyone else it does not exist.
+    let path = format!("/api/v1/masked-addresses/{}", setup.tims_address);
+    let stranger = setup.app.register_agent("stranger@example.test", "laptop").await;
+    let response = setup.app.api.delete(&path, Some(stranger.token())).await.expect("request");
+    assert_eq!(response.status, 404, "{}", response.text());
+    let response = setup.app.api.delete(&path, Some(setup.admin.token())).await.expect("request");
+    assert_eq!(response.status, 204, "{}", response.text());
+    let email = fixture("dmarc_pass.eml", &setup.tims_address);
+    let outcome = setup.app.deliver_inbound(TIM, &[&setup.tims_address], &email).await;
+    assert!(refused_at_rcpt(&outcome), "a disabled address takes nothing: {outcome:?}");
 }
 
 #[tokio::test]

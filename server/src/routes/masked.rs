@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::admin::require_admin;
 use super::directory::group_name;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::masking::{self, NewMasked};
 use crate::routes::input::email_address;
 use crate::state::AppState;
@@ -167,4 +167,28 @@ pub async fn relay_log(
         })
         .collect();
     Ok(ApiJson(RelayLog { entries }))
+}
+
+/// Stops a masked address taking mail: from then on it is refused at RCPT.
+/// Its member or an admin may do this.
+#[utoipa::path(delete, path = "/api/v1/masked-addresses/{address}", tag = "masking", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The masked address")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(address): ApiPath<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let address = address.trim().to_lowercase();
+    let issued = state.store.reply_address(&address).await?;
+    // Someone else's address is as absent as an unknown one.
+    let allowed = issued.as_ref().is_some_and(|issued| {
+        issued.member_email == caller.account.email || require_admin(&state, &caller).is_ok()
+    });
+    if !allowed {
+        return Err(ApiError::not_found());
+    }
+    state.store.disable_reply_address(&address, state.clock.now()).await?;
+    tracing::info!(%address, by = %caller.account.email, "masked address disabled");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

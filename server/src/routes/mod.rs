@@ -30,7 +30,7 @@ use crate::state::AppState;
         messages::recall, messages::sender_notified, messages::recalls,
         admin::organization, admin::update_organization, admin::blocklists,
         directory::list, directory::import, directory::remove,
-        masked::send, masked::relay_log,
+        masked::send, masked::relay_log, masked::disable,
     ),
     components(schemas(sealpost_proto::api::ErrorBody, sealpost_proto::api::ErrorCode, sealpost_proto::api::UploadMetadata)),
     modifiers(&BearerToken),
@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/directory", get(directory::list))
         .route("/api/v1/admin/relay-log", get(masked::relay_log))
         .route("/api/v1/masked-mail", post(masked::send))
+        .route("/api/v1/masked-addresses/{address}", delete(masked::disable))
         .route(
             "/api/v1/admin/directory/import",
             post(directory::import).layer(DefaultBodyLimit::max(directory::MAX_IMPORT_BYTES)),

@@ -542,6 +542,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn reply_address(&self, address: &str) -> StoreResult<Option<ReplyAddressRecord>>;
 
+    /// Stops a masked address taking mail from `at` on (a second call keeps
+    /// the first time); false when there is no such address.
+    async fn disable_reply_address(&self, address: &str, at: OffsetDateTime) -> StoreResult<bool>;
+
     async fn record_relay_decision(&self, record: &RelayLogRecord) -> StoreResult<()>;
 
     /// The newest decisions first, at most `limit`.

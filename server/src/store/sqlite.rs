@@ -1411,6 +1411,17 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn disable_reply_address(&self, address: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE reply_addresses SET disabled_at = COALESCE(disabled_at, ?) WHERE address = ?",
+        )
+        .bind(unix(at))
+        .bind(address)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn record_relay_decision(&self, record: &RelayLogRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO relay_log (at, address, envelope_sender, from_address, member_email,
