@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sealpost_harness::{CapturedMail, DnsServer, TestApp, TestUser};
 use sealpost_proto::api::{MaskedMail, MaskedMailSent, RelayLog, RelayLogEntry};
+use sealpost_server::Settings;
 
 const MEMBER: &str = "marcus@home.example";
 const TIM: &str = "tim@alumni.example";
@@ -25,11 +26,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_with_dns(&[]).await
+    setup_with(&[], |_| {}).await
 }
 
-/// With these TXT records in the DNS the server checks mail against.
-async fn setup_with_dns(txt: &[(&str, &str)]) -> Setup {
+/// With these TXT records in the DNS the server checks mail against, and
+/// settings `configure` changes.
+async fn setup_with(txt: &[(&str, &str)], configure: impl FnOnce(&mut Settings)) -> Setup {
     let dns = DnsServer::start(&["example", "test"], txt).await.expect("DNS server");
     let app = TestApp::spawn_with(|s| {
         s.masking.dns_servers = vec![dns.address()];
@@ -42,6 +44,7 @@ async fn setup_with_dns(txt: &[(&str, &str)]) -> Setup {
         s.branding.organization_name = "Regency Academy".into();
         // The weekly limit is tested by moving the clock; the admin's token outlives that.
         s.accounts.access_token_ttl_seconds = 30 * 24 * 3600;
+        configure(s);
     })
     .await;
     let admin = app.register_agent("admin@example.test", "admin laptop").await;
@@ -283,12 +286,15 @@ async fn unknown_and_disabled_masked_addresses_are_refused_at_rcpt() {
 async fn without_trusted_results_the_server_checks_spf_and_dmarc_itself() {
     // Greg's domain allows mail from this host (the fixture carries no
     // Authentication-Results): SPF passes, so he is told.
-    let setup = setup_with_dns(&[
-        ("elsewhere.example", "v=spf1 ip4:127.0.0.1 -all"),
-        ("_dmarc.elsewhere.example", "v=DMARC1; p=reject"),
-        ("alumni.example", "v=spf1 ip4:192.0.2.10 -all"),
-        ("_dmarc.alumni.example", "v=DMARC1; p=reject"),
-    ])
+    let setup = setup_with(
+        &[
+            ("elsewhere.example", "v=spf1 ip4:127.0.0.1 -all"),
+            ("_dmarc.elsewhere.example", "v=DMARC1; p=reject"),
+            ("alumni.example", "v=spf1 ip4:192.0.2.10 -all"),
+            ("_dmarc.alumni.example", "v=DMARC1; p=reject"),
+        ],
+        |_| {},
+    )
     .await;
     let (entry, left) = setup.deliver("unknown_sender_unauthenticated.eml", GREG).await;
     assert_eq!((entry.decision.as_str(), left.len()), ("auto_replied", 1), "{entry:?}");
@@ -315,4 +321,20 @@ async fn without_trusted_results_the_server_checks_spf_and_dmarc_itself() {
     let entry = &log.entries[0];
     assert_eq!(entry.decision, "refused", "{entry:?}");
     assert!(entry.reason.contains("spf=fail") && entry.reason.contains("dmarc=fail"), "{entry:?}");
+}
+
+#[tokio::test]
+async fn answers_to_unknown_senders_stop_at_the_hourly_cap() {
+    let setup = setup_with(&[], |s| s.masking.not_permitted_per_hour = 1).await;
+    let (entry, _) = setup.deliver("unknown_sender.eml", GREG).await;
+    assert_eq!(entry.decision, "auto_replied", "{entry:?}");
+    // Another sender within the hour: over the cap, dropped unanswered.
+    let (entry, left) = setup.deliver("unknown_sender.eml", "greta@elsewhere.example").await;
+    assert_eq!(entry.decision, "dropped", "{entry:?}");
+    assert!(entry.reason.contains("hourly limit"), "{entry:?}");
+    assert!(left.is_empty(), "{left:?}");
+    // An hour later the cap has room again.
+    setup.app.clock.advance(Duration::from_secs(3601));
+    let (entry, left) = setup.deliver("unknown_sender.eml", "greta@elsewhere.example").await;
+    assert_eq!((entry.decision.as_str(), left.len()), ("auto_replied", 1), "{entry:?}");
 }
