@@ -85,6 +85,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/messages/{message_id}/recall", "post"),
         ("/api/v1/messages/{message_id}/notifications", "post"),
         ("/api/v1/recalls", "get"),
+        ("/api/v1/masked-mail", "post"),
+        ("/api/v1/masked-addresses/{address}", "delete"),
+        ("/api/v1/admin/relay-log", "get"),
     ];
     for (path, method) in routes {
         assert!(

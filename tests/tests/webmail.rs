@@ -500,6 +500,114 @@ async fn members_write_new_secure_messages_to_anyone() {
 }
 
 #[tokio::test]
+async fn members_write_through_the_organization_from_a_masked_address() {
+    const MEMBER: &str = "marcus@regency.test";
+    let world = world_with(|s| {
+        s.masking.domain = Some("reply.example.test".into());
+        s.inbound.listen = Some("127.0.0.1:0".parse().expect("address"));
+        s.webmail.members = vec![MEMBER.into()];
+        s.admin.emails = vec!["admin@regency.test".into()];
+    })
+    .await;
+    let app = &world.app;
+    let admin = app.register_agent("admin@regency.test", "laptop").await;
+    let csv = "email,name,group\ntim@alumni.example,Tim Baker,Class of 2010\n";
+    app.import_directory(&admin, csv).await.expect_status(200).expect("imported");
+
+    // Someone who is not a member is not offered the page, nor let in.
+    app.create_password_account("guest@example.test", "Guest", PASSWORD).await;
+    let guest = world.browser();
+    guest.get("/signin").await.expect("sign-in page");
+    assert_eq!(sign_in_as(&guest, "guest@example.test", PASSWORD).await, 303);
+    let mailbox = guest.get("/mailbox").await.expect("mailbox");
+    assert!(!mailbox.body.contains("/write-masked"), "{}", mailbox.body);
+    let refused = guest.get("/write-masked").await.expect("form");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("Only the organization"), "{}", refused.body);
+    let csrf = guest.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("groups", "Class of 2010"),
+        ("subject", "Hello"),
+        ("text", "Not from a member."),
+    ];
+    assert_eq!(guest.post("/write-masked", &fields).await.expect("post").status, 403);
+
+    // The member finds it next to Write, with what it does said plainly.
+    app.create_password_account(MEMBER, "Marcus Wells", PASSWORD).await;
+    let marcus = world.browser();
+    marcus.get("/signin").await.expect("sign-in page");
+    assert_eq!(sign_in_as(&marcus, MEMBER, PASSWORD).await, 303);
+    let mailbox = marcus.get("/mailbox").await.expect("mailbox");
+    assert!(mailbox.body.contains("href=\"/write-masked\""), "{}", mailbox.body);
+    let form = marcus.get("/write-masked").await.expect("form");
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains("Write through Example Clinic"), "{}", form.body);
+    assert!(form.body.contains("an address at reply.example.test"), "{}", form.body);
+    for label in ["for=\"to\"", "for=\"groups\"", "for=\"subject\"", "for=\"text\""] {
+        assert!(form.body.contains(label), "{label} missing:\n{}", form.body);
+    }
+
+    // A group the directory does not have: the form again, as typed.
+    let csrf = marcus.csrf();
+    let unknown = marcus
+        .post(
+            "/write-masked",
+            &[
+                ("csrf", &csrf),
+                ("groups", "Class of 1999"),
+                ("subject", "Reunion dinner"),
+                ("text", "We meet on the 12th."),
+            ],
+        )
+        .await
+        .expect("post");
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert!(unknown.body.contains("id=\"form-error\""), "{}", unknown.body);
+    assert!(unknown.body.contains("no group"), "{}", unknown.body);
+    assert!(unknown.body.contains("value=\"Reunion dinner\""), "the subject is kept");
+    assert!(unknown.body.contains("We meet on the 12th."), "the text is kept");
+    assert!(unknown.body.contains("value=\"Class of 1999\""), "the groups are kept");
+
+    let sent = marcus
+        .post(
+            "/write-masked",
+            &[
+                ("csrf", &csrf),
+                ("to", ""),
+                ("groups", "Class of 2010"),
+                ("subject", "Reunion dinner"),
+                ("text", "We meet on the 12th."),
+            ],
+        )
+        .await
+        .expect("send");
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(sent.body.contains("id=\"masked-sent\""), "{}", sent.body);
+    assert!(sent.body.contains("1 correspondent,"), "{}", sent.body);
+    assert!(sent.body.contains("tim@alumni.example"), "{}", sent.body);
+
+    let mail = app
+        .mail
+        .wait_for("tim@alumni.example", Duration::from_secs(15), |mail| {
+            String::from_utf8_lossy(&mail.data).contains("Reunion dinner")
+        })
+        .await
+        .expect("Tim gets the mail");
+    let raw = String::from_utf8_lossy(&mail.data);
+    let header = raw.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ");
+    let from = header
+        .lines()
+        .find_map(|line| line.strip_prefix("From:"))
+        .unwrap_or_else(|| panic!("no From:\n{raw}"));
+    let address = from.rsplit_once('<').map_or(from, |(_, rest)| rest).trim().trim_end_matches('>');
+    assert!(address.ends_with("@reply.example.test"), "{from}");
+    assert!(raw.contains("We meet on the 12th."), "{raw}");
+    assert!(!raw.to_lowercase().contains(MEMBER), "the member's address travels nowhere:\n{raw}");
+    assert!(!mail.mail_from.contains(MEMBER), "{}", mail.mail_from);
+}
+
+#[tokio::test]
 async fn the_account_page_changes_the_password_and_signs_devices_out() {
     let world = world().await;
     let (_, links) = world.send(&["alice@example.test"], "Account").await;

@@ -12,6 +12,7 @@
 mod account;
 mod auth;
 mod compose;
+mod masked;
 mod pages;
 mod read;
 pub mod session;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .post(compose::send)
                 .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/write-masked", get(masked::new_message).post(masked::send))
         .route("/messages/{message_id}/reply", get(compose::reply))
         .route("/messages/{message_id}", get(read::message))
         .route("/messages/{message_id}/print", get(read::print))

@@ -22,6 +22,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("code_verify.html", include_str!("../../templates/code_verify.html")),
     ("compose.html", include_str!("../../templates/compose.html")),
     ("account.html", include_str!("../../templates/account.html")),
+    ("masked.html", include_str!("../../templates/masked.html")),
+    ("masked_sent.html", include_str!("../../templates/masked_sent.html")),
 ];
 
 pub struct Pages {
@@ -91,10 +93,14 @@ impl Pages {
             footer => &branding.footer,
             legal_disclaimer => &branding.legal_disclaimer,
             csrf => &csrf.value,
-            viewer => viewer.account().map(|account| context! {
-                email => &account.email,
-                name => account.display_name.as_deref().unwrap_or(&account.email),
-                can_compose => state.settings.webmail.is_member(&account.email),
+            viewer => viewer.account().map(|account| {
+                let member = state.settings.webmail.is_member(&account.email);
+                context! {
+                    email => &account.email,
+                    name => account.display_name.as_deref().unwrap_or(&account.email),
+                    can_compose => member,
+                    can_write_masked => member && crate::masking::domain(state).is_some(),
+                }
             }),
         };
         let template = self.templates.get_template(name).ok()?;
