@@ -14,9 +14,9 @@ use sealpost_proto::MessageId;
 use serde::Deserialize;
 
 use super::session::{CsrfToken, Session, SignedIn, Viewer};
+use super::typed_addresses;
 use super::{WebError, WebResult};
 use crate::error::ApiError;
-use crate::routes::input::email_address;
 use crate::routes::messages::{Expiry, NewUpload, store_message};
 use crate::state::AppState;
 use crate::store::MessageRecord;
@@ -175,7 +175,7 @@ pub async fn send(
     if original.is_none() && !member {
         return Err(not_a_member());
     }
-    let (to, cc) = match (addresses(&draft.to), addresses(&draft.cc)) {
+    let (to, cc) = match (typed_addresses(&draft.to), typed_addresses(&draft.cc)) {
         (Ok(to), Ok(cc)) => (to, cc),
         (Err(bad), _) | (_, Err(bad)) => {
             return refuse(&format!("{bad:?} is not an email address such as alice@example.org."));
@@ -234,23 +234,6 @@ pub async fn send(
 
 fn participant(message: &MessageRecord, address: &str) -> bool {
     message.sender_email == address || message.recipients.iter().any(|r| r == address)
-}
-
-/// Comma- or semicolon-separated addresses, normalised; the first bad one otherwise.
-fn addresses(input: &str) -> Result<Vec<String>, String> {
-    input
-        .split([',', ';', '\n'])
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            // `Name <address>` as people paste it.
-            let address = match (part.rfind('<'), part.rfind('>')) {
-                (Some(open), Some(close)) if open < close => &part[open + 1..close],
-                _ => part,
-            };
-            email_address(address).map_err(|_| part.to_owned())
-        })
-        .collect()
 }
 
 fn build_mime(
@@ -321,10 +304,13 @@ mod tests {
     #[test]
     fn recipients_are_read_as_people_type_them() {
         assert_eq!(
-            addresses("Sam <Sam@Clinic.example>; lee@clinic.example,\n").expect("valid"),
+            typed_addresses("Sam <Sam@Clinic.example>; lee@clinic.example,\n").expect("valid"),
             ["sam@clinic.example", "lee@clinic.example"]
         );
-        assert_eq!(addresses("lee@clinic.example, not an address"), Err("not an address".into()));
-        assert_eq!(addresses("  "), Ok(vec![]));
+        assert_eq!(
+            typed_addresses("lee@clinic.example, not an address"),
+            Err("not an address".into())
+        );
+        assert_eq!(typed_addresses("  "), Ok(vec![]));
     }
 }

@@ -12,10 +12,10 @@ use sealpost_proto::api::MaskedMail;
 use serde::Deserialize;
 
 use super::session::{CheckedForm, CsrfToken, SignedIn, Viewer};
+use super::typed_addresses;
 use super::{WebError, WebResult};
 use crate::error::ApiError;
 use crate::masking;
-use crate::routes::input::email_address;
 use crate::routes::masked::send_masked;
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ pub async fn send(
     allowed(&state, &session.account.email)?;
     let refuse =
         |error: &str, status| Ok(form(&state, &viewer, &csrf, &draft, Some((error, status))));
-    let to = match addresses(&draft.to) {
+    let to = match typed_addresses(&draft.to) {
         Ok(to) => to,
         Err(bad) => {
             return refuse(
@@ -138,25 +138,6 @@ fn form(
     }
 }
 
-/// Addresses separated by commas, semicolons, spaces or lines (`Name
-/// <address>` as people paste it too), normalised; the first bad one otherwise.
-fn addresses(input: &str) -> Result<Vec<String>, String> {
-    let mut found = Vec::new();
-    for part in input.split([',', ';', '\n']).map(str::trim).filter(|part| !part.is_empty()) {
-        let candidates: Vec<&str> = match (part.rfind('<'), part.rfind('>')) {
-            (Some(open), Some(close)) if open < close => vec![&part[open + 1..close]],
-            _ => part.split_whitespace().collect(),
-        };
-        for candidate in candidates {
-            let address = email_address(candidate.trim()).map_err(|_| candidate.to_owned())?;
-            if !found.contains(&address) {
-                found.push(address);
-            }
-        }
-    }
-    Ok(found)
-}
-
 /// Group names separated by commas, semicolons or lines (names may hold spaces).
 fn groups(input: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
@@ -181,13 +162,16 @@ mod tests {
     #[test]
     fn correspondents_and_groups_are_read_as_people_type_them() {
         assert_eq!(
-            addresses("Tim <Tim@Alumni.example>; ann@alumni.example lee@alumni.example,\n")
+            typed_addresses("Tim <Tim@Alumni.example>; ann@alumni.example lee@alumni.example,\n")
                 .expect("valid"),
             ["tim@alumni.example", "ann@alumni.example", "lee@alumni.example"]
         );
-        assert_eq!(addresses("tim@alumni.example tim@alumni.example").expect("valid").len(), 1);
-        assert_eq!(addresses("tim@alumni.example, nobody"), Err("nobody".into()));
-        assert_eq!(addresses("  "), Ok(vec![]));
+        assert_eq!(
+            typed_addresses("tim@alumni.example tim@alumni.example").expect("valid").len(),
+            1
+        );
+        assert_eq!(typed_addresses("tim@alumni.example, nobody"), Err("nobody".into()));
+        assert_eq!(typed_addresses("  "), Ok(vec![]));
         assert_eq!(groups(" Class of 2010, class of 2010;Staff\n"), ["Class of 2010", "Staff"]);
         assert!(groups(" , ").is_empty());
     }

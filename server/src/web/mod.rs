@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::error::ApiError;
+use crate::routes::input::email_address;
 use crate::state::AppState;
 pub use pages::Pages;
 use session::{CsrfToken, Viewer};
@@ -227,4 +228,23 @@ pub fn is_media_type(content_type: &str) -> bool {
         };
         token(kind) && token(sub)
     })
+}
+
+/// Addresses separated by commas, semicolons, spaces or lines (`Name
+/// <address>` as people paste it too), normalised; the first bad one otherwise.
+pub(crate) fn typed_addresses(input: &str) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for part in input.split([',', ';', '\n']).map(str::trim).filter(|part| !part.is_empty()) {
+        let candidates: Vec<&str> = match (part.rfind('<'), part.rfind('>')) {
+            (Some(open), Some(close)) if open < close => vec![&part[open + 1..close]],
+            _ => part.split_whitespace().collect(),
+        };
+        for candidate in candidates {
+            let address = email_address(candidate.trim()).map_err(|_| part.to_owned())?;
+            if !found.contains(&address) {
+                found.push(address);
+            }
+        }
+    }
+    Ok(found)
 }
