@@ -22,7 +22,7 @@
 use mail_parser::{HeaderName, MessageParser};
 use sealpost_proto::notification::address_pairs;
 
-use crate::authentication_results::{Authentication, Client, received_from};
+use crate::authentication_results::{Authentication, Client, Outcome, received_from};
 use crate::inbound::InboundMail;
 use crate::masking;
 use crate::metrics::OutcomeLabels;
@@ -74,6 +74,7 @@ pub struct Routed {
 }
 
 /// What the router reads of one arriving message.
+#[derive(Default)]
 struct Arrived {
     envelope_sender: String,
     /// The From field's first address, lowercase.
@@ -109,18 +110,7 @@ impl Arrived {
     fn read_headers(state: &AppState, envelope_sender: &str, raw: &[u8]) -> Self {
         let trusted = &state.settings.masking.trusted_authserv_ids;
         let Some(message) = MessageParser::new().parse_headers(raw) else {
-            return Self {
-                envelope_sender: envelope_sender.to_lowercase(),
-                from: None,
-                from_name: None,
-                message_id: None,
-                references: Vec::new(),
-                auto_submitted: None,
-                list_or_bulk: false,
-                received: 0,
-                first_received: None,
-                authentication: Authentication::default(),
-            };
+            return Self { envelope_sender: envelope_sender.to_lowercase(), ..Self::default() };
         };
         let from = address_pairs(message.from()).into_iter().next();
         let mut results = Vec::new();
@@ -200,8 +190,7 @@ impl Arrived {
         if is_ours(state, sender) {
             return Some("the return path is one of ours");
         }
-        if !(self.authentication.spf == crate::authentication_results::Outcome::Pass
-            || self.authentication.dmarc == crate::authentication_results::Outcome::Pass)
+        if !(self.authentication.spf == Outcome::Pass || self.authentication.dmarc == Outcome::Pass)
         {
             return Some("neither SPF nor DMARC passed, so the return path may be forged");
         }
@@ -286,7 +275,7 @@ async fn decide(
     let Some(domain) = masking::domain(state) else {
         return routed(Decision::Dropped, "masked mail is switched off".into());
     };
-    let authenticated = || {
+    let authentication_problem = || {
         if auth.dmarc_failed() {
             Some(format!("DMARC failed for the From domain ({})", auth.describe()))
         } else if !policy.relay_unauthenticated && !auth.any_pass() {
@@ -297,7 +286,7 @@ async fn decide(
     };
 
     if from == member.email {
-        if let Some(problem) = authenticated() {
+        if let Some(problem) = authentication_problem() {
             return routed(Decision::Refused, problem);
         }
         let correspondent = state.store.directory_entry(&to.correspondent).await?;
@@ -324,7 +313,7 @@ async fn decide(
     if let Some(message) = &notified
         && policy.store_notification_replies
     {
-        if let Some(problem) = authenticated() {
+        if let Some(problem) = authentication_problem() {
             return routed(Decision::Refused, problem);
         }
         if raw.len() as u64 > state.settings.messages.max_size {
@@ -353,7 +342,7 @@ async fn decide(
         }
         return answer_not_permitted(state, to, arrived, domain, why).await;
     }
-    if let Some(problem) = authenticated() {
+    if let Some(problem) = authentication_problem() {
         return routed(Decision::Refused, problem);
     }
     let name = recognised.and_then(|entry| entry.name).or_else(|| arrived.from_name.clone());
