@@ -30,6 +30,7 @@ mod dns;
 mod mail_capture;
 mod mailstack;
 mod pages;
+mod postgres;
 mod process;
 pub mod web;
 
@@ -43,6 +44,7 @@ pub use mailstack::{
     CAPABILITIES_WITHOUT_UIDPLUS, MailStack, MailUser, MailboxMessage, StackOptions,
 };
 pub use pages::{Page, PageClient};
+pub use postgres::PostgresServer;
 pub use process::{ServerProcess, start_with_retries, workspace_binary};
 
 /// How many real copies of secure message `message_id` (swapped in by an

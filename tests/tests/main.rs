@@ -20,6 +20,7 @@ mod lifecycle;
 mod mailstack;
 mod masking;
 mod notifications;
+mod postgres;
 mod round_trip;
 mod routing;
 mod sending;

@@ -47,6 +47,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Independent checks of what the server sends: DKIM verification and spam scoring.
     "python3-dkim",
     "spamassassin",
+    // The shared database of several server instances, one per test.
+    "postgresql",
     // A DNS server on loopback with the test domains' SPF and DMARC records,
     // so the server checks arriving mail as it does in production.
     "dnsmasq-base",
