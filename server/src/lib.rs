@@ -14,6 +14,7 @@ pub mod clock;
 pub mod dkim;
 pub mod error;
 pub mod files;
+pub mod header_fields;
 pub mod ids;
 pub mod inbound;
 pub mod lifecycle;

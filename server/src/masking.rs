@@ -18,6 +18,7 @@ use mail_builder::headers::address::Address;
 use sealpost_proto::MessageId;
 use time::OffsetDateTime;
 
+use crate::header_fields::{header_fields, split_message};
 use crate::state::AppState;
 use crate::store::{AccountRecord, NewMail, StoreResult};
 
@@ -174,16 +175,13 @@ pub fn relayed_copy(
     to: &str,
 ) -> Vec<u8> {
     let raw = crlf(raw);
-    let (header, body) = match raw.windows(4).position(|window| window == b"\r\n\r\n") {
-        Some(at) => (&raw[..at + 2], &raw[at + 4..]),
-        None => (&raw[..], &b""[..]),
-    };
+    let (header, body) = split_message(&raw);
     let mut out = Vec::with_capacity(raw.len() + 256);
     field(&mut out, "From", &address(from_name, from));
     field(&mut out, "To", &address(to_name, to));
-    for (name, whole) in fields(header) {
-        if KEPT_FIELDS.iter().any(|kept| kept.eq_ignore_ascii_case(name)) {
-            out.extend_from_slice(whole);
+    for field in header_fields(header) {
+        if KEPT_FIELDS.iter().any(|kept| kept.eq_ignore_ascii_case(field.name)) {
+            out.extend_from_slice(field.raw);
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -220,24 +218,6 @@ fn field(out: &mut Vec<u8>, name: &str, value: &Address<'_>) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     value.write_header(out, name.len() + 2);
-}
-
-/// The header block's fields: (name, the whole field with folded lines and CRLF).
-fn fields(header: &[u8]) -> Vec<(&str, &[u8])> {
-    let mut fields = Vec::new();
-    let mut start = 0;
-    for (index, &byte) in header.iter().enumerate() {
-        if byte == b'\n' && !matches!(header.get(index + 1), Some(b' ' | b'\t')) {
-            let whole = &header[start..=index];
-            if let Some(colon) = whole.iter().position(|&b| b == b':')
-                && let Ok(name) = std::str::from_utf8(&whole[..colon])
-            {
-                fields.push((name.trim(), whole));
-            }
-            start = index + 1;
-        }
-    }
-    fields
 }
 
 /// Bare LF line ends as CRLF, as SMTP and DKIM want them.
