@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_proto::api::{
-    CodeRequest, CreateAccount, DeviceCredential, DeviceTokens, EnrollDevice, StoredMessage,
-    WellKnown,
+    CodeRequest, CreateAccount, DeliveryReport, DeviceCredential, DeviceTokens, EnrollDevice,
+    MaskedMail, MaskedMailSent, RelayLog, StoredMessage, WellKnown,
 };
 use sealpost_proto::verification::find_code;
 use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
@@ -228,6 +228,39 @@ impl TestApp {
             .get(&format!("/api/v1/messages/{message_id}/content"), token)
             .await
             .expect("request")
+    }
+
+    /// `GET /api/v1/messages/{id}/deliveries` as `token`'s caller: the delivery slip.
+    pub async fn deliveries(&self, token: &str, message_id: &str) -> DeliveryReport {
+        self.api
+            .get(&format!("/api/v1/messages/{message_id}/deliveries"), Some(token))
+            .await
+            .expect("request")
+            .expect_status(200)
+            .expect("the delivery slip")
+            .json()
+    }
+
+    /// `POST /api/v1/masked-mail` as `token`'s caller, which must succeed.
+    pub async fn send_masked(&self, token: &str, mail: &MaskedMail) -> MaskedMailSent {
+        self.api
+            .post_json("/api/v1/masked-mail", mail, Some(token))
+            .await
+            .expect("request")
+            .expect_status(200)
+            .expect("masked mail queued")
+            .json()
+    }
+
+    /// The newest `limit` decisions of `GET /api/v1/admin/relay-log`, as an admin.
+    pub async fn relay_log(&self, admin_token: &str, limit: u32) -> RelayLog {
+        self.api
+            .get(&format!("/api/v1/admin/relay-log?limit={limit}"), Some(admin_token))
+            .await
+            .expect("request")
+            .expect_status(200)
+            .expect("the relay log")
+            .json()
     }
 
     /// A password account with a name (as members have) and a device

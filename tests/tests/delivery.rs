@@ -49,15 +49,7 @@ async fn upload(world: &World, recipients: &[&str], subject: &str) -> StoredMess
 }
 
 async fn deliveries(world: &World, message_id: &str) -> DeliveryReport {
-    world
-        .app
-        .api
-        .get(&format!("/api/v1/messages/{message_id}/deliveries"), Some(world.sender.token()))
-        .await
-        .expect("request")
-        .expect_status(200)
-        .expect("deliveries")
-        .json()
+    world.app.deliveries(world.sender.token(), message_id).await
 }
 
 /// Notifications in the INBOX (verification emails are skipped).

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_harness::{MailStack, StackOptions, TestApp, bounce_report, sample_mime};
-use sealpost_proto::api::{DeliveryReport, DeliveryState};
+use sealpost_proto::api::DeliveryState;
 use sealpost_proto::notification::parse;
-use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
+use sealpost_relay::SendError;
 
 #[tokio::test]
 async fn a_bounce_comes_back_over_starttls_and_strangers_are_refused_at_rcpt() {
@@ -19,7 +19,6 @@ async fn a_bounce_comes_back_over_starttls_and_strangers_are_refused_at_rcpt() {
         s.inbound.listen = Some("127.0.0.1:0".parse().expect("address"));
     })
     .await;
-    let inbound = app.inbound_addr.expect("the listener is on");
     let sender = app.register_agent("sender@example.test", "laptop").await;
     let stored = app
         .store_and_notify(sender.token(), &["nobody@patients.example"], sample_mime("s", "b", b""))
@@ -32,33 +31,24 @@ async fn a_bounce_comes_back_over_starttls_and_strangers_are_refused_at_rcpt() {
         .expect("sent to the relay");
 
     // What the recipient's mail server sends back, as Postfix in front relays it.
-    let relay = Relay::new(&RelayConfig {
-        host: "localhost".into(),
-        port: inbound.port(),
-        security: Security::StartTls,
-        credentials: None,
-        timeout: Duration::from_secs(5),
-        roots: TrustedRoots::Only(app.cert_pem.clone()),
-    })
-    .expect("client");
-    let refused = relay.send_raw("", &["sealpost@example.test"], b"Subject: x\r\n\r\nx\r\n").await;
+    let refused =
+        app.deliver_inbound("", &["sealpost@example.test"], b"Subject: x\r\n\r\nx\r\n").await;
     assert!(
         matches!(&refused, Err(SendError::Permanent(reason)) if reason.contains("no such address")),
         "{refused:?}"
     );
     let fixture = bounce_report(&mail.mail_from);
-    let answer = relay
-        .send_raw("mailer-daemon@patients.example", &[mail.mail_from.as_str()], fixture.as_bytes())
+    let answer = app
+        .deliver_inbound(
+            "mailer-daemon@patients.example",
+            &[mail.mail_from.as_str()],
+            fixture.as_bytes(),
+        )
         .await
         .expect("the bounce is taken");
     assert!(answer.starts_with("250"), "{answer}");
 
-    let report: DeliveryReport = app
-        .api
-        .get(&format!("/api/v1/messages/{}/deliveries", stored.message_id), Some(sender.token()))
-        .await
-        .expect("request")
-        .json();
+    let report = app.deliveries(sender.token(), &stored.message_id).await;
     assert_eq!(report.recipients[0].state, DeliveryState::Bounced, "{report:?}");
     assert!(report.recipients[0].error.as_deref().unwrap_or_default().contains("5.1.1"));
 }
@@ -97,15 +87,7 @@ async fn postfix_in_front_hands_a_real_bounce_to_the_listener_and_the_slip_shows
     // address, and routes that to the listener; nothing is injected here.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let report = loop {
-        let report: DeliveryReport = app
-            .api
-            .get(
-                &format!("/api/v1/messages/{}/deliveries", stored.message_id),
-                Some(sender.token()),
-            )
-            .await
-            .expect("request")
-            .json();
+        let report = app.deliveries(sender.token(), &stored.message_id).await;
         let bounced = report.recipients.iter().any(|r| r.state == DeliveryState::Bounced);
         if bounced || tokio::time::Instant::now() > deadline {
             break report;

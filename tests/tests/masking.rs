@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_harness::{DnsServer, MailStack, StackOptions, TestApp, TestUser};
-use sealpost_proto::api::{DeliveryReport, MaskedMail, MaskedMailSent, RelayLog};
+use sealpost_proto::api::{MaskedMail, RelayLog};
 use sealpost_relay::{Relay, RelayConfig, Security, TrustedRoots};
 
 const MASKED_DOMAIN: &str = "alumni.regency.test";
@@ -94,13 +94,7 @@ impl Conversation {
     async fn decisions(&self, count: usize) -> RelayLog {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let log: RelayLog = self
-                .app
-                .api
-                .get("/api/v1/admin/relay-log", Some(self.admin.token()))
-                .await
-                .expect("request")
-                .json();
+            let log = self.app.relay_log(self.admin.token(), 100).await;
             if log.entries.len() >= count {
                 return log;
             }
@@ -171,15 +165,7 @@ async fn marcus_writes_to_a_group_tim_answers_and_greg_is_turned_away() {
         subject: "Reunion this spring".into(),
         text: "Who is coming to the reunion?".into(),
     };
-    let sent: MaskedMailSent = talk
-        .app
-        .api
-        .post_json("/api/v1/masked-mail", &request, Some(marcus.token()))
-        .await
-        .expect("request")
-        .expect_status(200)
-        .expect("queued")
-        .json();
+    let sent = talk.app.send_masked(marcus.token(), &request).await;
     let address_for = |who: &str| {
         sent.recipients.iter().find(|r| r.email == who).expect("in the group").reply_address.clone()
     };
@@ -336,12 +322,6 @@ async fn an_answer_to_a_secure_message_comes_back_as_a_secure_message() {
     assert!(content.text().contains("Thank you, doctor."), "{}", content.text());
 
     // The original's delivery slip shows that Tim replied.
-    let report: DeliveryReport = talk
-        .app
-        .api
-        .get(&format!("/api/v1/messages/{}/deliveries", stored.message_id), Some(marcus.token()))
-        .await
-        .expect("request")
-        .json();
+    let report = talk.app.deliveries(marcus.token(), &stored.message_id).await;
     assert!(report.recipients[0].replied_at.is_some(), "{report:?}");
 }

@@ -6,19 +6,9 @@
 use std::time::Duration;
 
 use sealpost_harness::{TestApp, bounce_report, sample_mime};
-use sealpost_proto::api::{DeliveryReport, DeliveryState, StoredMessage};
+use sealpost_proto::api::{DeliveryState, StoredMessage};
 use sealpost_proto::notification::{TrustedServer, parse};
 use sealpost_server::outbox::StepReport;
-
-async fn deliveries(app: &TestApp, token: &str, message_id: &str) -> DeliveryReport {
-    app.api
-        .get(&format!("/api/v1/messages/{message_id}/deliveries"), Some(token))
-        .await
-        .expect("request")
-        .expect_status(200)
-        .expect("deliveries answer 200")
-        .json()
-}
 
 #[tokio::test]
 async fn queued_notifications_are_sent_with_the_senders_headers_and_reported() {
@@ -30,7 +20,7 @@ async fn queued_notifications_are_sent_with_the_senders_headers_and_reported() {
         .store_and_notify(sender.token(), &["alice@example.test", "bob@example.test"], mime)
         .await;
 
-    let before = deliveries(&app, sender.token(), &stored.message_id).await;
+    let before = app.deliveries(sender.token(), &stored.message_id).await;
     assert!(before.recipients.iter().all(|r| r.state == DeliveryState::Queued), "{before:?}");
     let is_notification = |mail: &sealpost_harness::CapturedMail| parse(&mail.data).is_ok();
     assert!(
@@ -61,7 +51,7 @@ async fn queued_notifications_are_sent_with_the_senders_headers_and_reported() {
     notification.verify(&trusted, "alice@example.test").expect("it verifies for alice");
     assert_eq!(notification.fields.message_id.as_str(), stored.message_id);
 
-    let sent = deliveries(&app, sender.token(), &stored.message_id).await;
+    let sent = app.deliveries(sender.token(), &stored.message_id).await;
     for recipient in &sent.recipients {
         assert_eq!(recipient.state, DeliveryState::Sent, "{recipient:?}");
         assert_eq!(recipient.attempts, 1);
@@ -69,7 +59,7 @@ async fn queued_notifications_are_sent_with_the_senders_headers_and_reported() {
     }
 
     app.content(Some(alice.token()), &stored.message_id).await.expect_status(200).expect("read");
-    let read = deliveries(&app, sender.token(), &stored.message_id).await;
+    let read = app.deliveries(sender.token(), &stored.message_id).await;
     assert_eq!(read.recipients[0].state, DeliveryState::Retrieved);
     assert!(read.recipients[0].retrieved_at.is_some());
     assert_eq!(read.recipients[1].state, DeliveryState::Sent);
@@ -90,7 +80,7 @@ async fn without_the_flag_nothing_is_queued() {
     let stored =
         app.store_message(&sender, &["alice@example.test"], sample_mime("s", "b", b"")).await;
     assert_eq!(app.outbox.step().await.expect("step").attempts(), 0);
-    let report = deliveries(&app, sender.token(), &stored.message_id).await;
+    let report = app.deliveries(sender.token(), &stored.message_id).await;
     assert_eq!(report.recipients[0].state, DeliveryState::NotSentByServer);
 }
 
@@ -130,7 +120,7 @@ async fn a_bounce_to_the_verp_address_marks_that_recipient_bounced() {
     assert!(!app.outbox.record_bounce(&forged, bounce.as_bytes()).await.expect("store"));
     assert!(app.outbox.record_bounce(&mail.mail_from, bounce.as_bytes()).await.expect("store"));
 
-    let report = deliveries(&app, sender.token(), &stored.message_id).await;
+    let report = app.deliveries(sender.token(), &stored.message_id).await;
     let bounced =
         report.recipients.iter().find(|r| r.recipient == "nobody@patients.example").expect("row");
     assert_eq!(bounced.state, DeliveryState::Bounced);

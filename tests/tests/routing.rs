@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sealpost_harness::{CapturedMail, DnsServer, TestApp, TestUser};
-use sealpost_proto::api::{MaskedMail, MaskedMailSent, RelayLog, RelayLogEntry};
+use sealpost_proto::api::{MaskedMail, RelayLogEntry};
 use sealpost_server::Settings;
 
 const MEMBER: &str = "marcus@home.example";
@@ -59,14 +59,7 @@ async fn setup_with(txt: &[(&str, &str)], configure: impl FnOnce(&mut Settings))
         subject: "Reunion this spring".into(),
         text: "Who is coming?".into(),
     };
-    let sent: MaskedMailSent = app
-        .api
-        .post_json("/api/v1/masked-mail", &request, Some(marcus.token()))
-        .await
-        .expect("request")
-        .expect_status(200)
-        .expect("sent")
-        .json();
+    let sent = app.send_masked(marcus.token(), &request).await;
     assert_eq!(sent.recipients.len(), 2, "{sent:?}");
     let tims_address = sent
         .recipients
@@ -105,15 +98,7 @@ impl Setup {
             .unwrap_or_else(|error| panic!("{name} refused: {error:?}"));
         assert!(answer.starts_with("250"), "{name}: {answer}");
         let sent = self.app.outbox.step().await.expect("step").sent;
-        let log: RelayLog = self
-            .app
-            .api
-            .get("/api/v1/admin/relay-log?limit=1", Some(self.admin.token()))
-            .await
-            .expect("request")
-            .expect_status(200)
-            .expect("the log")
-            .json();
+        let log = self.app.relay_log(self.admin.token(), 1).await;
         let entry = log.entries.into_iter().next().expect("a decision was logged");
         let mut left = Vec::new();
         if sent > 0 {
@@ -311,13 +296,7 @@ async fn without_trusted_results_the_server_checks_spf_and_dmarc_itself() {
         );
     let answer = setup.app.deliver_inbound(TIM, &[&setup.tims_address], forged.as_bytes()).await;
     assert!(answer.is_ok_and(|answer| answer.starts_with("250")));
-    let log: RelayLog = setup
-        .app
-        .api
-        .get("/api/v1/admin/relay-log?limit=1", Some(setup.admin.token()))
-        .await
-        .expect("request")
-        .json();
+    let log = setup.app.relay_log(setup.admin.token(), 1).await;
     let entry = &log.entries[0];
     assert_eq!(entry.decision, "refused", "{entry:?}");
     assert!(entry.reason.contains("spf=fail") && entry.reason.contains("dmarc=fail"), "{entry:?}");

@@ -123,14 +123,7 @@ impl World {
     }
 
     async fn deliveries(&self, message_id: &str) -> DeliveryReport {
-        self.app
-            .api
-            .get(&format!("/api/v1/messages/{message_id}/deliveries"), Some(self.alice.token()))
-            .await
-            .expect("request")
-            .expect_status(200)
-            .expect("the slip")
-            .json()
+        self.app.deliveries(self.alice.token(), message_id).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealpost_harness::{Browser, MailStack, PageClient, TestApp, notification_link};
-use sealpost_proto::api::{DeliveryReport, DeliveryState, RetrievalChannel};
+use sealpost_proto::api::{DeliveryState, RetrievalChannel};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -170,12 +170,7 @@ async fn a_recipient_registers_from_the_link_in_their_inbox_reads_and_downloads(
     browser.wait_for_text("body.print h1", "Your lab results").await.expect("print view");
     browser.screenshot("webmail-print").await.expect("screenshot");
 
-    let report: DeliveryReport = app
-        .api
-        .get(&format!("/api/v1/messages/{}/deliveries", stored.message_id), Some(sender.token()))
-        .await
-        .expect("request")
-        .json();
+    let report = app.deliveries(sender.token(), &stored.message_id).await;
     assert_eq!(report.recipients[0].state, DeliveryState::Retrieved);
     assert_eq!(report.recipients[0].retrieved_with, Some(RetrievalChannel::SecureMessageCenter));
 
