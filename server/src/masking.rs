@@ -69,21 +69,24 @@ pub fn member_display_name(state: &AppState, member: &AccountRecord) -> String {
         .replace("{organization}", &organization)
 }
 
-/// The address for this (member, correspondent, thread), issued now if new.
-pub async fn reply_address(
+/// The address for each (member, correspondent, thread), in the order of
+/// `correspondents`, issued now where new.
+pub async fn reply_addresses(
     state: &AppState,
     domain: &str,
     member: &AccountRecord,
-    correspondent: &str,
+    correspondents: &[String],
     thread: &str,
-) -> StoreResult<String> {
-    let token = BASE32_DNSSEC.encode(&rand::random::<[u8; 10]>());
-    let candidate =
-        format!("{}.{token}@{domain}", slug(member.display_name.as_deref())).to_lowercase();
-    state
-        .store
-        .issue_reply_address(&member.email, correspondent, thread, &candidate, state.clock.now())
-        .await
+) -> StoreResult<Vec<String>> {
+    let prefix = slug(member.display_name.as_deref());
+    let candidates: Vec<(String, String)> = correspondents
+        .iter()
+        .map(|correspondent| {
+            let token = BASE32_DNSSEC.encode(&rand::random::<[u8; 10]>());
+            (correspondent.clone(), format!("{prefix}.{token}@{domain}").to_lowercase())
+        })
+        .collect();
+    state.store.issue_reply_addresses(&member.email, thread, &candidates, state.clock.now()).await
 }
 
 /// Lowercase ASCII words of the name joined by dots; "member" without one.
@@ -118,17 +121,13 @@ pub async fn notification_reply_addresses(
     id: &MessageId,
     recipients: &[String],
 ) -> StoreResult<HashMap<String, String>> {
-    let mut addresses = HashMap::new();
-    let Some(domain) = domain(state) else { return Ok(addresses) };
+    let Some(domain) = domain(state) else { return Ok(HashMap::new()) };
     if !state.settings.webmail.is_member(&sender.email) {
-        return Ok(addresses);
+        return Ok(HashMap::new());
     }
     let thread = format!("{NOTIFICATION_THREAD}{id}");
-    for recipient in recipients {
-        let address = reply_address(state, domain, sender, recipient, &thread).await?;
-        addresses.insert(recipient.clone(), address);
-    }
-    Ok(addresses)
+    let addresses = reply_addresses(state, domain, sender, recipients, &thread).await?;
+    Ok(recipients.iter().cloned().zip(addresses).collect())
 }
 
 /// `email` with a `Reply-To` field in front.

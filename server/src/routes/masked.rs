@@ -67,10 +67,11 @@ pub async fn send_masked(
     let thread = masking::new_thread();
     let from_name = masking::member_display_name(state, member);
     let now = state.clock.now();
+    let emails: Vec<String> = correspondents.iter().map(|(email, _)| email.clone()).collect();
+    let addresses = masking::reply_addresses(state, domain, member, &emails, &thread).await?;
     let mut mails = Vec::with_capacity(correspondents.len());
     let mut recipients = Vec::with_capacity(correspondents.len());
-    for (email, name) in correspondents {
-        let reply_address = masking::reply_address(state, domain, member, &email, &thread).await?;
+    for ((email, name), reply_address) in correspondents.into_iter().zip(addresses) {
         let mail = NewMasked {
             from_name: &from_name,
             reply_address: &reply_address,

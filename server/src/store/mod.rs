@@ -529,16 +529,16 @@ pub trait Store: Send + Sync + 'static {
     /// Queues mail that belongs to no secure message; returns the row ids.
     async fn queue_mail(&self, mails: &[NewMail], now: OffsetDateTime) -> StoreResult<Vec<i64>>;
 
-    /// The address for (member, correspondent, thread): the one issued
-    /// before, or `candidate`, stored now.
-    async fn issue_reply_address(
+    /// The address for each (member, correspondent, thread), in the order
+    /// of `candidates` (correspondent, candidate address): the one issued
+    /// before, or the candidate, stored now. One transaction for all.
+    async fn issue_reply_addresses(
         &self,
         member_email: &str,
-        correspondent: &str,
         thread: &str,
-        candidate: &str,
+        candidates: &[(String, String)],
         now: OffsetDateTime,
-    ) -> StoreResult<String>;
+    ) -> StoreResult<Vec<String>>;
 
     async fn reply_address(&self, address: &str) -> StoreResult<Option<ReplyAddressRecord>>;
 

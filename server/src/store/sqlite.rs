@@ -1358,33 +1358,33 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    async fn issue_reply_address(
+    async fn issue_reply_addresses(
         &self,
         member_email: &str,
-        correspondent: &str,
         thread: &str,
-        candidate: &str,
+        candidates: &[(String, String)],
         now: OffsetDateTime,
-    ) -> StoreResult<String> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO reply_addresses (address, member_email, correspondent, thread, created_at)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(candidate)
-        .bind(member_email)
-        .bind(correspondent)
-        .bind(thread)
-        .bind(unix(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(sqlx::query_scalar(
-            "SELECT address FROM reply_addresses WHERE member_email = ? AND correspondent = ? AND thread = ?",
-        )
-        .bind(member_email)
-        .bind(correspondent)
-        .bind(thread)
-        .fetch_one(&self.pool)
-        .await?)
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut addresses = Vec::with_capacity(candidates.len());
+        for (correspondent, candidate) in candidates {
+            let address: String = sqlx::query_scalar(
+                "INSERT INTO reply_addresses (address, member_email, correspondent, thread, created_at)
+                 VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (member_email, correspondent, thread) DO UPDATE SET address = address
+                 RETURNING address",
+            )
+            .bind(candidate)
+            .bind(member_email)
+            .bind(correspondent)
+            .bind(thread)
+            .bind(unix(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            addresses.push(address);
+        }
+        tx.commit().await?;
+        Ok(addresses)
     }
 
     async fn reply_address(&self, address: &str) -> StoreResult<Option<ReplyAddressRecord>> {
@@ -1568,6 +1568,31 @@ mod tests {
             header_message_id: None,
             client_key: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_reply_address_is_issued_once_per_member_correspondent_and_thread() {
+        let (_dir, store) = store().await;
+        let now = OffsetDateTime::now_utc();
+        let pair = |who: &str, candidate: &str| (who.to_owned(), candidate.to_owned());
+        let first = store
+            .issue_reply_addresses("m@x", "t1", &[pair("a@y", "m.1@r"), pair("b@y", "m.2@r")], now)
+            .await
+            .expect("issue");
+        assert_eq!(first, ["m.1@r", "m.2@r"]);
+        // Again with fresh candidates: the addresses issued before.
+        let again = store
+            .issue_reply_addresses("m@x", "t1", &[pair("b@y", "m.3@r"), pair("a@y", "m.4@r")], now)
+            .await
+            .expect("issue");
+        assert_eq!(again, ["m.2@r", "m.1@r"]);
+        let other_thread = store
+            .issue_reply_addresses("m@x", "t2", &[pair("a@y", "m.5@r")], now)
+            .await
+            .expect("issue");
+        assert_eq!(other_thread, ["m.5@r"]);
+        let issued = store.reply_address("m.1@r").await.expect("read").expect("stored");
+        assert_eq!((issued.correspondent.as_str(), issued.thread.as_str()), ("a@y", "t1"));
     }
 
     #[tokio::test]
