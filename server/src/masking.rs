@@ -193,12 +193,7 @@ pub async fn queue(state: &AppState, mails: Vec<NewMail>) -> StoreResult<()> {
     let now = state.clock.now();
     let signed: Vec<NewMail> = mails
         .into_iter()
-        .map(|mail| match &state.dkim {
-            Some(signer) => {
-                NewMail { email: signer.sign(&mail.email, now.unix_timestamp()), ..mail }
-            }
-            None => mail,
-        })
+        .map(|mail| NewMail { email: state.dkim_signed(mail.email, now), ..mail })
         .collect();
     state.store.queue_mail(&signed, now).await?;
     state.outbox.wake();

@@ -79,6 +79,14 @@ impl AppState {
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
     }
+
+    /// `email` DKIM-signed at `at` when DKIM is configured, else as it is.
+    pub fn dkim_signed(&self, email: Vec<u8>, at: time::OffsetDateTime) -> Vec<u8> {
+        match &self.dkim {
+            Some(signer) => signer.sign(&email, at.unix_timestamp()),
+            None => email,
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {

@@ -343,11 +343,10 @@ impl NotificationEmails<'_> {
                         address,
                     );
                 }
-                let email = match &state.dkim {
-                    Some(signer) => signer.sign(&email, now.unix_timestamp()),
-                    None => email,
-                };
-                NewNotification { recipient: issued.recipient.clone(), email }
+                NewNotification {
+                    recipient: issued.recipient.clone(),
+                    email: state.dkim_signed(email, now),
+                }
             })
             .collect()
     }
