@@ -11,6 +11,7 @@ mod imap;
 mod memory;
 mod report;
 mod retrieval;
+mod scale_out;
 mod search;
 mod sending;
 mod setup;
@@ -68,6 +69,9 @@ pub struct Sizes {
     /// Repeats of registration and of the agent's cold start.
     pub registrations: usize,
     pub cold_starts: usize,
+    /// Seconds each scale-out round of the mixed load runs, and how many rounds.
+    pub scale_seconds: u64,
+    pub scale_rounds: usize,
 }
 
 impl Sizes {
@@ -84,6 +88,8 @@ impl Sizes {
             search_queries: 20,
             registrations: 10,
             cold_starts: 10,
+            scale_seconds: 10,
+            scale_rounds: 3,
         }
     }
 
@@ -100,6 +106,8 @@ impl Sizes {
             search_queries: 20,
             registrations: 2,
             cold_starts: 3,
+            scale_seconds: 2,
+            scale_rounds: 1,
         }
     }
 }
@@ -222,8 +230,15 @@ async fn main() -> ExitCode {
 }
 
 /// In the order they run: the ones without a mail stack first.
-const SECTIONS: [&str; 6] =
-    ["search", "registration and start", "swap latency", "backlog", "retrieval", "sending"];
+const SECTIONS: [&str; 7] = [
+    "search",
+    "scale-out",
+    "registration and start",
+    "swap latency",
+    "backlog",
+    "retrieval",
+    "sending",
+];
 
 async fn run_section(name: &str, context: &Context) -> anyhow::Result<Outcome> {
     match name {
@@ -233,6 +248,7 @@ async fn run_section(name: &str, context: &Context) -> anyhow::Result<Outcome> {
         "backlog" => backlog::run(context).await,
         "retrieval" => retrieval::run(context).await,
         "sending" => sending::run(context).await,
+        "scale-out" => scale_out::run(context).await,
         other => anyhow::bail!("no section named {other}"),
     }
 }

@@ -3,7 +3,7 @@
 //! files over TLS on the same machine; and the server's memory, idle and
 //! under that load.
 
-mod load;
+pub(crate) mod load;
 mod nginx;
 
 use std::net::SocketAddr;

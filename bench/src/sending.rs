@@ -40,13 +40,18 @@ pub async fn run(context: &Context) -> Result<Outcome> {
         StackOptions { discard_domain: Some(SINK_DOMAIN.to_owned()), ..StackOptions::default() };
     let deployment = Deployment::start(&context.binaries, &[], &options, &[]).await?;
     let data_dir = deployment.server_data_dir();
+    let mut database = open_read_only(&data_dir.join("sealpost.db")).await?;
     // The server's own key, so the floor's envelope senders are the very
     // addresses the server uses (each notification has its own).
-    let bounces = BounceMatcher::load_or_generate(
-        &data_dir,
+    let verp_key: Vec<u8> =
+        sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = 'verp'")
+            .fetch_one(&mut database)
+            .await
+            .context("the server's VERP key")?;
+    let bounces = BounceMatcher::new(
+        verp_key.try_into().map_err(|_| anyhow::anyhow!("the VERP key is not 32 bytes"))?,
         sealpost_server::Settings::default().bounce_address(),
     )?;
-    let mut database = open_read_only(&data_dir.join("sealpost.db")).await?;
     let mime =
         sealpost_harness::sample_mime("Sending benchmark", "Hello from the bench.", &[7; 2048]);
 

@@ -310,24 +310,33 @@ impl SenderHeaders {
             .and_then(mail_parser::Address::first)
             .filter(|from| from.address().is_some_and(|a| a.eq_ignore_ascii_case(sender_email)))
             .and_then(|from| from.name())
-            .map(str::to_owned);
+            .map(printable);
+        // An id with control characters in it is no id anyone can name.
+        let id = |id: &str| (!id.contains(char::is_control)).then(|| id.to_owned());
         let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
             value
                 .as_text_list()
-                .map(|ids| ids.iter().map(|id| id.to_string()).collect())
+                .map(|ids| ids.iter().filter_map(|text| id(text)).collect())
                 .unwrap_or_default()
         };
         Self {
             from_name,
             to: address_pairs(message.to()),
             cc: address_pairs(message.cc()),
-            subject: message.subject().map(str::to_owned),
+            subject: message.subject().map(printable),
             date: message.date().map(mail_parser::DateTime::to_timestamp),
-            message_id: message.message_id().map(str::to_owned),
+            message_id: message.message_id().and_then(id),
             in_reply_to: ids(message.in_reply_to()).pop(),
             references: ids(message.references()),
         }
     }
+}
+
+/// `text` with each control character (a NUL or a line break decoded from
+/// an encoded word, say) as a space: it goes into headers and lists, and
+/// databases refuse some of them.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// (display name, address) of each address in a header.
@@ -680,6 +689,19 @@ mod tests {
 
     fn signer(seed: u8) -> NotificationSigner {
         NotificationSigner::new(SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    #[test]
+    fn control_characters_decoded_from_headers_never_reach_the_fields() {
+        let head = b"From: =?utf-8?q?Ann=00Lee?= <ann@example.org>\r\n\
+            Subject: =?utf-8?q?Results=00for=0Ayou?=\r\n\
+            Message-ID: <=?utf-8?q?a=00b?=@example.org>\r\n\
+            References: <ok@example.org>\r\n\r\n";
+        let headers = SenderHeaders::parse(head, "ann@example.org");
+        assert_eq!(headers.subject.as_deref(), Some("Results for you"));
+        assert_eq!(headers.from_name.as_deref(), Some("Ann Lee"));
+        assert!(headers.message_id.is_none_or(|id| !id.contains(char::is_control)));
+        assert_eq!(headers.references, ["ok@example.org"]);
     }
 
     fn fields() -> Notification {

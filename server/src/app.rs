@@ -39,8 +39,7 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::signing::{SigningKeyError, SigningKeys};
 use crate::state::{AppState, Inner, Limits};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::tls::{TlsError, TlsIdentity, load_or_generate};
 use sealpost_proto::notification::normalize_origin;
 
@@ -96,16 +95,20 @@ impl Application {
         let origin_host =
             origin.trim_start_matches("https://").split(':').next().map(str::to_owned);
         let tls = load_or_generate(&settings.tls, &data_dir, origin_host.as_deref())?;
-        let keys = SigningKeys::load_or_generate(&data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_url()).await?);
+        let store =
+            crate::store::open(&settings.database_url(), settings.database.max_connections).await?;
+        let keys = SigningKeys::load_or_generate(&*store, &data_dir).await?;
         let organization = Arc::new(
             Organization::load(settings.clone(), origin.clone(), store.clone())
                 .await
                 .map_err(|error| StartError::Other(format!("organization settings: {error}")))?,
         );
-        let bounces = BounceMatcher::load_or_generate(&data_dir, settings.bounce_address())
-            .map_err(|error| StartError::Other(error.to_string()))?;
-        let links = LinkKey::load_or_generate(&data_dir)
+        let bounces =
+            BounceMatcher::load_or_generate(&*store, &data_dir, settings.bounce_address())
+                .await
+                .map_err(|error| StartError::Other(error.to_string()))?;
+        let links = LinkKey::load_or_generate(&*store, &data_dir)
+            .await
             .map_err(|error| StartError::Other(format!("notification links: {error}")))?;
         let dkim = DkimSigner::from_settings(&settings.dkim)
             .map_err(|error| StartError::Other(error.to_string()))?
@@ -142,7 +145,8 @@ impl Application {
         let state = AppState::new(Inner {
             limits: Limits::new(&settings),
             pages,
-            blobs: BlobStore::new(&data_dir),
+            blobs: BlobStore::from_settings(&settings.storage, &data_dir, store.clone())
+                .map_err(|error| StartError::Other(error.to_string()))?,
             settings,
             origin,
             store,
@@ -239,6 +243,9 @@ impl Application {
             .worker
             .then(|| tokio::spawn(self.state.outbox.clone().run(stop_worker.clone())));
         let purger = tokio::spawn(self.purger().run(stop_worker.clone()));
+        let organization = tokio::spawn(
+            self.state.organization.clone().keep_current(ORGANIZATION_REFRESH, stop_worker.clone()),
+        );
         let inbound = self.inbound.map(|inbound| tokio::spawn(inbound.run(stop_worker.clone())));
         let monitor = self.blocklist_checker.map(|checker| {
             let interval = Duration::from_secs(self.state.settings.blocklists.interval_seconds);
@@ -264,6 +271,7 @@ impl Application {
             .await;
         stop_worker.cancel();
         let _ = purger.await;
+        let _ = organization.await;
         if let Some(inbound) = inbound {
             let _ = inbound.await;
         }
@@ -277,6 +285,9 @@ impl Application {
         served
     }
 }
+
+/// How soon an admin's change through one instance reaches the others.
+const ORGANIZATION_REFRESH: Duration = Duration::from_secs(5);
 
 /// The name the SMTP listener greets with: configured, or the public URL's host.
 fn inbound_hostname(settings: &Settings, origin: &str) -> String {

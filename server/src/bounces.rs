@@ -2,8 +2,8 @@
 //!
 //! Every notification leaves with its own envelope sender (VERP): the
 //! configured bounce address with `+b<outbox id>-<mac>` added to its local
-//! part, where the mac is an HMAC of the id under a key kept in the data
-//! directory. A bounce comes back to that address, so the recipient it is
+//! part, where the mac is an HMAC of the id under a key all instances share
+//! (see [`crate::secrets`]). A bounce comes back to that address, so the recipient it is
 //! about is known without trusting anything inside the bounce, and nobody can
 //! mark someone else's notification as bounced by guessing ids.
 //!
@@ -18,9 +18,12 @@ use mail_parser::{MessageParser, MimeHeaders};
 use sha2::Sha256;
 
 use crate::auth::constant_time_eq;
-use crate::files::{KeyFileError, load_or_create_key};
+use crate::secrets::{KeyError, shared_key};
+use crate::store::Store;
 
-const KEY_FILE: &str = "secrets/verp.key";
+const KEY_NAME: &str = "verp";
+/// Where versions that kept the key in a file kept it.
+const LEGACY_KEY_FILE: &str = "secrets/verp.key";
 /// Bytes of HMAC kept in the address: 80 bits make forging infeasible while
 /// keeping the local part short (16 characters of base32).
 const MAC_BYTES: usize = 10;
@@ -35,7 +38,7 @@ pub struct BounceMatcher {
 #[derive(Debug, thiserror::Error)]
 pub enum VerpError {
     #[error("VERP key: {0}")]
-    Key(#[from] KeyFileError),
+    Key(#[from] KeyError),
     #[error("the bounce address {0:?} is not local@domain")]
     Address(String),
 }
@@ -63,9 +66,14 @@ impl Bounce {
 }
 
 impl BounceMatcher {
-    /// Loads the key from `<data_dir>/secrets/verp.key`, creating it on first start.
-    pub fn load_or_generate(data_dir: &Path, bounce_address: &str) -> Result<Self, VerpError> {
-        Self::new(load_or_create_key(&data_dir.join(KEY_FILE))?, bounce_address)
+    /// With the key all instances share (see [`shared_key`]).
+    pub async fn load_or_generate(
+        store: &dyn Store,
+        data_dir: &Path,
+        bounce_address: &str,
+    ) -> Result<Self, VerpError> {
+        let key = shared_key(store, KEY_NAME, &data_dir.join(LEGACY_KEY_FILE)).await?;
+        Self::new(key, bounce_address)
     }
 
     pub fn new(key: [u8; 32], bounce_address: &str) -> Result<Self, VerpError> {
@@ -232,13 +240,5 @@ mod tests {
         let (address, raw) = fixture("postfix-user-unknown.eml", 5);
         let forged = address.replace("+b5-", "+b6-");
         assert_eq!(matcher().match_bounce(&forged, &raw), None);
-    }
-
-    #[test]
-    fn the_key_survives_restarts() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let first = BounceMatcher::load_or_generate(dir.path(), "b@x.example").expect("create");
-        let again = BounceMatcher::load_or_generate(dir.path(), "b@x.example").expect("load");
-        assert_eq!(again.outbox_id(&first.envelope_sender(9)), Some(9));
     }
 }

@@ -11,7 +11,7 @@ use sealpost_proto::api::{ErrorBody, ErrorCode};
 
 use crate::blobs::BlobError;
 use crate::mailer::MailError;
-use crate::rate_limit::RetryAfter;
+use crate::rate_limit::{LimitError, RetryAfter};
 use crate::store::{StoreError, Unreadable};
 
 #[derive(Debug)]
@@ -115,6 +115,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<LimitError> for ApiError {
+    fn from(error: LimitError) -> Self {
+        match error {
+            LimitError::Refused(retry) => Self::rate_limited(retry),
+            LimitError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         Self::internal(&error)
@@ -130,7 +139,20 @@ impl From<BlobError> for ApiError {
                 error.to_string(),
             ),
             BlobError::Upload(_) => Self::bad_request(error.to_string()),
-            BlobError::Io { .. } => Self::internal(&error),
+            // Recorded, but its content is gone: say so, rather than only
+            // that something failed.
+            BlobError::Missing { ref id } => {
+                tracing::error!(message_id = %id, error = %error, "message content missing");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    format!(
+                        "The content of message {id} is missing from storage, so it cannot \
+                         be read. The server's administrator can find this in its log."
+                    ),
+                )
+            }
+            BlobError::Storage { .. } | BlobError::Database { .. } => Self::internal(&error),
         }
     }
 }

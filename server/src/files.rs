@@ -31,26 +31,3 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("cannot use the key {path}: {source}")]
-    Io { path: String, source: io::Error },
-    #[error("{path} must hold exactly 32 bytes")]
-    Malformed { path: String },
-}
-
-/// A 32-byte secret key kept at `path`, created (readable by the owner only)
-/// on first use.
-pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], KeyFileError> {
-    let io = |source| KeyFileError::Io { path: path.display().to_string(), source };
-    if path.exists() {
-        return fs::read(path)
-            .map_err(io)?
-            .try_into()
-            .map_err(|_| KeyFileError::Malformed { path: path.display().to_string() });
-    }
-    let key: [u8; 32] = rand::random();
-    write_private_file(path, &key).map_err(io)?;
-    Ok(key)
-}

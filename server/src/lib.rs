@@ -29,6 +29,7 @@ pub mod rate_limit;
 mod read_cache;
 pub mod routes;
 pub mod routing;
+pub mod secrets;
 pub mod settings;
 pub mod signing;
 pub mod state;

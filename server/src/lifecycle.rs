@@ -1,7 +1,7 @@
 //! The end of a message's life: the content of recalled and expired
 //! messages is deleted, so nothing readable outlives the sender's choice.
 //! Retrieval is refused from the moment of recall or expiry (see
-//! `MessageRecord::unreadable_at`); this only reclaims the files.
+//! `MessageRecord::unreadable_at`); this only reclaims the storage.
 
 use std::time::Duration;
 
@@ -17,10 +17,16 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Messages handled per query; a step continues until none are left.
 const PURGE_BATCH: u32 = 500;
 
-/// Deletes a message's content for good and records it gone.
-pub async fn remove_content(state: &AppState, id: &MessageId) -> StoreResult<()> {
-    state.blobs.remove(id).await;
-    state.store.mark_content_removed(id, state.clock.now()).await
+/// Deletes a message's content for good and records it gone; returns
+/// whether it did. When the object store fails, nothing is recorded and
+/// the purge tries again later.
+pub async fn remove_content(state: &AppState, id: &MessageId) -> StoreResult<bool> {
+    if let Err(error) = state.blobs.delete(id).await {
+        tracing::warn!(message_id = %id, %error, "content not deleted; trying again later");
+        return Ok(false);
+    }
+    state.store.mark_content_removed(id, state.clock.now()).await?;
+    Ok(true)
 }
 
 /// Deletes the content of recalled and expired messages: every
@@ -37,17 +43,26 @@ impl Purger {
     /// returns how many.
     pub async fn step(&self) -> StoreResult<usize> {
         let state = &self.0;
+        // Ended rate-limit windows are of no more use either.
+        state.store.forget_rate_limits(state.clock.now()).await?;
         let mut purged = 0;
         loop {
             let due = state.store.messages_to_purge(state.clock.now(), PURGE_BATCH).await?;
             if due.is_empty() {
                 return Ok(purged);
             }
+            let mut removed = 0;
             for id in &due {
-                remove_content(state, id).await?;
+                if remove_content(state, id).await? {
+                    removed += 1;
+                }
             }
-            purged += due.len();
-            tracing::info!(count = due.len(), "content of expired or recalled messages deleted");
+            purged += removed;
+            tracing::info!(count = removed, "content of expired or recalled messages deleted");
+            if removed < due.len() {
+                // The rest at the next step, rather than the failed ones again now.
+                return Ok(purged);
+            }
         }
     }
 

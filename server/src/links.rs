@@ -4,7 +4,7 @@
 //! a password only.
 //!
 //! The token is an HMAC of the message id and the recipient's address under
-//! a key kept in the data directory: nothing is stored per link, the
+//! a key kept in the database: nothing is stored per link, the
 //! address does not appear in the URL, and a token made for one recipient
 //! (or one message) matches no other.
 
@@ -16,9 +16,12 @@ use sealpost_proto::MessageId;
 use sha2::Sha256;
 
 use crate::auth::constant_time_eq;
-use crate::files::{KeyFileError, load_or_create_key};
+use crate::secrets::{KeyError, shared_key};
+use crate::store::Store;
 
-const KEY_FILE: &str = "secrets/link.key";
+const KEY_NAME: &str = "link";
+/// Where versions that kept the key in a file kept it.
+const LEGACY_KEY_FILE: &str = "secrets/link.key";
 /// Bytes of HMAC in the link: 128 bits cannot be guessed, and keep the URL short.
 const TOKEN_BYTES: usize = 16;
 
@@ -28,9 +31,9 @@ pub struct LinkKey {
 }
 
 impl LinkKey {
-    /// Loads the key from `<data_dir>/secrets/link.key`, creating it on first start.
-    pub fn load_or_generate(data_dir: &Path) -> Result<Self, KeyFileError> {
-        Ok(Self { key: load_or_create_key(&data_dir.join(KEY_FILE))? })
+    /// The key all instances share (see [`shared_key`]).
+    pub async fn load_or_generate(store: &dyn Store, data_dir: &Path) -> Result<Self, KeyError> {
+        Ok(Self { key: shared_key(store, KEY_NAME, &data_dir.join(LEGACY_KEY_FILE)).await? })
     }
 
     /// The token for `recipient`'s link to `message`.

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sealpost_server::app::SHUTDOWN_GRACE;
 use sealpost_server::settings::{LogFormat, Settings};
-use sealpost_server::{Application, install_crypto_provider, signing};
+use sealpost_server::signing::{self, SigningKeys};
+use sealpost_server::{Application, install_crypto_provider, store};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -44,16 +45,37 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { .. } => serve(settings),
-        Command::RotateKey { .. } => match signing::rotate(&settings.server.data_dir) {
-            Ok(key_id) => {
-                println!("new active signing key {key_id}; restart the server to use it");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("sealpost-server: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::RotateKey { .. } => rotate_key(&settings),
+    }
+}
+
+fn rotate_key(settings: &Settings) -> ExitCode {
+    install_crypto_provider();
+    let rotated = tokio::runtime::Runtime::new()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let url = settings.database_url();
+                let store =
+                    store::open(&url, 1).await.map_err(|error| format!("database: {error}"))?;
+                // The keys an earlier version kept as files come first.
+                SigningKeys::load_or_generate(&*store, &settings.server.data_dir)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                signing::rotate(&*store).await.map_err(|error| error.to_string())
+            })
+        });
+    match rotated {
+        Ok(key_id) => {
+            println!(
+                "new active signing key {key_id}; restart every server instance to sign with it"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sealpost-server: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -69,7 +91,7 @@ fn serve(settings: Settings) -> ExitCode {
     };
     runtime.block_on(async move {
         let data_dir = settings.server.data_dir.clone();
-        let database = settings.database_url();
+        let database = settings.database_url_for_display();
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(error) => {

@@ -5,10 +5,12 @@
 //! them through `/api/v1/admin/organization`. Changes are stored in the
 //! database (they survive restarts and win over the file) and apply to the
 //! next notification: readers take an [`Arc<Current>`] snapshot, an update
-//! swaps in a new one.
+//! swaps in a new one. Instances sharing a database re-read the stored
+//! changes every few seconds ([`Organization::keep_current`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use minijinja::{AutoEscape, Environment};
 use sealpost_proto::api::{
@@ -17,6 +19,7 @@ use sealpost_proto::api::{
 use sealpost_proto::notification::{Branding, Placeholder, SignedNotification, issue};
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::mailer::{MailError, Mailer};
 use crate::settings::{Secret, Settings, SmtpSecurity};
@@ -72,11 +75,7 @@ impl Organization {
         origin: String,
         store: Arc<dyn Store>,
     ) -> Result<Self, OrganizationError> {
-        let overrides: OrganizationUpdate = match store.organization_overrides().await? {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|error| OrganizationError::Corrupt(error.to_string()))?,
-            None => OrganizationUpdate::default(),
-        };
+        let overrides = stored_overrides(&*store).await?;
         let data_dir = base.server.data_dir.clone();
         let current = build(&base, &origin, &data_dir, overrides)
             .map_err(|error| OrganizationError::Corrupt(error.to_string()))?;
@@ -87,18 +86,55 @@ impl Organization {
         self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
+    /// Takes in the changes another server instance on the same database
+    /// saved; returns whether there were any.
+    pub async fn refresh(&self) -> Result<bool, OrganizationError> {
+        let stored = stored_overrides(&*self.store).await?;
+        if stored == self.current().overrides {
+            return Ok(false);
+        }
+        let next = Arc::new(build(&self.base, &self.origin, &self.data_dir, stored)?);
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        Ok(true)
+    }
+
+    /// Refreshes every `interval` until `shutdown`, so an admin's change
+    /// through any instance reaches all of them.
+    pub async fn keep_current(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.refresh().await {
+                Ok(true) => tracing::info!("organization settings changed by another instance"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "could not re-read the organization settings"),
+            }
+        }
+    }
+
     /// Validates and applies a change; nothing changes when it is refused.
     pub async fn update(
         &self,
         update: OrganizationUpdate,
     ) -> Result<Arc<Current>, OrganizationError> {
-        let merged = merge(&self.current().overrides, update);
+        // On top of what is stored now, which another instance may have changed.
+        let merged = merge(&stored_overrides(&*self.store).await?, update);
         let next = Arc::new(build(&self.base, &self.origin, &self.data_dir, merged)?);
         let json = serde_json::to_string(&next.overrides)
             .map_err(|error| OrganizationError::Corrupt(error.to_string()))?;
         self.store.save_organization_overrides(&json, OffsetDateTime::now_utc()).await?;
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
         Ok(next)
+    }
+}
+
+async fn stored_overrides(store: &dyn Store) -> Result<OrganizationUpdate, OrganizationError> {
+    match store.organization_overrides().await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|error| OrganizationError::Corrupt(error.to_string())),
+        None => Ok(OrganizationUpdate::default()),
     }
 }
 

@@ -83,6 +83,11 @@ impl Outbox {
         settings: OutboxSettings,
         smtp_timeout: Duration,
     ) -> Self {
+        let lease = settings.lease_seconds.map_or(
+            // Connect, greet, send: each step may take the full timeout.
+            smtp_timeout * 3 + Duration::from_secs(60),
+            Duration::from_secs,
+        );
         Self(Arc::new(Inner {
             store,
             organization,
@@ -91,8 +96,7 @@ impl Outbox {
             metrics,
             settings,
             queued: Notify::new(),
-            // Connect, greet, send: each step may take the full timeout.
-            lease: smtp_timeout * 3 + Duration::from_secs(60),
+            lease,
         }))
     }
 

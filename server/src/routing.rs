@@ -27,7 +27,9 @@ use crate::inbound::InboundMail;
 use crate::masking;
 use crate::metrics::OutcomeLabels;
 use crate::state::AppState;
+// What arriving mail says goes into the log without control characters.
 use crate::store::{AccountRecord, NewMail, RelayLogRecord, ReplyAddressRecord, StoreError};
+use sealpost_proto::notification::printable;
 
 /// No sender is told twice within this many days.
 pub const NOT_PERMITTED_EVERY_DAYS: i64 = 7;
@@ -222,12 +224,12 @@ pub async fn route(
         .record_relay_decision(&RelayLogRecord {
             at: state.clock.now(),
             address: to.address.clone(),
-            envelope_sender: arrived.envelope_sender.clone(),
-            from_address: arrived.from.clone(),
+            envelope_sender: printable(&arrived.envelope_sender),
+            from_address: arrived.from.as_deref().map(printable),
             member_email: Some(to.member_email.clone()),
             decision: routed.decision.as_str().to_owned(),
-            reason: routed.reason.clone(),
-            header_message_id: arrived.message_id.clone(),
+            reason: printable(&routed.reason),
+            header_message_id: arrived.message_id.as_deref().map(printable),
         })
         .await?;
     state

@@ -26,6 +26,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub database: DatabaseSettings,
     pub messages: MessageSettings,
+    pub storage: StorageSettings,
     pub accounts: AccountSettings,
     pub limits: RateLimitSettings,
     pub smtp: SmtpSettings,
@@ -76,11 +77,21 @@ pub struct TlsSettings {
     pub hostnames: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// `sqlite://PATH`. Default: `sqlite://<data_dir>/sealpost.db`.
+    /// `sqlite://PATH` (one server), or `postgres://USER@HOST/DB` for
+    /// several instances sharing one database. Default:
+    /// `sqlite://<data_dir>/sealpost.db`.
     pub url: Option<String>,
+    /// Connections this instance keeps open to PostgreSQL at most.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +117,136 @@ impl Default for MessageSettings {
             expire_after_days: 0,
             recalled_copies: RecalledCopies::Keep,
         }
+    }
+}
+
+/// Where message content is kept: small content in the database, larger
+/// content in an object store (a directory, or an S3-compatible bucket).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Content up to this many bytes is kept in the database; larger
+    /// content in the object store. 0: all content in the object store.
+    pub inline_max_bytes: u64,
+    /// The object store: `filesystem` or `s3`.
+    pub backend: StorageBackend,
+    /// The directory of the `filesystem` backend. Default: `<data_dir>/messages`.
+    pub path: Option<PathBuf>,
+    /// The bucket of the `s3` backend.
+    pub s3: S3Settings,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            inline_max_bytes: 64 * 1024,
+            backend: StorageBackend::Filesystem,
+            path: None,
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files in a directory (`storage.path`).
+    Filesystem,
+    /// An S3-compatible bucket (`[storage.s3]`).
+    S3,
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, Ceph, Garage, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    pub bucket: Option<String>,
+    /// The service's URL, such as `https://minio.example.org:9000`; unset:
+    /// AWS S3 in `region`. Buckets are addressed by path (`<endpoint>/<bucket>`).
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Static credentials; unset: the instance's or container's role.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Allow an `http://` endpoint (a service on the same host or network only).
+    pub allow_http: bool,
+    /// Put every object under this prefix (`<prefix>/<2 chars>/<id>.eml`).
+    pub prefix: Option<String>,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            prefix: None,
+        }
+    }
+}
+
+impl StorageSettings {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |key, problem: &str| Err((key, problem.to_owned()));
+        if matches!(&self.path, Some(path) if path.as_os_str().is_empty()) {
+            return invalid(
+                "storage.path",
+                "must not be empty (leave it out for <data_dir>/messages)",
+            );
+        }
+        let s3 = &self.s3;
+        if self.backend == StorageBackend::S3 {
+            match s3.bucket.as_deref() {
+                None | Some("") => {
+                    return invalid(
+                        "storage.s3.bucket",
+                        "must be set when storage.backend is \"s3\"",
+                    );
+                }
+                Some(bucket) if bucket.contains(['/', ' ']) => {
+                    return invalid(
+                        "storage.s3.bucket",
+                        "must be a bucket name, without '/' or spaces",
+                    );
+                }
+                Some(_) => {}
+            }
+            if s3.region.is_empty() {
+                return invalid("storage.s3.region", "must not be empty (us-east-1 when in doubt)");
+            }
+        }
+        if let Some(endpoint) = &s3.endpoint {
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                return invalid(
+                    "storage.s3.endpoint",
+                    "must be a URL such as https://s3.example.org (no bucket in it)",
+                );
+            }
+            if endpoint.starts_with("http://") && !s3.allow_http {
+                return invalid(
+                    "storage.s3.endpoint",
+                    "is http://: set storage.s3.allow_http = true to send content unencrypted",
+                );
+            }
+        }
+        if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+            return invalid(
+                "storage.s3.access_key_id",
+                "set storage.s3.access_key_id and storage.s3.secret_access_key together or neither",
+            );
+        }
+        if let Some(prefix) = &s3.prefix
+            && (prefix.trim_matches('/').is_empty() || prefix.split('/').any(|part| part == ".."))
+        {
+            return invalid(
+                "storage.s3.prefix",
+                "must be a path such as sealpost/messages, or left out",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -374,6 +515,10 @@ pub struct OutboxSettings {
     pub retry_max_seconds: u64,
     /// A notification still failing temporarily after this long is marked failed.
     pub give_up_after_hours: u64,
+    /// How long a worker holds a notification it is sending. If its
+    /// instance dies mid-attempt, another sends the notification once this
+    /// has passed. Default: three SMTP timeouts and a minute.
+    pub lease_seconds: Option<u64>,
 }
 
 impl Default for OutboxSettings {
@@ -384,6 +529,7 @@ impl Default for OutboxSettings {
             retry_initial_seconds: 60,
             retry_max_seconds: 3600,
             give_up_after_hours: 120,
+            lease_seconds: None,
         }
     }
 }
@@ -551,9 +697,25 @@ impl Settings {
             return invalid("tls.cert_file", "set both tls.cert_file and tls.key_file, or neither");
         }
         if let Some(url) = &self.database.url
-            && !url.starts_with("sqlite:")
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
         {
-            return invalid("database.url", "only sqlite://PATH is supported by this version");
+            return invalid(
+                "database.url",
+                "must be sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE",
+            );
+        }
+        if let Some(lease) = self.outbox.lease_seconds
+            && lease <= self.smtp.timeout_seconds
+        {
+            return invalid(
+                "outbox.lease_seconds",
+                "must be longer than smtp.timeout_seconds, or one attempt could outlast its lease",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
         }
         if let Some(domain) = &self.masking.domain {
             if !domain.contains('.') || domain.contains(['@', ' ']) {
@@ -569,6 +731,9 @@ impl Settings {
         if self.messages.max_size == 0 {
             return invalid("messages.max_size", "must be at least 1 byte");
         }
+        self.storage
+            .validate()
+            .map_err(|(key, problem)| SettingsError::Invalid { key, problem })?;
         if self.messages.max_recipients == 0 {
             return invalid("messages.max_recipients", "must be at least 1");
         }
@@ -691,6 +856,19 @@ impl Settings {
             format!("sqlite://{}", self.server.data_dir.join("sealpost.db").display())
         })
     }
+
+    /// [`Self::database_url`] without a password, for logs and start-up output.
+    pub fn database_url_for_display(&self) -> String {
+        let url = self.database_url();
+        let Some((scheme, rest)) = url.split_once("://") else { return url };
+        match rest.split_once('@') {
+            Some((credentials, host)) if credentials.contains(':') => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:********@{host}")
+            }
+            _ => url,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -714,6 +892,18 @@ mod tests {
     }
 
     #[test]
+    fn a_database_password_is_never_displayed() {
+        let mut settings = Settings::default();
+        settings.database.url = Some("postgres://sealpost:s3cret@db.internal:5432/sealpost".into());
+        assert_eq!(
+            settings.database_url_for_display(),
+            "postgres://sealpost:********@db.internal:5432/sealpost"
+        );
+        settings.database.url = Some("postgres://sealpost@db.internal/sealpost".into());
+        assert_eq!(settings.database_url_for_display(), "postgres://sealpost@db.internal/sealpost");
+    }
+
+    #[test]
     fn the_template_states_the_defaults() {
         let from_template: Settings = toml::from_str(TEMPLATE).expect("template parses");
         assert_eq!(from_template, Settings::default());
@@ -731,11 +921,25 @@ mod tests {
         for (section, table) in full.as_table().expect("table") {
             let mentioned =
                 defaults.get(section).and_then(|t| t.as_table()).map(|t| t.len()).unwrap_or(0);
-            for key in table.as_table().expect("section").keys() {
+            for (key, value) in table.as_table().expect("section") {
+                // A sub-table, such as [storage.s3], is documented key by key.
+                let Some(subtable) = value.as_table() else {
+                    assert!(
+                        template_with_all_keys().contains(&format!("\n{key} = ")),
+                        "key {section}.{key} is not documented in sealpost.example.toml"
+                    );
+                    continue;
+                };
                 assert!(
-                    template_with_all_keys().contains(&format!("\n{key} = ")),
-                    "key {section}.{key} is not documented in sealpost.example.toml"
+                    TEMPLATE.contains(&format!("\n[{section}.{key}]\n")),
+                    "section [{section}.{key}] is not in sealpost.example.toml"
                 );
+                for key in subtable.keys() {
+                    assert!(
+                        template_with_all_keys().contains(&format!("\n{key} = ")),
+                        "key {section}.{key} is not documented in sealpost.example.toml"
+                    );
+                }
             }
             assert!(table.as_table().expect("section").len() >= mentioned);
         }
@@ -793,5 +997,40 @@ mod tests {
         std::fs::write(&file, "[discovery]\nimap_security = \"plain\"\n").expect("write");
         let error = Settings::load(Some(&file)).expect_err("plain text refused").to_string();
         assert!(error.contains("imap_security"), "{error}");
+    }
+
+    #[test]
+    fn storage_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("storage.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nbackend = \"s3\"\ninline_max_bytes = 0\n[storage.s3]\n\
+             bucket = \"mail\"\nendpoint = \"https://s3.example.org\"\nprefix = \"a/b\"\n\
+             access_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+        )
+        .expect("write");
+        let storage = Settings::load(Some(&file)).expect("valid storage settings").storage;
+        assert_eq!((storage.backend, storage.inline_max_bytes), (StorageBackend::S3, 0));
+        assert_eq!(storage.s3.bucket.as_deref(), Some("mail"));
+        assert_eq!(storage.s3.secret_access_key.as_ref().map(Secret::expose), Some("s"));
+        assert_eq!(format!("{:?}", storage.s3.secret_access_key), "Some([redacted])");
+
+        for (toml, key, problem) in [
+            ("[storage]\nbackend = \"s3\"\n", "storage.s3.bucket", "must be set"),
+            ("[storage]\nbackend = \"tape\"\n", "backend", "unknown variant"),
+            (
+                "[storage.s3]\nendpoint = \"http://127.0.0.1:9000\"\n",
+                "storage.s3.endpoint",
+                "allow_http",
+            ),
+            ("[storage.s3]\nendpoint = \"s3.example.org\"\n", "storage.s3.endpoint", "URL"),
+            ("[storage.s3]\naccess_key_id = \"k\"\n", "storage.s3.access_key_id", "together"),
+            ("[storage]\npath = \"\"\n", "storage.path", "must not be empty"),
+        ] {
+            std::fs::write(&file, toml).expect("write");
+            let error = Settings::load(Some(&file)).expect_err(toml).to_string();
+            assert!(error.contains(key) && error.contains(problem), "{toml}: {error}");
+        }
     }
 }

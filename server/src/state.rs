@@ -11,7 +11,7 @@ use crate::links::LinkKey;
 use crate::metrics::Metrics;
 use crate::organization::Organization;
 use crate::outbox::Outbox;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::RateLimit;
 use crate::settings::Settings;
 use crate::signing::SigningKeys;
 use crate::store::Store;
@@ -49,10 +49,10 @@ pub struct Inner {
 }
 
 pub struct Limits {
-    pub codes_per_address: RateLimiter,
-    pub codes_per_ip: RateLimiter,
-    pub failed_logins_per_address: RateLimiter,
-    pub failed_logins_per_ip: RateLimiter,
+    pub codes_per_address: RateLimit,
+    pub codes_per_ip: RateLimit,
+    pub failed_logins_per_address: RateLimit,
+    pub failed_logins_per_ip: RateLimit,
 }
 
 impl Limits {
@@ -61,13 +61,19 @@ impl Limits {
         let quarter = Duration::from_secs(15 * 60);
         let limits = &settings.limits;
         Self {
-            codes_per_address: RateLimiter::new(limits.code_requests_per_address_per_hour, hour),
-            codes_per_ip: RateLimiter::new(limits.code_requests_per_ip_per_hour, hour),
-            failed_logins_per_address: RateLimiter::new(
+            codes_per_address: RateLimit::new(
+                "codes-address",
+                limits.code_requests_per_address_per_hour,
+                hour,
+            ),
+            codes_per_ip: RateLimit::new("codes-ip", limits.code_requests_per_ip_per_hour, hour),
+            failed_logins_per_address: RateLimit::new(
+                "failed-logins-address",
                 limits.failed_logins_per_address_per_15_minutes,
                 quarter,
             ),
-            failed_logins_per_ip: RateLimiter::new(
+            failed_logins_per_ip: RateLimit::new(
+                "failed-logins-ip",
                 limits.failed_logins_per_ip_per_15_minutes,
                 quarter,
             ),

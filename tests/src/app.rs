@@ -20,6 +20,17 @@ use tempfile::TempDir;
 use crate::client::{ApiClient, ApiResponse};
 use crate::mail_capture::MailCapture;
 use crate::mailstack::MailStack;
+use crate::postgres::PostgresServer;
+
+/// Set to `postgres` to run every [`TestApp`] on a PostgreSQL server of
+/// its own instead of the embedded SQLite store: `cargo xtask test` runs
+/// the API tests both ways.
+pub const DATABASE_ENV: &str = "SEALPOST_TEST_DATABASE";
+
+/// Whether [`DATABASE_ENV`] asks for PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(DATABASE_ENV).is_ok_and(|value| value == "postgres")
+}
 
 /// One server with its own data directory and database, and a mail capture
 /// that its automated mail goes to. Stops when dropped.
@@ -41,6 +52,9 @@ pub struct TestApp {
     pub dkim_record: Option<(String, String)>,
     pub data_dir: PathBuf,
     pub cert_pem: Vec<u8>,
+    /// The PostgreSQL server the store is on, when tests run on PostgreSQL
+    /// ([`DATABASE_ENV`]); dropped after the server stops.
+    pub postgres: Option<PostgresServer>,
     /// Stops the server; called on drop.
     stop: Box<dyn Fn() + Send + Sync>,
     _dir: TempDir,
@@ -96,6 +110,14 @@ impl TestApp {
         settings.branding.organization_name = "Example Clinic".into();
         settings.branding.footer = "Sent by Example Clinic, 1 Test Street, Testville".into();
         configure(&mut settings);
+        let postgres = match settings.database.url {
+            None if on_postgres() => {
+                let server = PostgresServer::start().await.expect("PostgreSQL for the test");
+                settings.database.url = Some(server.url());
+                Some(server)
+            }
+            _ => None,
+        };
         settings.validate().expect("test settings are valid");
         let data_dir = settings.server.data_dir.clone();
 
@@ -124,6 +146,7 @@ impl TestApp {
             dkim_record,
             data_dir,
             cert_pem,
+            postgres,
             stop: Box::new(move || server_handle.shutdown()),
             _dir: dir,
         }

@@ -15,6 +15,8 @@
 //!   private X display, driven through tauri-driver and WebKitWebDriver.
 //! - [`PageClient`] fetches the Secure Message Center's pages as a browser
 //!   without JavaScript would, keeping cookies, for tests of the exchange.
+//! - [`S3Server`] is a real S3-compatible service (s3s-fs, signatures
+//!   checked) on loopback with one bucket, for message content in object storage.
 //! - [`web::StaticSite`] serves fixed pages over HTTPS with its own CA, for
 //!   what clients discover on web servers other than Sealpost's.
 //!
@@ -25,6 +27,7 @@ mod app;
 pub mod browser;
 pub mod checks;
 mod client;
+mod cluster;
 pub mod desktop;
 mod dns;
 mod mail_capture;
@@ -32,12 +35,18 @@ mod mailstack;
 mod pages;
 mod postgres;
 mod process;
+mod s3;
 pub mod web;
 
 pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
-pub use app::{TestApp, TestUser};
+pub use app::{DATABASE_ENV, TestApp, TestUser, on_postgres};
 pub use browser::Browser;
 pub use client::{ApiClient, ApiResponse};
+pub use cluster::mixed_load::RequestKind;
+pub use cluster::{
+    CLUSTER_ORIGIN, ClusterDatabase, ClusterOptions, LoadReport, MixedLoad, NotificationTally,
+    ServerCluster, StartOrder,
+};
 pub use dns::DnsServer;
 pub use mail_capture::{CapturedMail, MailCapture};
 pub use mailstack::{
@@ -46,6 +55,7 @@ pub use mailstack::{
 pub use pages::{Page, PageClient};
 pub use postgres::PostgresServer;
 pub use process::{ServerProcess, start_with_retries, workspace_binary};
+pub use s3::S3Server;
 
 /// How many real copies of secure message `message_id` (swapped in by an
 /// agent) and how many placeholders for it `messages` hold.

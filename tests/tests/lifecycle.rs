@@ -42,6 +42,8 @@ async fn a_recalled_message_is_refused_to_everyone_and_its_content_deleted() {
     let app = TestApp::spawn_with(|s| {
         s.outbox.worker = false;
         s.messages.recalled_copies = RecalledCopies::Replace;
+        // Content as files, so that its deletion shows.
+        s.storage.inline_max_bytes = 0;
     })
     .await;
     let sender = app.register_agent("sender@example.test", "laptop").await;
@@ -114,6 +116,8 @@ async fn messages_expire_by_the_organizations_default_or_the_senders_choice() {
         s.messages.expire_after_days = 7;
         // The clock moves on by days: the devices stay signed in.
         s.accounts.access_token_ttl_seconds = 30 * 24 * 3600;
+        // Content as files, so that its deletion shows.
+        s.storage.inline_max_bytes = 0;
     })
     .await;
     let sender = app.register_agent("sender@example.test", "laptop").await;

@@ -95,7 +95,13 @@ async fn content_survives_a_server_restart_on_the_same_data_directory() {
     let data_dir = app.data_dir.clone();
     let keys_before = app.well_known().await.signing_keys;
 
-    let restarted = TestApp::spawn_with(|settings| settings.server.data_dir = data_dir).await;
+    // On PostgreSQL (SEALPOST_TEST_DATABASE), the same database too.
+    let database = app.postgres.as_ref().map(|postgres| postgres.url());
+    let restarted = TestApp::spawn_with(|settings| {
+        settings.server.data_dir = data_dir;
+        settings.database.url = database;
+    })
+    .await;
     assert_eq!(restarted.well_known().await.signing_keys, keys_before, "the signing key persists");
     let content = restarted.content(Some(sender.token()), &stored.message_id).await;
     assert_eq!(content.status, 200, "{}", content.text());

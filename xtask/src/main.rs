@@ -293,6 +293,34 @@ impl Steps {
     }
 }
 
+/// Test modules that start no server of their own, or that test the
+/// desktop, the packages or the harness itself: run once, not per database.
+const NOT_PER_DATABASE: &[&str] =
+    &["desktop_app", "installers", "mailstack", "postgres", "server_binary", "store"];
+
+/// The end-to-end tests that run the server, for a second run on PostgreSQL.
+fn postgres_tests_command(nextest: bool) -> Vec<String> {
+    let mut args: Vec<String> = if nextest {
+        ["nextest", "run", "--locked", "-p", "sealpost-harness", "--test", "end_to_end", "-E"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        ["test", "--locked", "-p", "sealpost-harness", "--test", "end_to_end", "--"]
+            .map(String::from)
+            .to_vec()
+    };
+    if nextest {
+        let skipped: Vec<String> =
+            NOT_PER_DATABASE.iter().map(|module| format!("test(/^{module}::/)")).collect();
+        args.push(format!("not ({})", skipped.join(" | ")));
+    } else {
+        for module in NOT_PER_DATABASE {
+            args.extend(["--skip".to_owned(), format!("{module}::")]);
+        }
+    }
+    args
+}
+
 fn test(no_install: bool, quick: bool) -> Result<()> {
     let root = repo_root();
     // The fuzz crate is its own workspace (excluded from the main one).
@@ -348,15 +376,33 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     })?;
     let tauri_driver = tauri_driver_path();
     steps.run("tauri-driver", &tauri_driver_install().join(" "), install_tauri_driver)?;
-    steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
-        run(cargo()
-            .args(tests)
+    let with_binaries = |command: &mut Command| {
+        command
             .env("SEALPOST_SERVER_BIN", root.join("target/debug/sealpost-server"))
             .env("SEALPOST_AGENT_BIN", root.join("target/debug/sealpost-agent"))
             .env("SEALPOST_APP_BIN", root.join("target/debug/sealpost"))
             .env("SEALPOST_PACKAGES_DIR", &packages)
-            .env("SEALPOST_TAURI_DRIVER", &tauri_driver))
+            .env("SEALPOST_TAURI_DRIVER", &tauri_driver);
+    };
+    steps.run("tests", &format!("cargo {}", tests.join(" ")), || {
+        let mut command = cargo();
+        command.args(tests);
+        with_binaries(&mut command);
+        run(&mut command)
     })?;
+    // The API tests again, each server on a PostgreSQL of its own (the
+    // store's own tests already run on both databases).
+    let on_postgres = postgres_tests_command(tests[0] == "nextest");
+    steps.run(
+        "API tests on PostgreSQL",
+        &format!("SEALPOST_TEST_DATABASE=postgres cargo {}", on_postgres.join(" ")),
+        || {
+            let mut command = cargo();
+            command.args(&on_postgres).env("SEALPOST_TEST_DATABASE", "postgres");
+            with_binaries(&mut command);
+            run(&mut command)
+        },
+    )?;
     let quick_bench = "cargo xtask bench --quick --no-install";
     steps.run("benchmarks (quick sizes)", quick_bench, || run_bench(BenchProfile::Debug, &[]))?;
     // nextest does not run doc tests.

@@ -10,6 +10,7 @@ use sealpost_proto::verification::code_email;
 use crate::auth::{code_hash, hash_password, new_code};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::mailer::OutgoingMail;
+use crate::rate_limit::LimitError;
 use crate::routes::input::{display_name, email_address, password};
 use crate::state::AppState;
 use crate::store::{AccountRecord, CodeCheck, StoreError};
@@ -35,10 +36,11 @@ pub async fn send_code(
     peer: &SocketAddr,
     email: &str,
 ) -> ApiResult<time::OffsetDateTime> {
-    state.limits.codes_per_ip.hit(&peer.ip().to_string()).map_err(ApiError::rate_limited)?;
-    state.limits.codes_per_address.hit(email).map_err(ApiError::rate_limited)?;
-    let code = new_code();
     let now = state.clock.now();
+    let store = &*state.store;
+    state.limits.codes_per_ip.hit(store, &peer.ip().to_string(), now).await?;
+    state.limits.codes_per_address.hit(store, email, now).await?;
+    let code = new_code();
     let ttl = time::Duration::seconds(
         i64::try_from(state.settings.accounts.code_ttl_seconds).unwrap_or(900),
     );
@@ -104,7 +106,7 @@ pub async fn redeem_code(
     email: &str,
     code: &str,
 ) -> ApiResult<()> {
-    check_login_limits(state, peer, email)?;
+    check_login_limits(state, peer, email).await?;
     let code = code.trim();
     let outcome = state
         .store
@@ -118,7 +120,7 @@ pub async fn redeem_code(
     match outcome {
         CodeCheck::Accepted => Ok(()),
         CodeCheck::Rejected | CodeCheck::NoValidCode => {
-            count_failed_login(state, peer, email);
+            count_failed_login(state, peer, email).await;
             Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidCode,
@@ -129,20 +131,26 @@ pub async fn redeem_code(
 }
 
 /// Refuses early when an address or IP has failed too often recently.
-pub fn check_login_limits(state: &AppState, peer: &SocketAddr, email: &str) -> ApiResult<()> {
-    state
-        .limits
-        .failed_logins_per_ip
-        .check(&peer.ip().to_string())
-        .map_err(ApiError::rate_limited)?;
-    state.limits.failed_logins_per_address.check(email).map_err(ApiError::rate_limited)
+pub async fn check_login_limits(state: &AppState, peer: &SocketAddr, email: &str) -> ApiResult<()> {
+    let (store, now) = (&*state.store, state.clock.now());
+    state.limits.failed_logins_per_ip.check(store, &peer.ip().to_string(), now).await?;
+    Ok(state.limits.failed_logins_per_address.check(store, email, now).await?)
 }
 
-pub fn count_failed_login(state: &AppState, peer: &SocketAddr, email: &str) {
-    // The window is already checked; a refusal here only means it just filled.
-    let _ = state.limits.failed_logins_per_ip.hit(&peer.ip().to_string());
-    let _ = state.limits.failed_logins_per_address.hit(email);
+pub async fn count_failed_login(state: &AppState, peer: &SocketAddr, email: &str) {
     tracing::info!(email = %email, peer = %peer.ip(), "failed sign-in attempt");
+    let (store, now) = (&*state.store, state.clock.now());
+    let limits = &state.limits;
+    let counted = [
+        limits.failed_logins_per_ip.hit(store, &peer.ip().to_string(), now).await,
+        limits.failed_logins_per_address.hit(store, email, now).await,
+    ];
+    // The window was checked before; a refusal here only means it just filled.
+    for outcome in counted {
+        if let Err(LimitError::Store(error)) = outcome {
+            tracing::error!(%error, "could not count a failed sign-in");
+        }
+    }
 }
 
 pub fn account_view(account: &AccountRecord) -> Account {

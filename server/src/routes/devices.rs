@@ -54,7 +54,7 @@ async fn sign_in_with_password(
     email: &str,
     password: String,
 ) -> ApiResult<AccountRecord> {
-    check_login_limits(state, peer, email)?;
+    check_login_limits(state, peer, email).await?;
     let account = state.store.account_by_email(email).await?;
     let hash = account
         .as_ref()
@@ -64,7 +64,7 @@ async fn sign_in_with_password(
     match account {
         Some(account) if matches && account.password_hash.is_some() => Ok(account),
         _ => {
-            count_failed_login(state, peer, email);
+            count_failed_login(state, peer, email).await;
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::InvalidCredentials,

@@ -15,10 +15,9 @@ use sealpost_proto::api::{
 };
 use sealpost_proto::notification::{Notification, SignedNotification, compose_email};
 use time::OffsetDateTime;
-use tokio_util::io::ReaderStream;
 
 use crate::auth::{AccessToken, Caller};
-use crate::blobs::{SMALL_CONTENT, StoredBlob};
+use crate::blobs::{Content, StoredBlob};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::masking;
 use crate::notify;
@@ -453,7 +452,8 @@ pub async fn recall(
     Ok(ApiJson(message_info(message)))
 }
 
-/// Marks `message` recalled and deletes its content; returns when it was recalled.
+/// Marks `message` recalled and deletes its content (or leaves that to the
+/// purge when storage fails now); returns when it was recalled.
 pub async fn recall_message(
     state: &AppState,
     message: &MessageRecord,
@@ -548,11 +548,10 @@ pub async fn content(
     if let Some(why) = message.unreadable_at(state.clock.now()) {
         return Err(ApiError::unreadable(why));
     }
-    let body = if message.size <= SMALL_CONTENT {
-        Body::from(state.blobs.read_small(&message.id)?)
-    } else {
-        let file = state.blobs.open(&message.id).await?;
-        Body::from_stream(ReaderStream::with_capacity(file, STREAM_CHUNK))
+    // Small content whole; larger content streamed from the object store.
+    let body = match state.blobs.open(&message.id, message.size).await? {
+        Content::Whole(content) => Body::from(content),
+        Content::Stream(chunks) => Body::from_stream(chunks),
     };
     state
         .store
@@ -574,9 +573,6 @@ pub async fn content(
     )
         .into_response())
 }
-
-/// Content larger than [`SMALL_CONTENT`] is streamed in chunks of this size.
-const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Who retrieved the message, when and from which device: for its sender only.
 #[utoipa::path(get, path = "/api/v1/messages/{message_id}/retrievals", tag = "messages", security(("bearer" = [])),

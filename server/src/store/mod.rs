@@ -6,7 +6,11 @@
 //! Each method is one unit of work: where it checks and writes, it does both
 //! in one transaction.
 
+pub mod postgres;
 pub mod sqlite;
+mod values;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -27,6 +31,17 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens and migrates the database at `url`: `sqlite://PATH` for the
+/// embedded store, `postgres://…` for one that several instances share
+/// (with at most `max_connections` connections from this instance).
+pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url, max_connections).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
@@ -279,6 +294,24 @@ pub struct NotificationRecord {
     pub updated_at: OffsetDateTime,
     pub relay_answer: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// A notification-signing key as stored: every instance signs with the
+/// active one and publishes them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub key_id: String,
+    /// The Ed25519 private key, PKCS#8 PEM.
+    pub pkcs8_pem: String,
+    pub created_at: OffsetDateTime,
+    pub active: bool,
+}
+
+/// The answer to a counted event: allowed, or refused until the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    Allowed,
+    RefusedUntil(OffsetDateTime),
 }
 
 #[async_trait]
@@ -566,6 +599,60 @@ pub trait Store: Send + Sync + 'static {
     async fn organization_overrides(&self) -> StoreResult<Option<String>>;
 
     async fn save_organization_overrides(&self, json: &str, at: OffsetDateTime) -> StoreResult<()>;
+
+    /// The secret named `name` that every instance on this database shares:
+    /// the one stored, or else `candidate`, stored now. Two instances
+    /// starting together end up with the same one.
+    async fn shared_secret(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<u8>>;
+
+    /// The notification-signing keys, the active one first, then newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;
+
+    /// Stores `key` as the active signing key (the others stay published).
+    /// With `only_if_none`, stores nothing and returns false when any key
+    /// is stored already, so instances starting together make one key.
+    async fn add_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        only_if_none: bool,
+    ) -> StoreResult<bool>;
+
+    /// Counts one event for `key` in its fixed window, which starts with
+    /// the first event and lasts `window`; refuses (counting nothing) when
+    /// the window already holds `limit` events. Shared by all instances.
+    async fn hit_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<RateLimited>;
+
+    /// Whether `key` could take one more event now, without counting one.
+    async fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<RateLimited>;
+
+    /// Forgets windows that ended at or before `now`; returns how many.
+    async fn forget_rate_limits(&self, now: OffsetDateTime) -> StoreResult<u64>;
+
+    /// Keeps a small message's content in the database (written before its
+    /// message row, as content in object storage is).
+    async fn put_content(&self, id: &MessageId, content: &[u8]) -> StoreResult<()>;
+
+    /// The content kept by [`Store::put_content`], if any.
+    async fn content(&self, id: &MessageId) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Removes kept content; removing none is no error.
+    async fn remove_content(&self, id: &MessageId) -> StoreResult<()>;
 
     /// Cheap round trip for the health check.
     async fn ping(&self) -> StoreResult<()>;

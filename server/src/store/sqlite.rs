@@ -13,11 +13,14 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecut
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
+use super::values::{
+    from_unix, is_unique_violation, optional_from_unix, rate_limited, unix, window_full,
+};
 use super::{
     AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
     MessageRecord, MessageSummary, NewDirectoryEntry, NewMail, NewNotification, NotificationRecord,
-    OutboxEntry, OutboxState, RelayLogRecord, ReplyAddressRecord, RetrievalRecord, Store,
-    StoreError, StoreResult, TokenHashes,
+    OutboxEntry, OutboxState, RateLimited, RelayLogRecord, ReplyAddressRecord, RetrievalRecord,
+    Store, StoreError, StoreResult, StoredSigningKey, TokenHashes,
 };
 use crate::auth::constant_time_eq;
 use crate::ids::{AccountId, DeviceId};
@@ -296,23 +299,6 @@ async fn mark_sent<'e>(executor: impl SqliteExecutor<'e>, marks: &[&SentMark]) -
 fn group_as_json(rows: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(rows)
         .map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))
-}
-
-fn unix(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp()
-}
-
-fn optional_from_unix(seconds: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
-    seconds.map(from_unix).transpose()
-}
-
-fn from_unix(seconds: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(seconds)
-        .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<AccountRecord> {
@@ -1524,336 +1510,158 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn shared_secret(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<u8>> {
+        sqlx::query(
+            "INSERT INTO shared_secrets (name, value, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(unix(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+        let rows = sqlx::query(
+            "SELECT key_id, pkcs8_pem, created_at, active FROM signing_keys
+             ORDER BY active DESC, created_at DESC, key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSigningKey {
+                    key_id: row.try_get("key_id")?,
+                    pkcs8_pem: row.try_get("pkcs8_pem")?,
+                    created_at: from_unix(row.try_get("created_at")?)?,
+                    active: row.try_get::<i64, _>("active")? == 1,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        only_if_none: bool,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if only_if_none {
+            let stored: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys").fetch_one(&mut *tx).await?;
+            if stored > 0 {
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE signing_keys SET active = 0 WHERE active = 1")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (key_id, pkcs8_pem, created_at, active) VALUES (?, ?, ?, 1)",
+        )
+        .bind(&key.key_id)
+        .bind(&key.pkcs8_pem)
+        .bind(unix(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
+        })?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn hit_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> StoreResult<RateLimited> {
+        // The count stops one past the limit, so a count above the limit
+        // means this event was refused: one statement decides and counts.
+        let (count, ends_at): (i64, i64) = sqlx::query_as(
+            "INSERT INTO rate_limits (key, window_ends_at, count) VALUES (?1, ?2 + ?3, 1)
+             ON CONFLICT (key) DO UPDATE SET
+                 count = CASE WHEN rate_limits.window_ends_at <= ?2 THEN 1
+                              ELSE MIN(rate_limits.count + 1, ?4 + 1) END,
+                 window_ends_at = CASE WHEN rate_limits.window_ends_at <= ?2
+                                       THEN excluded.window_ends_at
+                                       ELSE rate_limits.window_ends_at END
+             RETURNING count, window_ends_at",
+        )
+        .bind(key)
+        .bind(unix(now))
+        .bind(window.whole_seconds())
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await?;
+        rate_limited(count, ends_at, limit)
+    }
+
+    async fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<RateLimited> {
+        let window: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT count, window_ends_at FROM rate_limits WHERE key = ? AND window_ends_at > ?",
+        )
+        .bind(key)
+        .bind(unix(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        window_full(window, limit)
+    }
+
+    async fn forget_rate_limits(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM rate_limits WHERE window_ends_at <= ?")
+            .bind(unix(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn put_content(&self, id: &MessageId, content: &[u8]) -> StoreResult<()> {
+        sqlx::query("INSERT INTO message_content (message_id, content) VALUES (?, ?)")
+            .bind(id.as_str())
+            .bind(content)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| {
+                if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
+            })?;
+        Ok(())
+    }
+
+    async fn content(&self, id: &MessageId) -> StoreResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT content FROM message_content WHERE message_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.readers.get().await)
+            .await?)
+    }
+
+    async fn remove_content(&self, id: &MessageId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM message_content WHERE message_id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-}
-
-/// Comparison whose time does not depend on where the inputs differ.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = SqliteStore::open(&url).await.expect("open store");
-        (dir, store)
-    }
-
-    /// Tokens `[seed; 32]` (access) and `[seed + 100; 32]` (refresh), valid until `until`.
-    fn tokens(seed: u8, until: OffsetDateTime) -> TokenHashes {
-        TokenHashes {
-            access_hash: [seed; 32],
-            access_expires_at: until,
-            refresh_hash: [seed + 100; 32],
-            refresh_expires_at: until,
-        }
-    }
-
-    /// A one-byte message from `sender` to `recipients`, created at `at`.
-    fn message(sender: &AccountRecord, recipients: &[&str], at: OffsetDateTime) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::generate(),
-            sender_account_id: sender.id.clone(),
-            sender_email: sender.email.clone(),
-            content_sha256: ContentDigest::of(b"x"),
-            size: 1,
-            created_at: at,
-            recipients: recipients.iter().map(|&r| r.to_owned()).collect(),
-            subject: Some("Results".into()),
-            expires_at: None,
-            recalled_at: None,
-            header_message_id: None,
-            client_key: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reply_address_is_issued_once_per_member_correspondent_and_thread() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::now_utc();
-        let pair = |who: &str, candidate: &str| (who.to_owned(), candidate.to_owned());
-        let first = store
-            .issue_reply_addresses("m@x", "t1", &[pair("a@y", "m.1@r"), pair("b@y", "m.2@r")], now)
-            .await
-            .expect("issue");
-        assert_eq!(first, ["m.1@r", "m.2@r"]);
-        // Again with fresh candidates: the addresses issued before.
-        let again = store
-            .issue_reply_addresses("m@x", "t1", &[pair("b@y", "m.3@r"), pair("a@y", "m.4@r")], now)
-            .await
-            .expect("issue");
-        assert_eq!(again, ["m.2@r", "m.1@r"]);
-        let other_thread = store
-            .issue_reply_addresses("m@x", "t2", &[pair("a@y", "m.5@r")], now)
-            .await
-            .expect("issue");
-        assert_eq!(other_thread, ["m.5@r"]);
-        let issued = store.reply_address("m.1@r").await.expect("read").expect("stored");
-        assert_eq!((issued.correspondent.as_str(), issued.thread.as_str()), ("a@y", "t1"));
-    }
-
-    #[tokio::test]
-    async fn directory_entries_are_added_renamed_and_found_by_address() {
-        let (_dir, store) = store().await;
-        let entry = |email: &str, name: Option<&str>| NewDirectoryEntry {
-            groups: None,
-            email: email.into(),
-            name: name.map(str::to_owned),
-        };
-        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let first = [entry("tim@alumni.example", Some("Tim")), entry("ann@alumni.example", None)];
-        let changes = store.import_directory(&first, at).await.expect("import");
-        assert_eq!(changes, DirectoryChanges { added: 2, updated: 0, unchanged: 0 });
-        let renamed =
-            [entry("tim@alumni.example", Some("Timothy")), entry("ann@alumni.example", None)];
-        let changes = store.import_directory(&renamed, at).await.expect("import");
-        assert_eq!(changes, DirectoryChanges { added: 0, updated: 1, unchanged: 1 });
-        let tim = store.directory_entry("tim@alumni.example").await.expect("read");
-        assert_eq!(tim.map(|t| (t.name, t.updated_at)), Some((Some("Timothy".into()), at)));
-        assert_eq!(store.directory_entry("greg@elsewhere.example").await.expect("read"), None);
-        assert!(store.remove_directory_entry("ann@alumni.example").await.expect("remove"));
-        assert_eq!(store.directory_page(0, 10).await.expect("page").1, 1);
-    }
-
-    #[tokio::test]
-    async fn a_code_is_accepted_once_and_attempts_are_capped() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::now_utc();
-        let expires = now + time::Duration::minutes(15);
-        store.put_code("a@example.test", [1; 32], expires).await.expect("put");
-        assert_eq!(
-            store.check_code("a@example.test", [2; 32], 3, now).await.expect("check"),
-            CodeCheck::Rejected
-        );
-        assert_eq!(
-            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
-            CodeCheck::Accepted
-        );
-        assert_eq!(
-            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
-            CodeCheck::NoValidCode
-        );
-
-        store.put_code("a@example.test", [1; 32], expires).await.expect("put");
-        for _ in 0..3 {
-            assert_eq!(
-                store.check_code("a@example.test", [9; 32], 3, now).await.expect("check"),
-                CodeCheck::Rejected
-            );
-        }
-        // Out of attempts: even the right code no longer works.
-        assert_eq!(
-            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
-            CodeCheck::NoValidCode
-        );
-    }
-
-    #[tokio::test]
-    async fn an_expired_code_is_refused() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::now_utc();
-        store
-            .put_code("a@example.test", [1; 32], now - time::Duration::seconds(1))
-            .await
-            .expect("put");
-        assert_eq!(
-            store.check_code("a@example.test", [1; 32], 3, now).await.expect("check"),
-            CodeCheck::NoValidCode
-        );
-    }
-
-    #[tokio::test]
-    async fn duplicate_accounts_conflict() {
-        let (_dir, store) = store().await;
-        store.create_account("a@example.test", None, None).await.expect("first");
-        assert!(matches!(
-            store.create_account("a@example.test", None, None).await,
-            Err(StoreError::Conflict)
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_refresh_token_rotates_once_and_not_after_revocation() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::now_utc();
-        let later = now + time::Duration::hours(1);
-        let account = store.create_account("a@example.test", None, None).await.expect("account");
-        let pair = |seed: u8| tokens(seed, later);
-        let device = store
-            .create_device(&account.id, DeviceKind::Agent, "laptop", &pair(1))
-            .await
-            .expect("device");
-        assert!(store.rotate_tokens([101; 32], &pair(2), now).await.expect("rotate").is_some());
-        assert!(
-            store.rotate_tokens([101; 32], &pair(3), now).await.expect("rotate").is_none(),
-            "old refresh token reused"
-        );
-        assert!(store.revoke_device(&account.id, &device.id, now).await.expect("revoke"));
-        assert!(
-            store.rotate_tokens([102; 32], &pair(4), now).await.expect("rotate").is_none(),
-            "revoked device refreshed"
-        );
-    }
-
-    #[tokio::test]
-    async fn retrievals_made_at_once_are_all_recorded_and_a_bad_one_fails_alone() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let account = store.create_account("s@example.test", None, None).await.expect("account");
-        let later = now + time::Duration::hours(1);
-        let device = store
-            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(1, later))
-            .await
-            .expect("device");
-        let message = message(&account, &["a@example.test"], now);
-        store.insert_message(&message, &[], &[]).await.expect("insert");
-        // Not stored: its row breaks the foreign key, in whichever group it lands.
-        let unknown = MessageId::generate();
-
-        let attempts = (0..40).map(|index| {
-            let id = if index == 17 { &unknown } else { &message.id };
-            store.record_retrieval(id, &account.id, &device.id, now)
-        });
-        let outcomes = futures_util::future::join_all(attempts).await;
-        let failed: Vec<usize> = outcomes
-            .iter()
-            .enumerate()
-            .filter_map(|(index, outcome)| outcome.is_err().then_some(index))
-            .collect();
-        assert_eq!(failed, [17]);
-        assert_eq!(store.retrievals(&message.id).await.expect("retrievals").len(), 39);
-    }
-
-    #[tokio::test]
-    async fn a_message_reads_back_with_its_recipients_in_order() {
-        let (_dir, store) = store().await;
-        let sender = store.create_account("s@example.test", None, None).await.expect("account");
-        let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let recipients = ["z@example.test", "a@example.test", "m@example.test"];
-        let message = message(&sender, &recipients, created);
-        store.insert_message(&message, &[], &[]).await.expect("insert");
-        assert_eq!(store.message(&message.id).await.expect("read"), Some(message));
-        assert_eq!(store.message(&MessageId::generate()).await.expect("read"), None);
-    }
-
-    #[tokio::test]
-    async fn a_device_and_a_message_are_found_together_as_they_are_apart() {
-        let (_dir, store) = store().await;
-        let account = store.create_account("s@example.test", None, None).await.expect("account");
-        let later = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
-        store
-            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(7, later))
-            .await
-            .expect("device");
-        let created = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let message = message(&account, &["b@example.test", "a@example.test"], created);
-        store.insert_message(&message, &[], &[]).await.expect("insert");
-
-        let apart = store.device_by_access_hash([7; 32]).await.expect("device");
-        let (together, found) =
-            store.device_and_message([7; 32], &message.id).await.expect("together");
-        assert!(together.is_some());
-        assert_eq!(together, apart);
-        assert_eq!(found, Some(message.clone()));
-
-        let (device, missing) =
-            store.device_and_message([7; 32], &MessageId::generate()).await.expect("together");
-        assert_eq!(device, apart);
-        assert_eq!(missing, None);
-
-        let nobody = store.device_and_message([9; 32], &message.id).await.expect("together");
-        assert_eq!(nobody, (None, None));
-    }
-
-    #[tokio::test]
-    async fn a_caller_read_before_is_never_admitted_after_a_revocation_or_rotation() {
-        let (_dir, store) = store().await;
-        let now = OffsetDateTime::now_utc();
-        let later = now + time::Duration::hours(1);
-        let account = store.create_account("a@example.test", None, None).await.expect("account");
-        let laptop = store
-            .create_device(&account.id, DeviceKind::Agent, "laptop", &tokens(1, later))
-            .await
-            .expect("device");
-        store
-            .create_device(&account.id, DeviceKind::Agent, "phone", &tokens(2, later))
-            .await
-            .expect("device");
-        let message = message(&account, &["b@example.test"], now);
-        store.insert_message(&message, &[], &[]).await.expect("insert");
-        // Read, and so kept, both ways a request reads a caller.
-        for _ in 0..2 {
-            assert!(store.device_by_access_hash([1; 32]).await.expect("read").is_some());
-            assert!(
-                store.device_and_message([2; 32], &message.id).await.expect("read").0.is_some()
-            );
-        }
-
-        assert!(store.revoke_device(&account.id, &laptop.id, now).await.expect("revoke"));
-        let (device, _) = store.device_by_access_hash([1; 32]).await.expect("read").expect("found");
-        assert!(device.revoked_at.is_some(), "a kept caller outlived its revocation");
-
-        assert!(
-            store.rotate_tokens([102; 32], &tokens(3, later), now).await.expect("rotate").is_some()
-        );
-        assert_eq!(store.device_and_message([2; 32], &message.id).await.expect("read").0, None);
-        assert_eq!(store.device_by_access_hash([2; 32]).await.expect("read"), None);
-        assert!(store.device_by_access_hash([3; 32]).await.expect("read").is_some());
-    }
-
-    #[tokio::test]
-    async fn queued_notifications_are_leased_retried_and_settled() {
-        let (_dir, store) = store().await;
-        let sender = store.create_account("s@example.test", None, None).await.expect("account");
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let message = message(&sender, &["a@example.test", "b@example.test"], now);
-        let outgoing: Vec<NewNotification> = message
-            .recipients
-            .iter()
-            .map(|r| NewNotification { recipient: r.clone(), email: r.as_bytes().to_vec() })
-            .collect();
-        store.insert_message(&message, &[], &outgoing).await.expect("insert");
-        assert_eq!(store.next_notification_due().await.expect("due"), Some(now));
-
-        let lease = now + time::Duration::minutes(5);
-        let claimed = store.claim_due_notifications(now, lease, 10).await.expect("claim");
-        assert_eq!(claimed.len(), 2);
-        assert_eq!((claimed[0].attempts, claimed[0].email.as_slice()), (1, &b"a@example.test"[..]));
-        // Leased: not claimable again until the lease ends.
-        assert!(store.claim_due_notifications(now, lease, 10).await.expect("claim").is_empty());
-        let after_lease = store.claim_due_notifications(lease, lease, 10).await.expect("claim");
-        assert_eq!(after_lease.len(), 2, "an attempt cut short is retried after its lease");
-
-        let (a, b) = (after_lease[0].id, after_lease[1].id);
-        store.mark_notification_sent(a, "250 2.0.0 Ok: queued as ABC", lease).await.expect("sent");
-        let retry_at = lease + time::Duration::minutes(1);
-        store
-            .mark_notification_retry(b, "connection refused", retry_at, lease)
-            .await
-            .expect("retry");
-        assert_eq!(store.next_notification_due().await.expect("due"), Some(retry_at));
-        let third = store.claim_due_notifications(retry_at, retry_at, 10).await.expect("claim");
-        assert_eq!(third.iter().map(|e| (e.id, e.attempts)).collect::<Vec<_>>(), [(b, 3)]);
-        store.mark_notification_failed(b, "550 no such user", retry_at).await.expect("failed");
-        // Settled rows never change back to sent.
-        store.mark_notification_sent(b, "late", retry_at).await.expect("no-op");
-
-        let records = store.notifications_of(&message.id).await.expect("records");
-        assert_eq!(records[0].state, OutboxState::Sent);
-        assert_eq!(records[0].relay_answer.as_deref(), Some("250 2.0.0 Ok: queued as ABC"));
-        assert_eq!(records[1].state, OutboxState::Failed);
-        assert_eq!(records[1].last_error.as_deref(), Some("550 no such user"));
-        assert_eq!(store.next_notification_due().await.expect("due"), None);
-
-        assert!(
-            store.mark_notification_bounced(a, "bounced (5.1.1)", retry_at).await.expect("bounce")
-        );
-        assert!(!store.mark_notification_bounced(9999, "x", retry_at).await.expect("bounce"));
-        let mut counts = store.outbox_counts().await.expect("counts");
-        counts.sort_by_key(|(state, _)| state.as_str());
-        assert_eq!(counts, [(OutboxState::Bounced, 1), (OutboxState::Failed, 1)]);
     }
 }

@@ -77,7 +77,7 @@ pub async fn sign_in(
     let Ok(email) = email_address(&form.email) else {
         return refuse("Enter your email address, such as alice@example.org.");
     };
-    check_login_limits(&state, &peer, &email)?;
+    check_login_limits(&state, &peer, &email).await?;
     let account = state.store.account_by_email(&email).await?;
     // The same work whether or not the address has an account.
     let hash = account
@@ -88,7 +88,7 @@ pub async fn sign_in(
     let account = match account {
         Some(account) if matches && account.password_hash.is_some() => account,
         _ => {
-            count_failed_login(&state, &peer, &email);
+            count_failed_login(&state, &peer, &email).await;
             return refuse("The email address or the password is not right.");
         }
     };
@@ -364,7 +364,7 @@ pub async fn register(
     let message = state.store.message(&id).await?.ok_or_else(expired)?;
     let recipient =
         state.links.recipient(&id, &message.recipients, &form.t).ok_or_else(expired)?.to_owned();
-    check_login_limits(&state, &peer, &recipient)?;
+    check_login_limits(&state, &peer, &recipient).await?;
     let next = format!("/messages/{id}");
     if state.store.account_by_email(&recipient).await?.is_some() {
         return Ok(Redirect::to(&format!("/signin?next={next}")).into_response());
