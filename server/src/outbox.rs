@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,8 @@ enum Outcome {
     Sent,
     Retry,
     Failed,
+    /// Another worker claimed it after this one's lease ran out.
+    LeftToAnother,
 }
 
 impl Outbox {
@@ -118,19 +121,53 @@ impl Outbox {
             }
             let concurrency = usize::try_from(inner.settings.concurrency).unwrap_or(1);
             let mut outcomes = futures_util::stream::iter(entries)
-                .map(|entry| self.attempt(entry))
+                .map(|entry| self.attempt(entry, lease_until))
                 .buffer_unordered(concurrency);
             while let Some(outcome) = outcomes.next().await {
                 match outcome? {
                     Outcome::Sent => report.sent += 1,
                     Outcome::Retry => report.retried += 1,
                     Outcome::Failed => report.failed += 1,
+                    Outcome::LeftToAnother => {}
                 }
             }
         }
     }
 
-    async fn attempt(&self, entry: OutboxEntry) -> StoreResult<Outcome> {
+    /// Sends one claimed notification, leased until `leased_until`.
+    async fn attempt(
+        &self,
+        entry: OutboxEntry,
+        leased_until: OffsetDateTime,
+    ) -> StoreResult<Outcome> {
+        let inner = &self.0;
+        // A batch is attempted `concurrency` at a time: behind a slow relay
+        // the last of it starts late. With half the lease gone, it is
+        // renewed first, so no other instance takes the row while this one
+        // sends it; if one already has, it is theirs.
+        let now = inner.clock.now();
+        let outcome = if now + inner.lease / 2 > leased_until
+            && !inner
+                .store
+                .renew_notification_lease(entry.id, entry.attempts, now + inner.lease)
+                .await?
+        {
+            tracing::info!(outbox = entry.id, "notification taken over by another worker");
+            Outcome::LeftToAnother
+        } else {
+            self.send(entry).await?
+        };
+        let label = match outcome {
+            Outcome::Sent => "sent",
+            Outcome::Retry => "retry",
+            Outcome::Failed => "failed",
+            Outcome::LeftToAnother => "taken_over",
+        };
+        inner.metrics.notifications.get_or_create(&OutcomeLabels { outcome: label }).inc();
+        Ok(outcome)
+    }
+
+    async fn send(&self, entry: OutboxEntry) -> StoreResult<Outcome> {
         let inner = &self.0;
         let envelope_from = match &entry.envelope_sender {
             Some(sender) => sender.clone(),
@@ -170,12 +207,6 @@ impl Outbox {
                 }
             }
         };
-        let label = match outcome {
-            Outcome::Sent => "sent",
-            Outcome::Retry => "retry",
-            Outcome::Failed => "failed",
-        };
-        inner.metrics.notifications.get_or_create(&OutcomeLabels { outcome: label }).inc();
         Ok(outcome)
     }
 

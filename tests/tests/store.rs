@@ -69,6 +69,7 @@ store_tests!(
     // Two stores on one database, as two instances.
     a_device_revoked_through_one_instance_is_refused_by_the_other,
     notifications_claimed_at_once_are_each_claimed_once,
+    a_lease_is_renewed_only_by_the_worker_that_holds_it,
     copies_of_one_mail_arriving_together_are_answered_once,
     instances_starting_together_make_one_signing_key_and_share_secrets,
     a_rate_limit_holds_across_instances,
@@ -1047,6 +1048,43 @@ async fn notifications_claimed_at_once_are_each_claimed_once(stores: &Stores) {
     assert_eq!(claimed, queued, "a row claimed twice, or one never");
     assert!(stores.second.claim_due_notifications(now, lease, 10).await.expect("claim").is_empty());
     assert_eq!(stores.second.next_notification_due().await.expect("due"), Some(lease));
+}
+
+async fn a_lease_is_renewed_only_by_the_worker_that_holds_it(stores: &Stores) {
+    let now = at(1_800_000_000);
+    let lease = now + Duration::minutes(5);
+    let mail = NewMail { recipient: "r@example.test".into(), envelope_sender: None, email: vec![] };
+    stores.first.queue_mail(&[mail], now).await.expect("queue");
+    let mine = stores.first.claim_due_notifications(now, lease, 1).await.expect("claim").remove(0);
+
+    // Renewed while held: not due again before the new lease ends.
+    let renewed = lease + Duration::minutes(5);
+    assert!(
+        stores
+            .first
+            .renew_notification_lease(mine.id, mine.attempts, renewed)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        stores.second.claim_due_notifications(lease, lease, 1).await.expect("claim").is_empty()
+    );
+
+    // Once that lease has run out, another worker takes it; the first may not renew any more.
+    let theirs = stores.second.claim_due_notifications(renewed, renewed, 1).await.expect("claim");
+    assert_eq!(
+        theirs.iter().map(|entry| (entry.id, entry.attempts)).collect::<Vec<_>>(),
+        [(mine.id, 2)]
+    );
+    let later = renewed + Duration::minutes(5);
+    assert!(
+        !stores.first.renew_notification_lease(mine.id, mine.attempts, later).await.expect("renew")
+    );
+    assert!(stores.second.renew_notification_lease(mine.id, 2, later).await.expect("renew"));
+
+    // A settled row is renewed by nobody.
+    stores.second.mark_notification_sent(mine.id, "250 ok", renewed).await.expect("sent");
+    assert!(!stores.second.renew_notification_lease(mine.id, 2, later).await.expect("renew"));
 }
 
 async fn copies_of_one_mail_arriving_together_are_answered_once(stores: &Stores) {

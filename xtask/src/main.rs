@@ -295,8 +295,16 @@ impl Steps {
 
 /// Test modules that start no server of their own, or that test the
 /// desktop, the packages or the harness itself: run once, not per database.
-const NOT_PER_DATABASE: &[&str] =
-    &["desktop_app", "installers", "mailstack", "postgres", "server_binary", "store"];
+const NOT_PER_DATABASE: &[&str] = &[
+    "desktop_app",
+    "installers",
+    "mailstack",
+    "postgres",
+    // Always on PostgreSQL: several instances need it.
+    "scale_out",
+    "server_binary",
+    "store",
+];
 
 /// The end-to-end tests that run the server, for a second run on PostgreSQL.
 fn postgres_tests_command(nextest: bool) -> Vec<String> {

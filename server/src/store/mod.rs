@@ -493,6 +493,16 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<OutboxEntry>>;
 
+    /// Extends to `lease_until` the lease of a notification claimed with
+    /// `attempts` attempts: false when another worker has claimed it since
+    /// (its attempts went up) or it is settled, so this one must leave it.
+    async fn renew_notification_lease(
+        &self,
+        id: i64,
+        attempts: u32,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+
     /// When the next queued notification falls due, if any is queued.
     async fn next_notification_due(&self) -> StoreResult<Option<OffsetDateTime>>;
 

@@ -819,6 +819,23 @@ impl Store for PgStore {
         Ok(entries)
     }
 
+    async fn renew_notification_lease(
+        &self,
+        id: i64,
+        attempts: u32,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let renewed = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND attempts = $3 AND state = 'queued'",
+        )
+        .bind(unix(lease_until))
+        .bind(id)
+        .bind(i64::from(attempts))
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     async fn next_notification_due(&self) -> StoreResult<Option<OffsetDateTime>> {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'")
