@@ -87,6 +87,18 @@ pub fn sample_message_id(subject: &str) -> String {
     format!("{hex}@example.test")
 }
 
+/// Upload metadata for `recipients`, with no notifications sent and the
+/// server's default expiry.
+pub fn plain_upload(recipients: &[&str]) -> sealpost_proto::api::UploadMetadata {
+    sealpost_proto::api::UploadMetadata {
+        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+        send_notifications: false,
+        expires_at: None,
+        never_expires: false,
+        client_key: None,
+    }
+}
+
 /// A sample MIME message with a text body and one binary attachment.
 pub fn sample_mime(subject: &str, body: &str, attachment: &[u8]) -> Vec<u8> {
     let boundary = "sealpost-sample-boundary";

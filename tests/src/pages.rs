@@ -184,7 +184,7 @@ impl PageClient {
 }
 
 /// `application/x-www-form-urlencoded`, as a browser writes a form.
-fn form_encode(text: &str) -> String {
+pub(crate) fn form_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {

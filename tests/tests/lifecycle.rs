@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sealpost_harness::{TestApp, TestUser, sample_message_id, sample_mime};
+use sealpost_harness::{TestApp, TestUser, plain_upload, sample_message_id, sample_mime};
 use sealpost_proto::api::{
     DeliveryReport, DeliveryState, ErrorCode, MessageInfo, RecalledCopies, Recalls, StoredMessage,
     UploadMetadata,
@@ -25,16 +25,6 @@ async fn get_json<T: serde::de::DeserializeOwned>(app: &TestApp, user: &TestUser
 
 fn content_file(app: &TestApp, message_id: &str) -> PathBuf {
     app.data_dir.join("messages").join(&message_id[..2]).join(format!("{message_id}.eml"))
-}
-
-fn metadata(recipients: &[&str]) -> UploadMetadata {
-    UploadMetadata {
-        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
-        send_notifications: false,
-        expires_at: None,
-        never_expires: false,
-        client_key: None,
-    }
 }
 
 #[tokio::test]
@@ -141,22 +131,25 @@ async fn messages_expire_by_the_organizations_default_or_the_senders_choice() {
     assert!((expires - now - time::Duration::days(7)).abs() < time::Duration::minutes(1));
 
     let chosen_at = now + time::Duration::days(1);
-    let (status, response) =
-        upload(UploadMetadata { expires_at: Some(chosen_at), ..metadata(&["alice@example.test"]) })
-            .await;
+    let (status, response) = upload(UploadMetadata {
+        expires_at: Some(chosen_at),
+        ..plain_upload(&["alice@example.test"])
+    })
+    .await;
     assert_eq!(status, 201, "{}", response.text());
     let chosen: StoredMessage = response.json();
     assert_eq!(chosen.expires_at, Some(chosen_at));
 
     let (status, response) =
-        upload(UploadMetadata { never_expires: true, ..metadata(&["alice@example.test"]) }).await;
+        upload(UploadMetadata { never_expires: true, ..plain_upload(&["alice@example.test"]) })
+            .await;
     assert_eq!(status, 201, "{}", response.text());
     let forever: StoredMessage = response.json();
     assert_eq!(forever.expires_at, None);
 
     let (status, response) = upload(UploadMetadata {
         expires_at: Some(now - time::Duration::hours(1)),
-        ..metadata(&["alice@example.test"])
+        ..plain_upload(&["alice@example.test"])
     })
     .await;
     assert_eq!(status, 400, "a time in the past is refused");
@@ -190,7 +183,7 @@ async fn an_upload_sent_again_with_its_key_returns_the_stored_message() {
     let other = app.register_agent("other@example.test", "laptop").await;
     let keyed = UploadMetadata {
         client_key: Some("draft-42".into()),
-        ..metadata(&["alice@example.test", "bob@example.test"])
+        ..plain_upload(&["alice@example.test", "bob@example.test"])
     };
     let mime = sample_mime("Once", "b", b"");
     let first = app.api.upload_metadata(sender.token(), &keyed, mime.clone()).await.expect("up");
@@ -205,7 +198,8 @@ async fn an_upload_sent_again_with_its_key_returns_the_stored_message() {
     assert_eq!(others.status, 201);
     assert_ne!(others.json::<StoredMessage>().message_id, first.message_id);
 
-    let bad = UploadMetadata { client_key: Some("a\nb".into()), ..metadata(&["a@example.test"]) };
+    let bad =
+        UploadMetadata { client_key: Some("a\nb".into()), ..plain_upload(&["a@example.test"]) };
     let response = app.api.upload_metadata(sender.token(), &bad, mime).await.expect("up");
     assert_eq!(response.status, 400);
 }

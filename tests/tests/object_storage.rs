@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::multipart::{Form, Part};
-use sealpost_harness::{S3Server, TestApp, TestUser, sample_mime};
+use sealpost_harness::{S3Server, TestApp, TestUser, plain_upload, sample_mime};
 use sealpost_proto::ContentDigest;
 use sealpost_proto::api::{ErrorCode, StoredMessage, UploadMetadata};
 
@@ -23,16 +23,6 @@ fn large_mime(subject: &str) -> Vec<u8> {
 
 fn key_of(message_id: &str) -> String {
     format!("{}/{message_id}.eml", &message_id[..2])
-}
-
-fn metadata(recipients: &[&str]) -> UploadMetadata {
-    UploadMetadata {
-        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
-        send_notifications: false,
-        expires_at: None,
-        never_expires: false,
-        client_key: None,
-    }
 }
 
 async fn on_s3(
@@ -137,9 +127,11 @@ async fn refused_and_cut_off_uploads_leave_the_bucket_empty() {
     let form = Form::new()
         .part(
             "metadata",
-            Part::text(serde_json::to_string(&metadata(&["alice@example.test"])).expect("json"))
-                .mime_str("application/json")
-                .expect("type"),
+            Part::text(
+                serde_json::to_string(&plain_upload(&["alice@example.test"])).expect("json"),
+            )
+            .mime_str("application/json")
+            .expect("type"),
         )
         .part("content", Part::stream(body).mime_str("message/rfc822").expect("type"));
     let request = app.api.http().post(app.api.url("/api/v1/messages")).bearer_auth(sender.token());
@@ -184,7 +176,7 @@ async fn recalled_and_expired_messages_lose_their_objects() {
         app.store_message(&sender, &["alice@example.test"], large_mime("Recalled")).await;
     let expiring = UploadMetadata {
         expires_at: Some(app.clock.now() + time::Duration::days(1)),
-        ..metadata(&["alice@example.test"])
+        ..plain_upload(&["alice@example.test"])
     };
     let response = app.api.upload_metadata(sender.token(), &expiring, large_mime("Expiring")).await;
     let expiring: StoredMessage =

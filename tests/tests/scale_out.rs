@@ -21,8 +21,8 @@ const DRAIN: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_under_mixed_load_never_duplicate_or_lose() {
-    // No instance dies here: a lease could only run out on a slow machine
-    // (it covers a whole claimed batch), and would double a notification.
+    // No instance dies here, so any duplicate is a bug: the lease is long
+    // enough that no single attempt outlasts it, however loaded the machine.
     let options = ClusterOptions {
         start: StartOrder::Together,
         lease_seconds: 300,

@@ -40,6 +40,7 @@ use sealpost_proto::verification::find_code;
 
 use super::ServerCluster;
 use crate::client::https_client;
+use crate::pages::form_encode;
 
 /// Small messages: kept in the database (below `storage.inline_max_bytes`).
 const SMALL: usize = 2 * 1024;
@@ -1028,17 +1029,4 @@ fn message(rng: &mut StdRng, sequence: usize, bytes: usize) -> Vec<u8> {
         message.extend_from_slice(&b"\r\n"[..line - letters]);
     }
     message
-}
-
-/// `application/x-www-form-urlencoded`, as a browser writes a form.
-fn form_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b' ' => encoded.push('+'),
-            b if b.is_ascii_alphanumeric() || b"-._*".contains(&b) => encoded.push(char::from(b)),
-            b => encoded.push_str(&format!("%{b:02X}")),
-        }
-    }
-    encoded
 }
