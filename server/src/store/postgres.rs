@@ -12,9 +12,7 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
-use super::values::{
-    from_unix, is_unique_violation, optional_from_unix, rate_limited, unix, window_full,
-};
+use super::values::{conflict, from_unix, optional_from_unix, rate_limited, unix, window_full};
 use super::{
     AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
     MessageRecord, MessageSummary, NewDirectoryEntry, NewMail, NewNotification, NotificationRecord,
@@ -53,11 +51,6 @@ impl PgStore {
 async fn lock(connection: &mut PgConnection, key: i64) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(connection).await?;
     Ok(())
-}
-
-/// A unique violation is a conflict; anything else, a database error.
-fn conflict(error: sqlx::Error) -> StoreError {
-    if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
 }
 
 fn message_id(text: &str) -> StoreResult<MessageId> {

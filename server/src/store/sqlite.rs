@@ -13,9 +13,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecut
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
-use super::values::{
-    from_unix, is_unique_violation, optional_from_unix, rate_limited, unix, window_full,
-};
+use super::values::{conflict, from_unix, optional_from_unix, rate_limited, unix, window_full};
 use super::{
     AccountRecord, CodeCheck, DeviceKind, DeviceRecord, DirectoryChanges, DirectoryRecord,
     MessageRecord, MessageSummary, NewDirectoryEntry, NewMail, NewNotification, NotificationRecord,
@@ -474,7 +472,7 @@ impl Store for SqliteStore {
         .bind(unix(record.created_at))
         .execute(&self.pool)
         .await
-        .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
+        .map_err(conflict)?;
         Ok(record)
     }
 
@@ -729,7 +727,7 @@ impl Store for SqliteStore {
         .bind(&message.client_key)
         .execute(&mut *tx)
         .await
-        .map_err(|error| if is_unique_violation(&error) { StoreError::Conflict } else { error.into() })?;
+        .map_err(conflict)?;
         for recipient in &message.recipients {
             sqlx::query(
                 "INSERT OR IGNORE INTO message_recipients (message_id, email) VALUES (?, ?)",
@@ -1591,9 +1589,7 @@ impl Store for SqliteStore {
         .bind(unix(key.created_at))
         .execute(&mut *tx)
         .await
-        .map_err(|error| {
-            if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
-        })?;
+        .map_err(conflict)?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1656,9 +1652,7 @@ impl Store for SqliteStore {
             .bind(content)
             .execute(&self.pool)
             .await
-            .map_err(|error| {
-                if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
-            })?;
+            .map_err(conflict)?;
         Ok(())
     }
 

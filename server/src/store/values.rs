@@ -40,6 +40,11 @@ pub(crate) fn from_unix(seconds: i64) -> StoreResult<OffsetDateTime> {
         .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds} out of range")))
 }
 
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A unique violation is a conflict; anything else, a database error.
+pub(crate) fn conflict(error: sqlx::Error) -> StoreError {
+    if is_unique_violation(&error) { StoreError::Conflict } else { error.into() }
 }
