@@ -8,6 +8,7 @@
 
 mod backlog;
 mod imap;
+mod load;
 mod memory;
 mod report;
 mod retrieval;
@@ -38,6 +39,10 @@ struct Args {
     /// Pending notifications for the backlog section, instead of the size's default.
     #[arg(long)]
     backlog: Option<usize>,
+    /// Seconds the load section runs, instead of the size's default
+    /// (`cargo xtask soak` sets it).
+    #[arg(long)]
+    load_seconds: Option<u64>,
     /// Run only the sections whose names contain this (repeatable).
     #[arg(long = "only")]
     only: Vec<String>,
@@ -72,6 +77,10 @@ pub struct Sizes {
     /// Seconds each scale-out round of the mixed load runs, and how many rounds.
     pub scale_seconds: u64,
     pub scale_rounds: usize,
+    /// Clients of the load section, each with its own connection, and
+    /// how many seconds they keep going.
+    pub load_connections: usize,
+    pub load_seconds: u64,
 }
 
 impl Sizes {
@@ -90,6 +99,8 @@ impl Sizes {
             cold_starts: 10,
             scale_seconds: 10,
             scale_rounds: 3,
+            load_connections: 1000,
+            load_seconds: 60,
         }
     }
 
@@ -108,6 +119,8 @@ impl Sizes {
             cold_starts: 3,
             scale_seconds: 2,
             scale_rounds: 1,
+            load_connections: 1000,
+            load_seconds: 5,
         }
     }
 }
@@ -156,6 +169,9 @@ async fn main() -> ExitCode {
     if let Some(backlog) = args.backlog {
         sizes.backlog = backlog;
         sizes.backlog_rounds = 1;
+    }
+    if let Some(seconds) = args.load_seconds {
+        sizes.load_seconds = seconds;
     }
     let context = Context { sizes, binaries, quick: args.quick };
     let started_at = time::OffsetDateTime::now_utc()
@@ -230,9 +246,10 @@ async fn main() -> ExitCode {
 }
 
 /// In the order they run: the ones without a mail stack first.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "search",
     "scale-out",
+    "load",
     "registration and start",
     "swap latency",
     "backlog",
@@ -249,6 +266,7 @@ async fn run_section(name: &str, context: &Context) -> anyhow::Result<Outcome> {
         "retrieval" => retrieval::run(context).await,
         "sending" => sending::run(context).await,
         "scale-out" => scale_out::run(context).await,
+        "load" => load::run(context).await,
         other => anyhow::bail!("no section named {other}"),
     }
 }

@@ -15,6 +15,8 @@ pub enum Unit {
     Seconds,
     PerSecond,
     MiB,
+    /// Things counted: connections, requests, errors.
+    Count,
 }
 
 impl Unit {
@@ -24,6 +26,7 @@ impl Unit {
             Unit::Seconds => "s",
             Unit::PerSecond => "/s",
             Unit::MiB => "MiB",
+            Unit::Count => "",
         }
     }
 }
@@ -46,6 +49,9 @@ impl Figure {
     }
     pub fn mib(value: f64) -> Self {
         Self { value, unit: Unit::MiB }
+    }
+    pub fn count(value: usize) -> Self {
+        Self { value: value as f64, unit: Unit::Count }
     }
 }
 

@@ -120,6 +120,13 @@ pub enum ErrorCode {
     MessageRecalled,
     /// The message reached its expiry: its content is gone for good.
     MessageExpired,
+    /// The server's database is busy (locked by another writer, out of
+    /// connections) or unreachable; nothing was stored. Retry after the
+    /// `Retry-After` header's seconds.
+    Unavailable,
+    /// The server's disk is full; nothing was stored. Retry once its
+    /// administrator has freed space.
+    StorageFull,
 }
 
 /// `POST /api/v1/verification-codes`: email a one-time code to prove the address.

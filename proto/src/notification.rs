@@ -311,24 +311,60 @@ impl SenderHeaders {
             .filter(|from| from.address().is_some_and(|a| a.eq_ignore_ascii_case(sender_email)))
             .and_then(|from| from.name())
             .map(printable);
-        // An id with control characters in it is no id anyone can name.
-        let id = |id: &str| (!id.contains(char::is_control)).then(|| id.to_owned());
+        // An id with control characters in it is no id anyone can name, and
+        // one longer than a header line is no id at all.
+        let id = |id: &str| {
+            (!id.contains(char::is_control) && id.len() <= MAX_ID_BYTES).then(|| id.to_owned())
+        };
         let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
             value
                 .as_text_list()
                 .map(|ids| ids.iter().filter_map(|text| id(text)).collect())
                 .unwrap_or_default()
         };
+        // Every notification repeats these, once per recipient: a message
+        // listing thousands of people or ids must not make each of them a
+        // message of hundreds of kilobytes.
+        let mut to = address_pairs(message.to());
+        to.truncate(MAX_LISTED_ADDRESSES);
+        let mut cc = address_pairs(message.cc());
+        cc.truncate(MAX_LISTED_ADDRESSES - to.len());
+        let mut references = ids(message.references());
+        if references.len() > MAX_REFERENCES {
+            // The root and the newest ids are the ones threading uses.
+            references.drain(1..=references.len() - MAX_REFERENCES);
+        }
         Self {
-            from_name,
-            to: address_pairs(message.to()),
-            cc: address_pairs(message.cc()),
-            subject: message.subject().map(printable),
+            from_name: from_name.map(|name| truncated(name, MAX_NAME_CHARS)),
+            to,
+            cc,
+            subject: message
+                .subject()
+                .map(|subject| truncated(printable(subject), MAX_SUBJECT_CHARS)),
             date: message.date().map(mail_parser::DateTime::to_timestamp),
             message_id: message.message_id().and_then(id),
             in_reply_to: ids(message.in_reply_to()).pop(),
-            references: ids(message.references()),
+            references,
         }
+    }
+}
+
+/// How many To and Cc addresses (together) a notification repeats: as many
+/// as one message may have recipients.
+pub const MAX_LISTED_ADDRESSES: usize = 500;
+/// How many References a notification repeats: the root and the newest.
+pub const MAX_REFERENCES: usize = 20;
+/// The longest subject a notification repeats, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 1000;
+const MAX_NAME_CHARS: usize = 200;
+/// The longest message id kept: a header line's length.
+const MAX_ID_BYTES: usize = 998;
+
+/// `text` cut to at most `max` characters.
+fn truncated(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text,
     }
 }
 
@@ -339,13 +375,15 @@ pub fn printable(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// (display name, address) of each address in a header.
+/// (display name, address) of each address in a header. Names are made
+/// [`printable`]; an address with a control character in it is no address
+/// anyone can be mailed at, and is left out.
 pub fn address_pairs(list: Option<&mail_parser::Address<'_>>) -> Vec<(Option<String>, String)> {
     list.map(|list| {
         list.iter()
             .filter_map(|addr| {
-                let address = addr.address()?.to_owned();
-                Some((addr.name().map(str::to_owned), address))
+                let address = addr.address().filter(|a| !a.contains(char::is_control))?;
+                Some((addr.name().map(printable), address.to_owned()))
             })
             .collect()
     })
@@ -702,6 +740,41 @@ mod tests {
         assert_eq!(headers.from_name.as_deref(), Some("Ann Lee"));
         assert!(headers.message_id.is_none_or(|id| !id.contains(char::is_control)));
         assert_eq!(headers.references, ["ok@example.org"]);
+    }
+
+    #[test]
+    fn enormous_headers_are_cut_to_what_a_notification_may_repeat() {
+        let cc: Vec<String> = (0..2000).map(|n| format!("p{n}@example.org")).collect();
+        let references: Vec<String> = (0..100).map(|n| format!("<r{n}@example.org>")).collect();
+        let head = format!(
+            "To: a@example.org, b@example.org\r\nCc: {}\r\nSubject: {}\r\nReferences: {}\r\n\
+             Message-ID: <{}@example.org>\r\n\r\n",
+            cc.join(", "),
+            "é".repeat(5000),
+            references.join(" "),
+            "x".repeat(2000),
+        );
+        let headers = SenderHeaders::parse(head.as_bytes(), "ann@example.org");
+        assert_eq!((headers.to.len(), headers.cc.len()), (2, MAX_LISTED_ADDRESSES - 2));
+        assert_eq!(headers.subject.map(|s| s.chars().count()), Some(MAX_SUBJECT_CHARS));
+        assert_eq!(headers.references.len(), MAX_REFERENCES);
+        assert_eq!(headers.references[0], "r0@example.org");
+        assert_eq!(headers.references[MAX_REFERENCES - 1], "r99@example.org");
+        assert_eq!(headers.references[1], "r81@example.org");
+        assert_eq!(headers.message_id, None);
+    }
+
+    #[test]
+    fn line_breaks_in_recipients_names_never_reach_the_fields() {
+        let head = b"To: =?utf-8?q?Pat=0D=0ABcc:_x@example.org?= <pat@example.org>,\r\n \
+            \"Lee\rX: y\" <lee@example.org>\r\n\
+            Cc: =?utf-8?b?Q2Fyb2wNClgtSW5qZWN0ZWQ6IHllcw==?= <carol@example.org>\r\n\r\n";
+        let headers = SenderHeaders::parse(head, "ann@example.org");
+        let names: Vec<&str> =
+            headers.to.iter().chain(&headers.cc).filter_map(|(name, _)| name.as_deref()).collect();
+        assert_eq!(names.len(), 3, "{headers:?}");
+        assert!(names.iter().all(|name| !name.contains(char::is_control)), "{names:?}");
+        assert!(headers.to.iter().all(|(_, address)| !address.contains(char::is_control)));
     }
 
     fn fields() -> Notification {

@@ -75,7 +75,7 @@ impl OpenedMessage {
     }
 
     pub fn parse_with(raw: &[u8], options: &HtmlOptions) -> Self {
-        let Some(message) = MessageParser::default().parse(raw) else {
+        let Some(message) = parse_message(raw) else {
             return Self {
                 subject: String::new(),
                 from: String::new(),
@@ -138,11 +138,12 @@ pub struct ReplyContext {
 
 /// The headers and quote for answering `raw`.
 pub fn reply_context(raw: &[u8]) -> ReplyContext {
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let Some(message) = parse_message(raw) else {
         return ReplyContext::default();
     };
     let subject = message.subject().unwrap_or_default().trim();
-    let subject = if subject.len() >= 3 && subject[..3].eq_ignore_ascii_case("re:") {
+    // `get`: the subject's third byte may fall inside a character.
+    let subject = if subject.get(..3).is_some_and(|start| start.eq_ignore_ascii_case("re:")) {
         subject.to_owned()
     } else {
         format!("Re: {subject}")
@@ -194,11 +195,11 @@ pub struct ForwardContext {
 /// The subject, threading and text for forwarding `raw`; its attachments
 /// are [`attachment`]`(raw, i)` for each of [`OpenedMessage::attachments`].
 pub fn forward_context(raw: &[u8]) -> ForwardContext {
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let Some(message) = parse_message(raw) else {
         return ForwardContext::default();
     };
     let original = message.subject().unwrap_or_default().trim();
-    let subject = if original.len() >= 4 && original[..4].eq_ignore_ascii_case("fwd:") {
+    let subject = if original.get(..4).is_some_and(|start| start.eq_ignore_ascii_case("fwd:")) {
         original.to_owned()
     } else {
         format!("Fwd: {original}")
@@ -226,7 +227,7 @@ pub fn forward_context(raw: &[u8]) -> ForwardContext {
 
 /// Attachment `index` of `raw`, as listed in [`OpenedMessage::attachments`].
 pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
-    let message = MessageParser::default().parse(raw)?;
+    let message = parse_message(raw)?;
     let (_, part) = attachments(&message).nth(index)?;
     Some(Attachment {
         name: attachment_name(part, index),
@@ -237,7 +238,7 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
 
 /// The image embedded in `raw` under `content_id` (written without `<>`).
 pub fn inline_image(raw: &[u8], content_id: &str) -> Option<Attachment> {
-    let message = MessageParser::default().parse(raw)?;
+    let message = parse_message(raw)?;
     let (index, part) = message.parts.iter().enumerate().find(|(_, part)| {
         part.content_id().is_some_and(|id| id.trim_matches(['<', '>']) == content_id)
             && part.content_type().is_some_and(|kind| kind.ctype().eq_ignore_ascii_case("image"))
@@ -248,6 +249,15 @@ pub fn inline_image(raw: &[u8], content_id: &str) -> Option<Attachment> {
         content_type: content_type(part),
         bytes: part.contents().to_vec(),
     })
+}
+
+/// `raw` parsed, or `None` when it is not a message. mail-parser panics on
+/// some malformed nestings of multiparts ("Invalid part ID"); such a
+/// message is treated as unreadable instead of taking down whoever reads
+/// it. Everything that parses whole messages from others (the agent's
+/// index, the server's bounces) parses through here.
+pub fn parse_message(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw)).ok().flatten()
 }
 
 /// The attachments of `message` with the index [`attachment`] takes.
@@ -270,15 +280,78 @@ fn content_type(part: &MessagePart<'_>) -> String {
 }
 
 /// A name from a sender, usable as a file name anywhere: no directories,
-/// no characters Windows refuses, not hidden, not empty.
+/// no characters Windows refuses, not hidden, not empty, not a device, no
+/// direction overrides that make `exe.pdf` of `fdp.exe`, and short enough
+/// in bytes for every file system (with room for a ` (2)`), keeping its
+/// extension.
 pub fn safe_file_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(|c| if c.is_control() || r#"/\:*?"<>|"#.contains(c) { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || is_direction_mark(c) || r#"/\:*?"<>|"#.contains(c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
-    let cleaned: String = cleaned.chars().take(200).collect();
-    if cleaned.is_empty() { "attachment".to_owned() } else { cleaned }
+    let cleaned = shortened(cleaned, MAX_FILE_NAME_BYTES);
+    let cleaned = cleaned.trim_end_matches(['.', ' ']);
+    if cleaned.is_empty() {
+        "attachment".to_owned()
+    } else if is_windows_device(cleaned) {
+        // Windows opens the device, not a file, for `CON`, `nul.txt` and the like.
+        format!("_{cleaned}")
+    } else {
+        cleaned.to_owned()
+    }
+}
+
+/// File systems allow 255 bytes per name; this leaves room for the
+/// ` (999)` of a name already taken and the `_` in front of a device name.
+const MAX_FILE_NAME_BYTES: usize = 200;
+
+/// Marks that reorder how the rest of a name is displayed.
+fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// At most `max` bytes of `name`, cut at a character boundary, keeping a
+/// short extension so the file still opens with the right program.
+fn shortened(name: &str, max: usize) -> String {
+    fn prefix(text: &str, max: usize) -> &str {
+        let mut end = max.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    }
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() && extension.len() <= 16 => {
+            format!("{}.{extension}", prefix(stem, max - extension.len() - 1).trim_end())
+        }
+        _ => prefix(name, max).to_owned(),
+    }
+}
+
+/// Whether Windows takes `name` for a device whatever its extension.
+fn is_windows_device(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default().trim_end().to_lowercase();
+    match stem.as_str() {
+        "con" | "prn" | "aux" | "nul" | "conin$" | "conout$" => true,
+        _ => ["com", "lpt"].iter().any(|prefix| {
+            stem.strip_prefix(prefix).is_some_and(|number| {
+                matches!(
+                    number,
+                    "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³"
+                )
+            })
+        }),
+    }
 }
 
 /// Sanitized HTML and what was left out of it.
@@ -493,6 +566,26 @@ References: <m0@clinic> <m1@clinic>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n
     }
 
     #[test]
+    fn a_message_that_makes_the_parser_panic_is_shown_as_text() {
+        let raw = include_bytes!("../tests/fixtures/mail-parser-panic.eml");
+        let opened = OpenedMessage::parse(raw);
+        assert!(matches!(opened.body, Body::Text(_)));
+        assert_eq!(reply_context(raw), ReplyContext::default());
+        assert!(attachment(raw, 0).is_none());
+    }
+
+    #[test]
+    fn a_subject_starting_with_wide_characters_is_answered_and_forwarded() {
+        // "Hi" and a character of three bytes: the prefix checks cut inside it.
+        let raw = "Subject: Hi \u{fffd}( abc\r\n\r\nx".as_bytes();
+        assert_eq!(reply_context(raw).subject, "Re: Hi \u{fffd}( abc");
+        assert_eq!(forward_context(raw).subject, "Fwd: Hi \u{fffd}( abc");
+        let raw = "Subject: a\u{20ac}\r\n\r\nx".as_bytes();
+        assert_eq!(reply_context(raw).subject, "Re: a\u{20ac}");
+        assert_eq!(forward_context(raw).subject, "Fwd: a\u{20ac}");
+    }
+
+    #[test]
     fn plain_text_stays_text_with_its_lines() {
         let raw = b"From: a@b.example\r\nSubject: t\r\n\r\nLine one <b>\r\nLine two & more\r\n";
         let body = OpenedMessage::parse(raw).body;
@@ -506,5 +599,22 @@ References: <m0@clinic> <m1@clinic>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n
         assert_eq!(safe_file_name(".hidden"), "hidden");
         assert_eq!(safe_file_name("  "), "attachment");
         assert_eq!(safe_file_name("a:b*c?.txt. "), "a_b_c_.txt");
+    }
+
+    #[test]
+    fn file_names_are_never_devices_never_reversed_and_never_too_long() {
+        assert_eq!(safe_file_name("CON"), "_CON");
+        assert_eq!(safe_file_name("nul.txt"), "_nul.txt");
+        assert_eq!(safe_file_name("Com1.tar.gz"), "_Com1.tar.gz");
+        assert_eq!(safe_file_name("lpt²"), "_lpt²");
+        assert_eq!(safe_file_name("console.txt"), "console.txt");
+        assert_eq!(safe_file_name("com10.txt"), "com10.txt");
+        assert_eq!(safe_file_name("invoice\u{202e}fdp.exe"), "invoice_fdp.exe");
+        assert_eq!(safe_file_name("a\u{2066}b\u{2069}.txt"), "a_b_.txt");
+        let long = safe_file_name(&format!("{}.pdf", "é".repeat(300)));
+        assert!(long.len() <= MAX_FILE_NAME_BYTES && long.ends_with("é.pdf"), "{long}");
+        let long = safe_file_name(&"x".repeat(1000));
+        assert_eq!(long.len(), MAX_FILE_NAME_BYTES);
+        assert_eq!(safe_file_name(&format!("{}. . .pdf", "y".repeat(300))).len(), 200);
     }
 }

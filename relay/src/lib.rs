@@ -65,12 +65,95 @@ pub enum SetupError {
     Host(String),
 }
 
+/// What is wrong with a certificate the TLS handshake refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateProblem {
+    OtherHost,
+    Expired,
+    NotValidYet,
+    UnknownIssuer,
+    Other,
+}
+
+impl CertificateProblem {
+    /// The problem, when `error` or an error it wraps is a refused
+    /// certificate. I/O errors hold the TLS error inside, sometimes
+    /// several deep, without naming it as their source.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        use rustls::CertificateError as Refused;
+        let mut current = Some(error);
+        while let Some(error) = current {
+            let mut inner = error;
+            while let Some(wrapped) = inner.downcast_ref::<io::Error>().and_then(io::Error::get_ref)
+            {
+                inner = wrapped;
+            }
+            if let Some(rustls::Error::InvalidCertificate(refused)) =
+                inner.downcast_ref::<rustls::Error>()
+            {
+                return Some(match refused {
+                    Refused::NotValidForName | Refused::NotValidForNameContext { .. } => {
+                        Self::OtherHost
+                    }
+                    Refused::Expired | Refused::ExpiredContext { .. } => Self::Expired,
+                    Refused::NotValidYet | Refused::NotValidYetContext { .. } => Self::NotValidYet,
+                    Refused::UnknownIssuer => Self::UnknownIssuer,
+                    _ => Self::Other,
+                });
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// What the server did, to follow "the server".
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::OtherHost => "presented a certificate for another host name",
+            Self::Expired => "presented an expired certificate",
+            Self::NotValidYet => "presented a certificate that is not valid yet",
+            Self::UnknownIssuer => {
+                "presented a certificate from an issuer that is not trusted (self-signed, or a private CA)"
+            }
+            Self::Other => "presented a certificate that was refused",
+        }
+    }
+
+    /// What helps, for whoever configures the connection.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Self::OtherHost => {
+                "use a host name the certificate lists, or ask the server's administrator for a certificate for this name"
+            }
+            Self::Expired => {
+                "ask the server's administrator to renew it (or check this computer's date and time)"
+            }
+            Self::NotValidYet => "check this computer's date and time",
+            Self::UnknownIssuer => {
+                "if the server uses a private CA, configure that CA's certificate as trusted (ca_file)"
+            }
+            Self::Other => "ask the server's administrator",
+        }
+    }
+}
+
+/// An error's text with the certificate's problem and what helps put first,
+/// when that is what failed.
+fn explained(error: &(dyn std::error::Error + 'static)) -> String {
+    match CertificateProblem::of(error) {
+        Some(problem) => {
+            format!("the server {}; {} ({error})", problem.what(), problem.advice())
+        }
+        None => error.to_string(),
+    }
+}
+
 /// Why the relay did not take a message.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("{0}")]
+    #[error("{}", explained(.0))]
     Smtp(#[from] lettre::transport::smtp::Error),
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", explained(.0))]
     Connect(io::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -350,4 +433,22 @@ fn implicit_tls(
     let name = ServerName::try_from(host.to_owned())
         .map_err(|error| SetupError::Host(format!("{host:?} is not a host name: {error}")))?;
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_nested_io_errors() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, refused));
+        assert_eq!(CertificateProblem::of(&nested), Some(CertificateProblem::Expired));
+        let text = RelayError::Connect(nested).to_string();
+        assert!(text.contains("expired certificate") && text.contains("renew"), "{text}");
+
+        let plain = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(CertificateProblem::of(&plain), None);
+        assert_eq!(RelayError::Connect(plain).to_string(), "cannot connect: refused");
+    }
 }

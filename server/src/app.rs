@@ -8,15 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio_util::sync::CancellationToken;
+use tower::util::MapRequestLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::TimeoutBody;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::hash_password;
@@ -25,6 +28,7 @@ use crate::blobs::BlobStore;
 use crate::blocklist::{self, BlocklistChecker, BlocklistStatus};
 use crate::bounces::BounceMatcher;
 use crate::clock::Clock;
+use crate::connections::{ConnectionLimit, TLS_HANDSHAKE_TIMEOUT};
 use crate::dkim::DkimSigner;
 use tokio_rustls::TlsAcceptor;
 
@@ -80,7 +84,7 @@ impl Application {
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
-        let listener = TcpListener::bind(settings.server.listen)
+        let listener = crate::connections::listen(settings.server.listen)
             .map_err(|source| StartError::Bind { addr: settings.server.listen, source })?;
         let local_addr = listener
             .local_addr()
@@ -258,17 +262,25 @@ impl Application {
                 stop_worker.clone(),
             ))
         });
-        let app = with_middleware(routes::router(self.state.clone()), self.state);
+        let app = with_middleware(routes::router(self.state.clone()), self.state.clone());
         // Without TCP_NODELAY a response written in two parts (the head, then
         // a body streamed from disk) waits for the client's delayed ACK of
         // the first: some 40 ms on every such response.
         let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(self.tls.config))
+            .handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
             .acceptor(NoDelayAcceptor::new());
-        let served = axum_server::from_tcp(self.listener)?
+        let server_settings = &self.state.settings.server;
+        let acceptor = ConnectionLimit::new(acceptor, server_settings.max_connections);
+        let header_timeout = Duration::from_secs(server_settings.request_header_timeout_seconds);
+        let mut server = axum_server::from_tcp(self.listener)?
             .acceptor(acceptor)
             .handle(self.handle)
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await;
+            // Also bounds the wait for the first bytes after the handshake,
+            // before hyper knows whether the client speaks HTTP/1 or HTTP/2.
+            .first_request_timeout(header_timeout);
+        // Also closes a connection idle that long between requests.
+        server.http_builder().http1().header_read_timeout(header_timeout);
+        let served = server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await;
         stop_worker.cancel();
         let _ = purger.await;
         let _ = organization.await;
@@ -322,7 +334,11 @@ async fn bind_inbound(
 
 fn with_middleware(router: Router, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let body_timeout = Duration::from_secs(state.settings.server.request_body_timeout_seconds);
     router
+        .layer(MapRequestLayer::new(move |request: Request| {
+            request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)))
+        }))
         .layer(axum::middleware::from_fn_with_state(state, metrics::track))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

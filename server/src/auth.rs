@@ -1,8 +1,6 @@
 //! Credentials: passwords (argon2id), opaque device tokens, and the
 //! [`Caller`] extractor that turns a bearer token into an account and device.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
@@ -57,25 +55,34 @@ pub fn issue_tokens(state: &AppState, now: OffsetDateTime) -> IssuedTokens {
     }
 }
 
+/// Password hashes computed at once. Each takes 19 MiB (argon2id's memory
+/// cost, kept for the next hash) and a core for its duration; unbounded, a
+/// burst of sign-ins would take a blocking thread each (up to 512) and
+/// gigabytes, and finish no sooner than waiting for a core.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        tokio::sync::Semaphore::new(2 * cores)
+    })
+}
+
 /// Hashes a password with argon2id (OWASP parameters) off the async threads.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(|error| ApiError::internal(&error))?
-    .map_err(|error| ApiError::internal(&error))
+    let _permit = hashing_permits().acquire().await.map_err(|error| ApiError::internal(&error))?;
+    tokio::task::spawn_blocking(move || crate::password::hash(password.as_bytes()))
+        .await
+        .map_err(|error| ApiError::internal(&error))?
+        .map_err(|error| ApiError::internal(&error))
 }
 
 pub async fn verify_password(hash: String, password: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || crate::password::verify(&hash, password.as_bytes()))
+        .await
+        .unwrap_or(false)
 }
 
 /// The hash of a verification code, bound to its address so a code for one

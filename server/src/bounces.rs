@@ -14,7 +14,7 @@ use std::path::Path;
 
 use data_encoding::BASE32_DNSSEC;
 use hmac::{Hmac, Mac};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use sha2::Sha256;
 
 use crate::auth::constant_time_eq;
@@ -134,7 +134,7 @@ struct DeliveryStatus {
 
 /// Reads the `message/delivery-status` part of an RFC 3464 report.
 fn delivery_status(raw: &[u8]) -> Option<DeliveryStatus> {
-    let message = MessageParser::default().parse(raw)?;
+    let message = sealpost_reader::parse_message(raw)?;
     let part = message.parts.iter().find(|part| {
         part.content_type().is_some_and(|content_type| {
             content_type.ctype().eq_ignore_ascii_case("message")

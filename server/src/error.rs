@@ -12,7 +12,28 @@ use sealpost_proto::api::{ErrorBody, ErrorCode};
 use crate::blobs::BlobError;
 use crate::mailer::MailError;
 use crate::rate_limit::{LimitError, RetryAfter};
-use crate::store::{StoreError, Unreadable};
+use crate::store::{Outage, StoreError, Unreadable};
+
+/// How long a client waits before retrying a request the busy database refused.
+const OUTAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether a disk or quota ran full somewhere along `error`'s causes (an
+/// object store's file, a database file).
+fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -85,6 +106,38 @@ impl ApiError {
         }
     }
 
+    /// The database or the disk cannot take the request now: the client is
+    /// told to retry (503, after a few seconds) or that the disk is full
+    /// (507); the administrator finds the cause and what to do in the log.
+    pub fn outage(outage: Outage, cause: &dyn std::fmt::Display) -> Self {
+        match outage {
+            Outage::Busy => {
+                tracing::warn!(error = %cause, "request refused: the database is busy or unreachable");
+                Self {
+                    retry_after: Some(OUTAGE_RETRY_AFTER),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        format!(
+                            "The server's database is busy or unreachable right now; nothing of \
+                             this request was stored. Try again in {} seconds.",
+                            OUTAGE_RETRY_AFTER.as_secs()
+                        ),
+                    )
+                }
+            }
+            Outage::DiskFull => {
+                tracing::error!(error = %cause, "request refused: the disk is full; free space on the disk holding the data directory, the database or the message storage");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::StorageFull,
+                    "The server's disk is full, so nothing of this request was stored. Try again \
+                     later: the server's administrator has to free space first.",
+                )
+            }
+        }
+    }
+
     /// Logs the cause with the request's span and tells the client only that it failed.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
@@ -126,17 +179,22 @@ impl From<LimitError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::internal(&error)
+        match error.outage() {
+            Some(outage) => Self::outage(outage, &error),
+            None => Self::internal(&error),
+        }
     }
 }
 
 impl From<BlobError> for ApiError {
     fn from(error: BlobError) -> Self {
         match error {
-            BlobError::TooLarge { .. } => Self::new(
+            BlobError::TooLarge { limit } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
-                error.to_string(),
+                format!(
+                    "The message is larger than this server's limit of {limit} bytes: leave out or shrink attachments, or send them in several messages."
+                ),
             ),
             BlobError::Upload(_) => Self::bad_request(error.to_string()),
             // Recorded, but its content is gone: say so, rather than only
@@ -152,7 +210,14 @@ impl From<BlobError> for ApiError {
                     ),
                 )
             }
-            BlobError::Storage { .. } | BlobError::Database { .. } => Self::internal(&error),
+            BlobError::Database { ref source, .. } => match source.outage() {
+                Some(outage) => Self::outage(outage, &error),
+                None => Self::internal(&error),
+            },
+            BlobError::Storage { .. } if is_disk_full(&error) => {
+                Self::outage(Outage::DiskFull, &error)
+            }
+            BlobError::Storage { .. } => Self::internal(&error),
         }
     }
 }
@@ -205,7 +270,14 @@ impl From<MultipartRejection> for ApiError {
 impl From<MultipartError> for ApiError {
     fn from(error: MultipartError) -> Self {
         if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, error.body_text())
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "The upload is larger than this server accepts ({}): leave out or shrink attachments, or send them in several messages.",
+                    error.body_text()
+                ),
+            )
         } else {
             Self::bad_request(format!("The multipart body is not valid: {}", error.body_text()))
         }

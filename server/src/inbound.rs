@@ -19,11 +19,13 @@ use async_trait::async_trait;
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use smtp_proto::{Error as ProtocolError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::rate_limit::{LimitError, RetryAfter};
 use crate::state::AppState;
 
 /// What the listener allows.
@@ -65,9 +67,13 @@ pub enum Verdict {
     Reject(String),
 }
 
-/// Decides who may receive mail here, and takes the messages.
+/// Decides who may send and receive mail here, and takes the messages.
 #[async_trait]
 pub trait InboundHandler: Send + Sync + 'static {
+    /// The envelope sender at MAIL (empty for the null sender).
+    async fn sender(&self, _address: &str) -> Verdict {
+        Verdict::Accept
+    }
     async fn recipient(&self, address: &str) -> Verdict;
     async fn deliver(&self, mail: InboundMail) -> Verdict;
 }
@@ -81,24 +87,45 @@ pub struct ServerMail(pub AppState);
 
 #[async_trait]
 impl InboundHandler for ServerMail {
-    async fn recipient(&self, address: &str) -> Verdict {
-        if self.0.outbox.is_bounce_address(address) {
+    async fn sender(&self, address: &str) -> Verdict {
+        if address.is_empty() {
             return Verdict::Accept;
         }
-        if crate::masking::is_masked(&self.0, address) {
-            match self.0.store.reply_address(address).await {
-                Ok(Some(issued)) if issued.disabled_at.is_none() => return Verdict::Accept,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(%error, "could not look up a masked address");
-                    return Verdict::Defer("Temporary failure, try again later".into());
-                }
-            }
+        let limit = &self.0.limits.inbound_per_sender;
+        match limit.check(&*self.0.store, address, self.0.clock.now()).await {
+            Ok(()) => Verdict::Accept,
+            Err(error) => self.limited(error, &format!("Too much mail from <{address}>")),
         }
-        Verdict::Reject(format!("<{address}>: no such address here"))
+    }
+
+    async fn recipient(&self, address: &str) -> Verdict {
+        let known = self.known_recipient(address).await;
+        if known != Verdict::Accept {
+            return known;
+        }
+        let limit = &self.0.limits.inbound_per_address;
+        match limit.check(&*self.0.store, address, self.0.clock.now()).await {
+            Ok(()) => Verdict::Accept,
+            Err(error) => self.limited(error, &format!("<{address}> is receiving too much mail")),
+        }
     }
 
     async fn deliver(&self, mail: InboundMail) -> Verdict {
+        // Counted when a message is taken, so refused attempts do not use
+        // up the hour; checked again here, as another session may have
+        // filled the window since MAIL and RCPT.
+        let (store, now) = (&*self.0.store, self.0.clock.now());
+        if !mail.mail_from.is_empty()
+            && let Err(error) =
+                self.0.limits.inbound_per_sender.hit(store, &mail.mail_from, now).await
+        {
+            return self.limited(error, &format!("Too much mail from <{}>", mail.mail_from));
+        }
+        for recipient in &mail.recipients {
+            if let Err(error) = self.0.limits.inbound_per_address.hit(store, recipient, now).await {
+                return self.limited(error, &format!("<{recipient}> is receiving too much mail"));
+            }
+        }
         for recipient in &mail.recipients {
             let outcome = if self.0.outbox.is_bounce_address(recipient) {
                 self.0.outbox.record_bounce(recipient, &mail.data).await.map_err(Into::into).map(|recorded| {
@@ -117,6 +144,39 @@ impl InboundHandler for ServerMail {
 }
 
 impl ServerMail {
+    /// A rate limit's refusal as a deferral that says when to come back.
+    fn limited(&self, error: LimitError, what: &str) -> Verdict {
+        match error {
+            LimitError::Refused(RetryAfter(wait)) => {
+                let seconds = wait.as_secs().max(1);
+                tracing::info!(%what, seconds, "inbound mail deferred by a rate limit");
+                Verdict::Defer(format!("{what}; try again in {seconds} seconds"))
+            }
+            LimitError::Store(error) => {
+                tracing::error!(%error, "could not check an inbound rate limit");
+                Verdict::Defer("Temporary failure, try again later".into())
+            }
+        }
+    }
+
+    /// Whether `address` is one the server takes mail for.
+    async fn known_recipient(&self, address: &str) -> Verdict {
+        if self.0.outbox.is_bounce_address(address) {
+            return Verdict::Accept;
+        }
+        if crate::masking::is_masked(&self.0, address) {
+            match self.0.store.reply_address(address).await {
+                Ok(Some(issued)) if issued.disabled_at.is_none() => return Verdict::Accept,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "could not look up a masked address");
+                    return Verdict::Defer("Temporary failure, try again later".into());
+                }
+            }
+        }
+        Verdict::Reject(format!("<{address}>: no such address here"))
+    }
+
     async fn route(
         &self,
         recipient: &str,
@@ -173,16 +233,13 @@ impl InboundListener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let session = Session {
-                peer,
-                limits: self.limits.clone(),
-                handler: self.handler.clone(),
-                tls: self.tls.clone(),
-            };
             match permits.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    let limits = self.limits.clone();
+                    let handler = self.handler.clone();
+                    let tls = self.tls.clone();
                     tokio::spawn(async move {
-                        session.serve(stream).await;
+                        serve_session(stream, peer, limits, handler, tls).await;
                         drop(permit);
                     });
                 }
@@ -199,13 +256,27 @@ impl InboundListener {
     }
 }
 
-/// The client's connection: plain until STARTTLS.
-enum Connection {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+/// Serves one client's SMTP session on `stream` (a TCP connection, for the
+/// listener) until the client quits, closes or times out.
+pub async fn serve_session<S>(
+    stream: S,
+    peer: SocketAddr,
+    limits: Arc<InboundLimits>,
+    handler: Arc<dyn InboundHandler>,
+    tls: Option<TlsAcceptor>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Session { peer, limits, handler, tls }.serve(stream).await;
 }
 
-impl AsyncRead for Connection {
+/// The client's connection: plain until STARTTLS.
+enum Connection<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -218,7 +289,7 @@ impl AsyncRead for Connection {
     }
 }
 
-impl AsyncWrite for Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -275,7 +346,7 @@ enum Ended {
 }
 
 impl Session {
-    async fn serve(self, stream: TcpStream) {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let greeting = format!("220 {} ESMTP Sealpost\r\n", self.limits.hostname);
         let mut connection = Connection::Plain(stream);
         if connection.write_all(greeting.as_bytes()).await.is_err() {
@@ -303,17 +374,23 @@ impl Session {
     }
 
     /// Runs commands until the client quits or asks for STARTTLS.
-    async fn commands(&self, stream: &mut Connection, tls: bool) -> std::io::Result<Ended> {
+    async fn commands<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut Connection<S>,
+        tls: bool,
+    ) -> std::io::Result<Ended> {
         let mut envelope = Envelope::default();
         let mut receiver = RequestReceiver::default();
         let mut buffer = vec![0u8; 8192];
         // Bytes that came after the end of a message, already read.
         let mut pending: Vec<u8> = Vec::new();
+        // A whole command must arrive in time, not each piece of it: a
+        // client sending a byte now and then would otherwise hold its
+        // connection forever.
+        let mut deadline = Instant::now() + self.limits.command_timeout;
         loop {
             let chunk: Vec<u8> = if pending.is_empty() {
-                let read =
-                    tokio::time::timeout(self.limits.command_timeout, stream.read(&mut buffer))
-                        .await;
+                let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await;
                 match read {
                     Ok(Ok(0)) => return Ok(Ended::Closed),
                     Err(_) => {
@@ -331,6 +408,7 @@ impl Session {
             loop {
                 match receiver.ingest(&mut bytes, &chunk) {
                     Ok(request) => {
+                        deadline = Instant::now() + self.limits.command_timeout;
                         let (reply, next) = self.command(request, &mut envelope, tls).await;
                         replies.extend_from_slice(reply.as_bytes());
                         match next {
@@ -351,6 +429,7 @@ impl Session {
                                 stream.write_all(reply.as_bytes()).await?;
                                 pending = rest;
                                 receiver = RequestReceiver::default();
+                                deadline = Instant::now() + self.limits.command_timeout;
                                 break;
                             }
                         }
@@ -413,8 +492,15 @@ impl Session {
                         Next::Continue,
                     );
                 }
-                envelope.mail_from = Some(from.address.to_lowercase());
-                ("250 2.1.0 Ok\r\n".into(), Next::Continue)
+                let address = from.address.to_lowercase();
+                match self.handler.sender(&address).await {
+                    Verdict::Accept => {
+                        envelope.mail_from = Some(address);
+                        ("250 2.1.0 Ok\r\n".into(), Next::Continue)
+                    }
+                    Verdict::Defer(reason) => (format!("451 4.7.1 {reason}\r\n"), Next::Continue),
+                    Verdict::Reject(reason) => (format!("550 5.7.1 {reason}\r\n"), Next::Continue),
+                }
             }
             Request::Rcpt { to } => {
                 if envelope.mail_from.is_none() {
@@ -456,9 +542,9 @@ impl Session {
     /// Reads the message after 354 (`already` holds what came with the
     /// DATA command), hands it over and returns the final answer and what
     /// the client sent after the message.
-    async fn data(
+    async fn data<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut Connection,
+        stream: &mut Connection<S>,
         already: &[u8],
         envelope: &mut Envelope,
         tls: bool,
@@ -471,8 +557,9 @@ impl Session {
         let mut rest = if done { iter.as_slice().to_vec() } else { Vec::new() };
         too_large |= discard_if_over(&mut message, self.limits.max_size);
         let mut buffer = vec![0u8; 65536];
+        let deadline = Instant::now() + self.limits.command_timeout;
         while !done {
-            let read = tokio::time::timeout(self.limits.command_timeout, stream.read(&mut buffer))
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if read == 0 {
@@ -547,6 +634,7 @@ mod tests {
 
     use sealpost_relay::{Relay, RelayConfig, Security, SendError, TrustedRoots};
     use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpStream;
 
     use super::*;
     use crate::settings::TlsSettings;

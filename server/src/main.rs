@@ -82,6 +82,19 @@ fn rotate_key(settings: &Settings) -> ExitCode {
 fn serve(settings: Settings) -> ExitCode {
     install_crypto_provider();
     init_logging(&settings);
+    // A socket per connection, a few files per database connection, and
+    // the data directory's files besides.
+    let files = [
+        settings.server.max_connections,
+        settings.inbound.max_connections,
+        4 * usize::try_from(settings.database.max_connections).unwrap_or(usize::MAX),
+        256,
+    ];
+    let needed = files.iter().fold(0u64, |sum, n| sum.saturating_add(*n as u64));
+    if let Some(warning) = sealpost_server::connections::raise_open_file_limit(needed) {
+        tracing::warn!("{warning}");
+        eprintln!("sealpost-server: warning: {warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -180,11 +180,26 @@ pub fn relayed_copy(
     field(&mut out, "To", &address(to_name, to));
     for field in header_fields(header) {
         if KEPT_FIELDS.iter().any(|kept| kept.eq_ignore_ascii_case(field.name)) {
-            out.extend_from_slice(field.raw);
+            // A bare CR is a line end to some mail servers on the way: in a
+            // field it would start a field of the sender's choosing there.
+            out.extend(bare_cr_replaced(field.raw, b" "));
         }
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    out.extend(bare_cr_replaced(body, b"\r\n"));
+    out
+}
+
+/// `bytes` with each CR that does not begin a CRLF replaced by `with`.
+fn bare_cr_replaced(bytes: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte == b'\r' && bytes.get(at + 1) != Some(&b'\n') {
+            out.extend_from_slice(with);
+        } else {
+            out.push(byte);
+        }
+    }
     out
 }
 
@@ -231,6 +246,20 @@ fn crlf(raw: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_cr_in_a_relayed_copy_starts_no_field_and_no_line() {
+        let original =
+            b"From: tim@alumni.example\r\nSubject: Re: x\rBcc: evil@attacker.example\r\n\
+            Content-Type: text/plain;\r\n charset=utf-8\r\n\r\nline\r.\rmore\r\n";
+        let copy = relayed_copy(original, None, "m@reply.example", None, "marcus@home.example");
+        let text = String::from_utf8(copy).expect("text");
+        assert!(text.contains("\r\nSubject: Re: x Bcc: evil@attacker.example\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nline\r\n.\r\nmore\r\n"), "{text:?}");
+        let bare =
+            text.match_indices('\r').any(|(at, _)| text.as_bytes().get(at + 1) != Some(&b'\n'));
+        assert!(!bare, "{text:?}");
+    }
 
     #[test]
     fn a_relayed_copy_keeps_content_and_threading_and_nothing_that_names_anyone() {

@@ -52,6 +52,15 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// Where the database, certificate, signing keys and message content live.
     pub data_dir: PathBuf,
+    /// HTTPS connections open at once, TLS handshakes included; a client
+    /// over it is answered 503 and its connection closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, in seconds;
+    /// also how long an idle connection is kept open for the next request.
+    pub request_header_timeout_seconds: u64,
+    /// How long a request body may pause between two pieces, in seconds,
+    /// before the request is abandoned.
+    pub request_body_timeout_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +69,9 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_url: None,
             data_dir: PathBuf::from("sealpost-data"),
+            max_connections: 10_000,
+            request_header_timeout_seconds: 30,
+            request_body_timeout_seconds: 60,
         }
     }
 }
@@ -284,6 +296,11 @@ pub struct RateLimitSettings {
     pub failed_logins_per_address_per_15_minutes: u32,
     /// Failed logins per client IP per 15 minutes.
     pub failed_logins_per_ip_per_15_minutes: u32,
+    /// Messages the SMTP listener takes from one envelope sender per hour
+    /// (bounces, with the null sender, are not counted).
+    pub inbound_messages_per_sender_per_hour: u32,
+    /// Messages the SMTP listener takes for one address per hour.
+    pub inbound_messages_per_address_per_hour: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -293,6 +310,8 @@ impl Default for RateLimitSettings {
             code_requests_per_ip_per_hour: 30,
             failed_logins_per_address_per_15_minutes: 10,
             failed_logins_per_ip_per_15_minutes: 50,
+            inbound_messages_per_sender_per_hour: 100,
+            inbound_messages_per_address_per_hour: 100,
         }
     }
 }
@@ -713,6 +732,21 @@ impl Settings {
                 "outbox.lease_seconds",
                 "must be longer than smtp.timeout_seconds, or one attempt could outlast its lease",
             );
+        }
+        if self.limits.inbound_messages_per_sender_per_hour == 0 {
+            return invalid("limits.inbound_messages_per_sender_per_hour", "must be at least 1");
+        }
+        if self.limits.inbound_messages_per_address_per_hour == 0 {
+            return invalid("limits.inbound_messages_per_address_per_hour", "must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.request_header_timeout_seconds == 0 {
+            return invalid("server.request_header_timeout_seconds", "must be at least 1");
+        }
+        if self.server.request_body_timeout_seconds == 0 {
+            return invalid("server.request_body_timeout_seconds", "must be at least 1");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");

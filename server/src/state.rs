@@ -53,6 +53,10 @@ pub struct Limits {
     pub codes_per_ip: RateLimit,
     pub failed_logins_per_address: RateLimit,
     pub failed_logins_per_ip: RateLimit,
+    /// Messages the SMTP listener takes from one envelope sender.
+    pub inbound_per_sender: RateLimit,
+    /// Messages the SMTP listener takes for one recipient address.
+    pub inbound_per_address: RateLimit,
 }
 
 impl Limits {
@@ -76,6 +80,16 @@ impl Limits {
                 "failed-logins-ip",
                 limits.failed_logins_per_ip_per_15_minutes,
                 quarter,
+            ),
+            inbound_per_sender: RateLimit::new(
+                "inbound-sender",
+                limits.inbound_messages_per_sender_per_hour,
+                hour,
+            ),
+            inbound_per_address: RateLimit::new(
+                "inbound-address",
+                limits.inbound_messages_per_address_per_hour,
+                hour,
             ),
         }
     }

@@ -211,6 +211,32 @@ impl ServerCluster {
         self.is_running(index).then(|| self.instances[index].pid)
     }
 
+    /// How many sockets instance `index` has open now (its connections and
+    /// listeners), read from `/proc`; `None` once it is gone.
+    pub fn open_sockets(&self, index: usize) -> Option<usize> {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid(index)?)).ok()?;
+        let sockets = fds
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count();
+        Some(sockets)
+    }
+
+    /// The highest resident memory instance `index` has had, in MiB
+    /// (`VmHWM`); `None` once it is gone.
+    pub fn peak_rss_mib(&self, index: usize) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(index)?)).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib as f64 / 1024.0)
+    }
+
     pub fn is_running(&self, index: usize) -> bool {
         self.instances[index].process.lock().expect("instance lock").is_some()
     }

@@ -32,6 +32,8 @@ pub mod desktop;
 mod dns;
 mod mail_capture;
 mod mailstack;
+pub mod network_faults;
+pub mod outages;
 mod pages;
 mod postgres;
 mod process;

@@ -138,6 +138,23 @@ impl PageClient {
         self.send(request, &[("origin", &origin)]).await
     }
 
+    /// Posts `body` as it is, with `content_type`, from this site: forms
+    /// no browser would write, such as multipart bodies of endless parts.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Page> {
+        let origin = self.base_url.clone();
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(request, &[("origin", &origin)]).await
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,

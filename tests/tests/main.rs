@@ -2,11 +2,13 @@
 //! Every test starts its own real components with fresh state, so the
 //! modules share nothing but the harness.
 
+mod abuse;
 mod accounts;
 mod admin;
 mod agent;
 mod agent_cli;
 mod agent_discovery;
+mod agent_faults;
 mod authorization;
 mod bad_requests;
 mod browser;
@@ -14,9 +16,11 @@ mod delivery;
 mod desktop_app;
 mod directory;
 mod discovery;
+mod hostile_input;
 mod inbound;
 mod installers;
 mod lifecycle;
+mod load;
 mod mailstack;
 mod masking;
 mod notifications;
@@ -27,6 +31,7 @@ mod routing;
 mod scale_out;
 mod sending;
 mod server_binary;
+mod server_faults;
 mod store;
 mod webmail;
 mod webmail_browser;

@@ -1,14 +1,18 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `test`: what CI runs. Installs the Debian packages the tests need, then
-//!   rustfmt check, clippy with warnings denied, every test, and the fuzz
-//!   target build.
+//!   rustfmt check, clippy with warnings denied, every test, and each fuzz
+//!   target for a few seconds.
 //! - `demo`: the server on embedded defaults, one secure message stored,
 //!   delivered and retrieved, each step printed; `demo --gui` opens the
 //!   desktop app on that stack instead.
-//! - `fuzz`: runs the notification parser's fuzz target for a while.
+//! - `fuzz`: builds the fuzz targets on the stable toolchain and runs each
+//!   for a while ([`fuzz`]).
 //! - `bench`: release builds measured on the real stack beside their floors
 //!   and peers; one table, written to `target/bench/`.
+//! - `soak`: the bench's load section (a thousand connections of mixed
+//!   traffic) on release builds for minutes, memory sampled over the run;
+//!   written to `target/soak/`.
 //! - `ui`: the desktop app's front end (`ui/`): npm install, type check,
 //!   Vitest, build. `test` runs it before anything compiles the app, which
 //!   embeds `ui/dist`.
@@ -28,6 +32,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod installers;
 
 /// Debian packages the build, the tests and the demo need. Later parts of the
@@ -142,12 +147,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install missing system packages, then rustfmt, clippy, every test and the fuzz build (what CI runs).
+    /// Install missing system packages, then rustfmt, clippy, every test and a short run of each fuzz target (what CI runs).
     Test {
         /// Do not check or install Debian packages.
         #[arg(long)]
         no_install: bool,
-        /// Skip clippy and the fuzz-target build: formatting and tests only.
+        /// Skip clippy and fuzzing: formatting and tests only.
         #[arg(long)]
         quick: bool,
     },
@@ -172,6 +177,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build in release mode and run the load section (1,000 connections of mixed traffic against the real server) for minutes: requests, errors, p50/p99 latency and the server's memory over the run, written to target/soak/.
+    Soak {
+        /// How long the load runs, in minutes.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Install the front end's npm packages (when the lock file changed), type-check it, run its Vitest tests and build it into ui/dist.
     Ui,
     /// Build the Linux packages (desktop .deb and .rpm, server .deb) into target/installers/, and check the Windows and macOS installer sources.
@@ -185,10 +196,12 @@ enum Task {
     },
     /// Rewrite ui/src/lib/ipc-types.ts from the app's IPC types in desktop/app/src/ipc.rs.
     IpcTypes,
-    /// Fuzz the notification parser with libFuzzer (needs `cargo install cargo-fuzz`).
+    /// Build the fuzz targets (fuzz/) with libFuzzer on the stable toolchain and run each for a while; print executions, coverage and crashes per target.
     Fuzz {
-        /// How long to run, in seconds.
-        #[arg(default_value_t = 60)]
+        /// Targets to run (notification, mime, smtp_session, api_json); all when none is named.
+        targets: Vec<String>,
+        /// How long to run each target, in seconds.
+        #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
 }
@@ -197,7 +210,9 @@ fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Task::Test { no_install, quick } => test(no_install, quick).map(|()| ExitCode::SUCCESS),
         Task::Demo { no_install, args } => demo(no_install, &args),
-        Task::Fuzz { seconds } => fuzz(seconds).map(|()| ExitCode::SUCCESS),
+        Task::Fuzz { targets, seconds } => {
+            fuzz::fuzz(&targets, seconds).map(|()| ExitCode::SUCCESS)
+        }
         Task::Ui => front_end().map(|()| ExitCode::SUCCESS),
         Task::Installers { no_install, debug } => {
             build_installers(no_install, debug).map(|()| ExitCode::SUCCESS)
@@ -206,6 +221,7 @@ fn main() -> ExitCode {
         Task::Bench { no_install, quick, args } => {
             bench(no_install, quick, &args).map(|()| ExitCode::SUCCESS)
         }
+        Task::Soak { minutes } => soak(minutes).map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("\nxtask: {error:#}");
@@ -329,9 +345,6 @@ fn postgres_tests_command(nextest: bool) -> Vec<String> {
 
 fn test(no_install: bool, quick: bool) -> Result<()> {
     let root = repo_root();
-    // The fuzz crate is its own workspace (excluded from the main one).
-    let fuzz_manifest = root.join("proto/fuzz/Cargo.toml");
-    let has_fuzz = fuzz_manifest.exists();
     let mut steps = Steps { started: Instant::now(), timings: Vec::new() };
 
     if !no_install {
@@ -341,15 +354,7 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     // Before anything compiles the app: it embeds the built front end.
     steps.run("front end (ui/)", "cargo xtask ui", front_end)?;
     steps.run("rustfmt", "cargo fmt --all -- --check", || {
-        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-        if has_fuzz {
-            run(cargo()
-                .arg("fmt")
-                .arg("--manifest-path")
-                .arg(&fuzz_manifest)
-                .args(["--", "--check"]))?;
-        }
-        Ok(())
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
     if !quick {
         let clippy = ["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"];
@@ -415,23 +420,14 @@ fn test(no_install: bool, quick: bool) -> Result<()> {
     steps.run("doc tests", "cargo test --workspace --doc --locked", || {
         run(cargo().args(["test", "--workspace", "--doc", "--locked"]))
     })?;
-    if !quick && has_fuzz {
-        // Its committed Cargo.lock pins the fuzz workspace when present.
-        let locked = root.join("proto/fuzz/Cargo.lock").exists();
-        let rerun = format!(
-            "CARGO_TARGET_DIR=target/fuzz cargo build --manifest-path proto/fuzz/Cargo.toml{}",
-            if locked { " --locked" } else { "" }
-        );
-        steps.run("fuzz target build", &rerun, || {
-            let mut build = cargo();
-            build.arg("build").arg("--manifest-path").arg(&fuzz_manifest);
-            if locked {
-                build.arg("--locked");
-            }
-            // Its own target directory: a separate workspace would otherwise
-            // rebuild the main one's dependencies with other features each switch.
-            build.env("CARGO_TARGET_DIR", root.join("target/fuzz"));
-            run(&mut build)
+    if !quick {
+        // Short runs: they prove every target builds and runs, and catch
+        // what the committed seeds and a few seconds of mutation reach.
+        let seconds = fuzz::CI_SECONDS;
+        // Named once per run, so it may live as long as the steps.
+        let name: &'static str = Box::leak(format!("fuzz ({seconds} s each)").into_boxed_str());
+        steps.run(name, &format!("cargo xtask fuzz --seconds {seconds}"), || {
+            fuzz::fuzz(&[], seconds)
         })?;
     }
     steps.summary();
@@ -652,6 +648,17 @@ fn bench(no_install: bool, quick: bool, args: &[String]) -> Result<()> {
     run_bench(profile, args)
 }
 
+/// The load section for `minutes`, on release builds. It needs neither the
+/// mail stack nor the peers, so no Debian packages are checked.
+fn soak(minutes: u64) -> Result<()> {
+    if minutes == 0 {
+        bail!("--minutes must be at least 1");
+    }
+    let seconds = minutes.saturating_mul(60).to_string();
+    let args = ["--only", "load", "--load-seconds", &seconds, "--out", "target/soak"];
+    run_bench(BenchProfile::Release, &args.map(str::to_owned))
+}
+
 /// Builds, then runs the benchmark program on the binaries of `profile`.
 /// Missing a target is reported, never an error; a section that cannot run is.
 fn run_bench(profile: BenchProfile, args: &[String]) -> Result<()> {
@@ -667,26 +674,4 @@ fn run_bench(profile: BenchProfile, args: &[String]) -> Result<()> {
         bench.arg("--quick");
     }
     run(&mut bench)
-}
-
-fn fuzz(seconds: u64) -> Result<()> {
-    if !succeeds(cargo().args(["fuzz", "--version"])) {
-        bail!(
-            "cargo-fuzz is not installed. Install it with:\n  cargo install cargo-fuzz\n\
-             It needs a nightly toolchain; this task sets RUSTC_BOOTSTRAP=1 so the \
-             installed stable toolchain accepts the nightly flags."
-        );
-    }
-    let proto = repo_root().join("proto");
-    let found = proto.join("fuzz/corpus/parse_notification");
-    std::fs::create_dir_all(&found)
-        .with_context(|| format!("could not create {}", found.display()))?;
-    let mut fuzz = cargo();
-    fuzz.current_dir(&proto)
-        .env("RUSTC_BOOTSTRAP", "1")
-        // New inputs go to the first directory; the golden corpus only seeds.
-        .args(["fuzz", "run", "parse_notification", "fuzz/corpus/parse_notification"])
-        .args(["tests/corpus", "--"])
-        .arg(format!("-max_total_time={seconds}"));
-    run(&mut fuzz)
 }

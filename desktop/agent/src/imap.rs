@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
-use async_imap::imap_proto::{Response, Status};
-use async_imap::types::Flag;
+use async_imap::imap_proto::{MailboxDatum, Response, Status};
 use futures_util::TryStreamExt;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
@@ -37,15 +36,21 @@ pub struct ImapAccount {
 pub enum ImapError {
     #[error("cannot reach the mail server {0}: {1}")]
     Connect(String, std::io::Error),
+    /// The TLS handshake refused the server's certificate: what is wrong
+    /// with it and what to do.
+    #[error("the mail server {0} {1}")]
+    Certificate(String, String),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("the mail server's name {0:?} is not valid for TLS")]
     ServerName(String),
     #[error("the mail server refused the login for {0}: check the address and password")]
     Login(String),
-    #[error("IMAP {command} failed: {source}")]
-    Command { command: &'static str, source: async_imap::error::Error },
-    #[error("IMAP {0} timed out")]
+    /// The server's own words are in the message, not kept as a source,
+    /// so error chains do not print them twice.
+    #[error("{}", command_failure(command, error))]
+    Command { command: &'static str, error: async_imap::error::Error },
+    #[error("IMAP {0} timed out; the agent reconnects and tries again")]
     Timeout(&'static str),
     #[error("the mail server closed the connection before greeting")]
     NoGreeting,
@@ -122,7 +127,7 @@ async fn timed<T>(
     tokio::time::timeout(COMMAND_TIMEOUT, future)
         .await
         .map_err(|_| ImapError::Timeout(command))?
-        .map_err(|source| ImapError::Command { command, source })
+        .map_err(|error| ImapError::Command { command, error })
 }
 
 impl MailboxSession {
@@ -147,7 +152,10 @@ impl MailboxSession {
         let tls = tokio::time::timeout(COMMAND_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| ImapError::Timeout("TLS handshake"))?
-            .map_err(|error| ImapError::Connect(address, error))?;
+            .map_err(|error| match crate::tls::certificate_problem(&error) {
+                Some(problem) => ImapError::Certificate(address.clone(), problem),
+                None => ImapError::Connect(address, error),
+            })?;
         let mut client = async_imap::Client::new(tls);
         // After STARTTLS the server sends no second greeting.
         if account.security == MailSecurity::Tls {
@@ -173,6 +181,12 @@ impl MailboxSession {
         this.can_move = capabilities.has_str("MOVE");
         this.literal_plus = capabilities.has_str("LITERAL+");
         Ok(this)
+    }
+
+    /// Whether [`Self::remove`] expunges exactly the messages given
+    /// (UIDPLUS), rather than moving them or only marking them.
+    pub fn removes_exactly(&self) -> bool {
+        self.uidplus
     }
 
     /// Selects `folder` read-write; returns its UIDVALIDITY.
@@ -218,21 +232,16 @@ impl MailboxSession {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let set = uid_set(uids);
-        let fetches: Vec<_> = timed("UID FETCH", async {
-            self.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?.try_collect().await
-        })
-        .await?;
+        let fetches = self.uid_fetch(&uid_set(uids), "(UID BODY.PEEK[])").await?;
         let mut messages: Vec<(u32, Vec<u8>)> =
-            fetches.iter().filter_map(|fetch| Some((fetch.uid?, fetch.body()?.to_vec()))).collect();
+            fetches.into_iter().filter_map(|fetch| Some((fetch.uid?, fetch.body?))).collect();
         messages.sort_by_key(|(uid, _)| *uid);
         Ok(messages)
     }
 
     /// UIDs of the selected folder from `first` on.
     pub async fn uids_from(&mut self, first: u32) -> Result<Vec<u32>, ImapError> {
-        let found: HashSet<u32> =
-            timed("UID SEARCH", self.session.uid_search(format!("UID {}:*", first.max(1)))).await?;
+        let found = self.uid_search(&format!("UID {}:*", first.max(1))).await?;
         let mut uids: Vec<u32> = found.into_iter().filter(|uid| *uid >= first).collect();
         uids.sort_unstable();
         Ok(uids)
@@ -243,26 +252,18 @@ impl MailboxSession {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let set = uid_set(uids);
-        let fetches: Vec<_> = timed("UID FETCH", async {
-            self.session
-                .uid_fetch(&set, "(UID FLAGS INTERNALDATE BODY.PEEK[HEADER])")
-                .await?
-                .try_collect()
-                .await
-        })
-        .await?;
+        let fetches =
+            self.uid_fetch(&uid_set(uids), "(UID FLAGS INTERNALDATE BODY.PEEK[HEADER])").await?;
         let mut headers: Vec<HeaderFetch> = fetches
-            .iter()
+            .into_iter()
             .filter_map(|fetch| {
+                let deleted = fetch.flags.iter().any(|flag| flag.eq_ignore_ascii_case("\\Deleted"));
                 Some(HeaderFetch {
                     uid: fetch.uid?,
-                    flags: fetch.flags().filter_map(|flag| flag_text(&flag)).collect(),
-                    deleted: fetch.flags().any(|flag| flag == Flag::Deleted),
-                    internal_date: fetch
-                        .internal_date()
-                        .map(|date| date.format("%d-%b-%Y %H:%M:%S %z").to_string()),
-                    header: fetch.header().unwrap_or_default().to_vec(),
+                    flags: fetch.flags.into_iter().filter(|flag| kept_flag(flag)).collect(),
+                    deleted,
+                    internal_date: fetch.internal_date,
+                    header: fetch.header.unwrap_or_default(),
                 })
             })
             .collect();
@@ -273,7 +274,7 @@ impl MailboxSession {
     /// UIDs whose header `name` contains `value`.
     pub async fn search_header(&mut self, name: &str, value: &str) -> Result<Vec<u32>, ImapError> {
         let query = format!("HEADER {name} \"{}\"", value.replace(['"', '\\'], ""));
-        let found: HashSet<u32> = timed("UID SEARCH", self.session.uid_search(query)).await?;
+        let found = self.uid_search(&query).await?;
         let mut uids: Vec<u32> = found.into_iter().collect();
         uids.sort_unstable();
         Ok(uids)
@@ -296,21 +297,18 @@ impl MailboxSession {
             .map(|value| format!("HEADER {name} \"{}\"", value.replace(['"', '\\'], "")))
             .collect();
         let query = format!("{}{}", "OR ".repeat(keys.len() - 1), keys.join(" "));
-        let matches: HashSet<u32> = timed("UID SEARCH", self.session.uid_search(query)).await?;
+        let matches = self.uid_search(&query).await?;
         if matches.is_empty() {
             return Ok(found);
         }
         let mut uids: Vec<u32> = matches.into_iter().collect();
         uids.sort_unstable();
         let items = format!("(UID BODY.PEEK[HEADER.FIELDS ({name})])");
-        let fetches: Vec<_> = timed("UID FETCH", async {
-            self.session.uid_fetch(uid_set(&uids), &items).await?.try_collect().await
-        })
-        .await?;
+        let fetches = self.uid_fetch(&uid_set(&uids), &items).await?;
         // SEARCH matches substrings; only exact values count.
         let wanted: HashSet<&str> = values.iter().copied().collect();
         for fetch in &fetches {
-            let (Some(uid), Some(header)) = (fetch.uid, fetch.header()) else { continue };
+            let (Some(uid), Some(header)) = (fetch.uid, fetch.header.as_deref()) else { continue };
             if let Some(value) = header_value(header, name).filter(|v| wanted.contains(v.as_str()))
             {
                 found.entry(value).or_default().push(uid);
@@ -363,13 +361,13 @@ impl MailboxSession {
             tokio::time::timeout(COMMAND_TIMEOUT, write)
                 .await
                 .map_err(|_| ImapError::Timeout("APPEND"))?
-                .map_err(|error| ImapError::Command { command: "APPEND", source: error.into() })?;
+                .map_err(|error| ImapError::Command { command: "APPEND", error: error.into() })?;
             tags.push(tag);
         }
         tokio::time::timeout(COMMAND_TIMEOUT, self.session.get_mut().flush())
             .await
             .map_err(|_| ImapError::Timeout("APPEND"))?
-            .map_err(|error| ImapError::Command { command: "APPEND", source: error.into() })?;
+            .map_err(|error| ImapError::Command { command: "APPEND", error: error.into() })?;
         // Every answer is read, even after a refusal, so the connection stays in step.
         let mut refused = None;
         let mut answered = 0;
@@ -383,18 +381,17 @@ impl MailboxSession {
             {
                 answered += 1;
                 if *status != Status::Ok && refused.is_none() {
-                    refused = Some(format!(
-                        "{status:?}: {}",
-                        outcome.information.as_deref().unwrap_or("no reason given")
-                    ));
+                    let reason =
+                        outcome.information.as_deref().unwrap_or("no reason given").to_owned();
+                    refused = Some(match status {
+                        Status::No => async_imap::error::Error::No(reason),
+                        _ => async_imap::error::Error::Bad(reason),
+                    });
                 }
             }
         }
         match refused {
-            Some(reason) => Err(ImapError::Command {
-                command: "APPEND",
-                source: async_imap::error::Error::No(reason),
-            }),
+            Some(error) => Err(ImapError::Command { command: "APPEND", error }),
             None => Ok(()),
         }
     }
@@ -417,19 +414,10 @@ impl MailboxSession {
             }
             timed("UID COPY", self.session.uid_copy(&set, &trash)).await?;
         }
-        timed("UID STORE", async {
-            self.session
-                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })
-        .await?;
+        let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+        self.checked("UID STORE", &store, |_| {}).await?;
         if self.uidplus {
-            timed("UID EXPUNGE", async {
-                self.session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
-            })
-            .await?;
+            self.checked("UID EXPUNGE", &format!("UID EXPUNGE {set}"), |_| {}).await?;
         }
         Ok(())
     }
@@ -487,11 +475,8 @@ impl MailboxSession {
         if uids.is_empty() {
             return Ok(());
         }
-        let query = format!("+FLAGS.SILENT ({})", flags.join(" "));
-        timed("UID STORE", async {
-            self.session.uid_store(uid_set(uids), &query).await?.try_collect::<Vec<_>>().await
-        })
-        .await?;
+        let command = format!("UID STORE {} +FLAGS.SILENT ({})", uid_set(uids), flags.join(" "));
+        self.checked("UID STORE", &command, |_| {}).await?;
         Ok(())
     }
 
@@ -505,8 +490,7 @@ impl MailboxSession {
         // What start-up time is measured to: the agent is now waiting for mail.
         tracing::debug!("IDLE established");
         let (wait, interrupt) = idle.wait_with_timeout(max);
-        let response =
-            wait.await.map_err(|source| ImapError::Command { command: "IDLE", source })?;
+        let response = wait.await.map_err(|error| ImapError::Command { command: "IDLE", error })?;
         // Dropping the handle interrupts the wait, so it lives until here.
         drop(interrupt);
         let session = timed("DONE", idle.done()).await?;
@@ -514,6 +498,62 @@ impl MailboxSession {
             Self { session, uidplus, can_move, trash, literal_plus, pipelined_tags },
             matches!(response, IdleResponse::NewData(_)),
         ))
+    }
+
+    /// Runs `command` and returns its untagged answers, failing unless the
+    /// server completes it with OK. async-imap's own SEARCH, FETCH, STORE
+    /// and EXPUNGE stop at the completion without looking at it, so a NO
+    /// or BAD would read as "nothing found" or "done": a refused header
+    /// fetch would move the cursor past notifications never swapped, and a
+    /// refused STORE or EXPUNGE would count a placeholder as removed.
+    async fn checked(
+        &mut self,
+        name: &'static str,
+        command: &str,
+        mut on_answer: impl FnMut(&Response<'_>) + Send,
+    ) -> Result<(), ImapError> {
+        use async_imap::error::Error;
+        timed(name, async {
+            let tag = self.session.run_command(command).await?;
+            loop {
+                let response = self.session.read_response().await?.ok_or(Error::ConnectionLost)?;
+                if let Response::Done { tag: done, status, outcome } = response.parsed()
+                    && *done == tag
+                {
+                    let reason =
+                        || outcome.information.as_deref().unwrap_or("no reason given").to_owned();
+                    return match status {
+                        Status::Ok => Ok(()),
+                        Status::No => Err(Error::No(reason())),
+                        _ => Err(Error::Bad(reason())),
+                    };
+                }
+                on_answer(response.parsed());
+            }
+        })
+        .await
+    }
+
+    /// UID SEARCH with `criteria`, checked.
+    async fn uid_search(&mut self, criteria: &str) -> Result<HashSet<u32>, ImapError> {
+        let mut found = HashSet::new();
+        self.checked("UID SEARCH", &format!("UID SEARCH {criteria}"), |answer| {
+            if let Response::MailboxData(MailboxDatum::Search(uids)) = answer {
+                found.extend(uids.iter().copied());
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// UID FETCH of `items` for `set`, checked.
+    async fn uid_fetch(&mut self, set: &str, items: &str) -> Result<Vec<Fetched>, ImapError> {
+        let mut fetched = Vec::new();
+        self.checked("UID FETCH", &format!("UID FETCH {set} {items}"), |answer| {
+            fetched.extend(Fetched::of(answer));
+        })
+        .await?;
+        Ok(fetched)
     }
 
     pub async fn logout(mut self) {
@@ -581,15 +621,94 @@ fn header_value(header: &[u8], name: &str) -> Option<String> {
 
 /// Flags a copy should carry: everything but `\Recent` (server-managed) and
 /// `\Deleted` (a placeholder being removed).
-fn flag_text(flag: &Flag<'_>) -> Option<String> {
-    Some(match flag {
-        Flag::Seen => "\\Seen".into(),
-        Flag::Answered => "\\Answered".into(),
-        Flag::Flagged => "\\Flagged".into(),
-        Flag::Draft => "\\Draft".into(),
-        Flag::Custom(name) => name.to_string(),
-        Flag::Deleted | Flag::Recent | Flag::MayCreate => return None,
-    })
+/// What went wrong with a command, and what happens or helps next.
+fn command_failure(command: &str, error: &async_imap::error::Error) -> String {
+    use async_imap::error::Error;
+    match error {
+        Error::No(text) if text.to_ascii_lowercase().contains("quota") => format!(
+            "the mail server refused IMAP {command} because the mailbox is full ({text}); \
+             delete or archive some mail, and the agent finishes what it started"
+        ),
+        Error::No(text) => format!(
+            "the mail server refused IMAP {command} ({text}); the agent tries again later, \
+             and if this persists, ask whoever runs the mail server"
+        ),
+        Error::Bad(text) => format!(
+            "the mail server did not accept IMAP {command} ({text}); the agent tries again \
+             later, and if this persists, ask whoever runs the mail server"
+        ),
+        // async-imap reports an answer it cannot parse as an I/O error
+        // whose text names the parsing; there is no kind of its own.
+        Error::Io(io) if io.to_string().contains("during parsing of") => format!(
+            "the mail server answered IMAP {command} with something that is not IMAP; the \
+             agent reconnects and tries again, and if this persists, ask whoever runs the \
+             mail server"
+        ),
+        Error::ConnectionLost => format!(
+            "the mail server closed the connection during IMAP {command}; the agent \
+             reconnects and tries again"
+        ),
+        Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => format!(
+            "the mail server closed the connection in the middle of its answer to IMAP \
+             {command}; the agent reconnects and tries again"
+        ),
+        other => format!(
+            "IMAP {command} failed: {other}; the agent reconnects and tries again \
+             (if this persists, check the mail server's address and whether it is up)"
+        ),
+    }
+}
+
+/// What one FETCH answer carried, of what the agent asks for.
+#[derive(Debug, Default)]
+struct Fetched {
+    uid: Option<u32>,
+    flags: Vec<String>,
+    /// As the server wrote it, which is the form APPEND takes.
+    internal_date: Option<String>,
+    /// `BODY[HEADER]` or `BODY[HEADER.FIELDS (…)]`.
+    header: Option<Vec<u8>>,
+    /// `BODY[]`.
+    body: Option<Vec<u8>>,
+}
+
+impl Fetched {
+    fn of(response: &Response<'_>) -> Option<Self> {
+        use async_imap::imap_proto::{AttributeValue, MessageSection, SectionPath};
+        let Response::Fetch(_, attributes) = response else { return None };
+        let mut fetched = Self::default();
+        for attribute in attributes {
+            match attribute {
+                AttributeValue::Uid(uid) => fetched.uid = Some(*uid),
+                AttributeValue::Flags(flags) => {
+                    fetched.flags = flags.iter().map(|flag| flag.to_string()).collect();
+                }
+                AttributeValue::InternalDate(date) => {
+                    fetched.internal_date = Some(date.to_string());
+                }
+                AttributeValue::BodySection {
+                    section: Some(SectionPath::Full(MessageSection::Header)),
+                    data,
+                    ..
+                }
+                | AttributeValue::Rfc822Header(data) => {
+                    fetched.header = data.as_ref().map(|data| data.to_vec());
+                }
+                AttributeValue::BodySection { section: None, data, .. }
+                | AttributeValue::Rfc822(data) => {
+                    fetched.body = data.as_ref().map(|data| data.to_vec());
+                }
+                _ => {}
+            }
+        }
+        Some(fetched)
+    }
+}
+
+/// Whether a flag goes along with a swapped message: not `\Recent`, which
+/// only the server sets, nor `\Deleted`.
+fn kept_flag(flag: &str) -> bool {
+    !flag.eq_ignore_ascii_case("\\Recent") && !flag.eq_ignore_ascii_case("\\Deleted")
 }
 
 #[cfg(test)]

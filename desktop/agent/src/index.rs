@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -26,7 +26,7 @@ pub const MATCH_END: &str = "\u{3}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("the search index: {0}")]
+    #[error("the search index: {}", crate::state::database_failure(.0))]
     Database(#[from] sqlx::Error),
     #[error("the search index could not be upgraded: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -291,7 +291,7 @@ struct MessageText {
 
 impl MessageText {
     fn of(raw: &[u8]) -> Self {
-        let Some(message) = MessageParser::default().parse(raw) else {
+        let Some(message) = sealpost_reader::parse_message(raw) else {
             return Self {
                 sender: String::new(),
                 recipients: String::new(),

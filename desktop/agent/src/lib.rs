@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod crash_point;
 pub mod discover;
 pub mod imap;
 pub mod index;

@@ -230,6 +230,7 @@ impl Sender {
     }
 
     fn step(&self, step: SendStep) -> Result<(), SendError> {
+        crate::crash_point::reached("send", &step);
         match &self.hook {
             Some(hook) if !hook(step) => Err(SendError::Interrupted(step)),
             _ => Ok(()),

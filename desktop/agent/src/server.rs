@@ -16,11 +16,24 @@ use crate::tls::{TlsError, client_config};
 pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot reach the Sealpost server: {0}")]
+    #[error("cannot reach the Sealpost server: {}", unreachable_reason(.0))]
     Unreachable(reqwest::Error),
     /// The server answered with an error; `code` says what to do.
     #[error("the Sealpost server answered {status}: {message}")]
     Refused { status: u16, code: Option<ErrorCode>, message: String },
+}
+
+/// The request error with the certificate's problem spelled out, when that
+/// is why: reqwest's own text names only the URL.
+fn unreachable_reason(error: &reqwest::Error) -> String {
+    match crate::tls::certificate_problem(error) {
+        Some(problem) => match error.url().and_then(|url| Some((url.host_str()?, url.port()))) {
+            Some((host, Some(port))) => format!("{host}:{port} {problem}"),
+            Some((host, None)) => format!("{host} {problem}"),
+            None => format!("it {problem}"),
+        },
+        None => error.to_string(),
+    }
 }
 
 impl ServerError {

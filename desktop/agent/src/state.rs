@@ -23,10 +23,32 @@ const SWAP_HISTORY: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("the agent's state database: {0}")]
+    #[error("the agent's state database: {}", database_failure(.0))]
     Database(#[from] sqlx::Error),
     #[error("the agent's state database could not be upgraded: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What went wrong with one of the agent's own SQLite files, for people: a
+/// full disk says so and what to do, as the agent cannot mend that itself.
+pub(crate) fn database_failure(error: &sqlx::Error) -> String {
+    let full = match error {
+        // SQLITE_FULL (an extended result code's low byte), or
+        // SQLITE_IOERR_SHMSIZE: no room to enlarge the WAL's index file.
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 13 || code == 4874),
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    };
+    if full {
+        "the disk holding the agent's data directory is full. Free some space on it: the \
+         mailbox is unharmed, and the agent catches up by itself once there is room"
+            .to_owned()
+    } else {
+        error.to_string()
+    }
 }
 
 /// Where a folder's next pass starts.

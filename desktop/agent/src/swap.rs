@@ -184,6 +184,7 @@ impl Swapper {
     }
 
     fn step(&self, step: SwapStep) -> Result<(), SwapError> {
+        crate::crash_point::reached("swap", &step);
         match &self.hook {
             Some(hook) if !hook(step) => Err(SwapError::Interrupted(step)),
             _ => Ok(()),
@@ -220,12 +221,16 @@ impl Swapper {
             unavailable: None,
         };
         for chunk in uids.chunks(HEADERS_PER_FETCH) {
-            let mut pending: VecDeque<Pending> = session
-                .fetch_headers(chunk)
-                .await?
-                .into_iter()
-                .filter_map(|fetch| self.genuine(folder, fetch, &mut pass.report))
-                .collect();
+            let mut pending = VecDeque::new();
+            let mut marked = Vec::new();
+            for fetch in session.fetch_headers(chunk).await? {
+                if fetch.deleted {
+                    marked.extend(self.marked_for_removal(fetch));
+                } else {
+                    pending.extend(self.genuine(folder, fetch, &mut pass.report));
+                }
+            }
+            self.finish_removals(session, folder, &marked).await?;
             while !pending.is_empty() {
                 if let Some(reason) = pass.unavailable.clone() {
                     // The server failed for a temporary reason: the rest of
@@ -252,6 +257,46 @@ impl Swapper {
             None => {}
         }
         Ok(report)
+    }
+
+    /// A genuine placeholder already marked `\Deleted`, as step 5 leaves
+    /// it when the process dies, or the server refuses the EXPUNGE, between
+    /// the STORE and the EXPUNGE: its UID and message id.
+    fn marked_for_removal(&self, fetch: HeaderFetch) -> Option<(u32, String)> {
+        if !looks_like_notification(&fetch) {
+            return None;
+        }
+        let notification = parse(&fetch.header).ok()?;
+        notification.verify(&self.trusted, &self.recipient).ok()?;
+        Some((fetch.uid, notification.fields.message_id.to_string()))
+    }
+
+    /// Finishes step 5 for placeholders an earlier run marked `\Deleted`
+    /// but did not expunge, once their real copy is in the folder; without
+    /// UIDPLUS the mark is the designed end state and stays for the
+    /// person's mail program.
+    async fn finish_removals(
+        &self,
+        session: &mut MailboxSession,
+        folder: &str,
+        marked: &[(u32, String)],
+    ) -> Result<(), SwapError> {
+        if marked.is_empty() || !session.removes_exactly() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = marked.iter().map(|(_, id)| id.as_str()).collect();
+        let copies = session.find_by_header(SWAPPED_HEADER, &ids).await?;
+        let swapped: Vec<u32> =
+            marked.iter().filter(|(_, id)| copies.contains_key(id)).map(|(uid, _)| *uid).collect();
+        if !swapped.is_empty() {
+            tracing::info!(
+                folder,
+                count = swapped.len(),
+                "removing placeholders an interrupted swap left marked deleted"
+            );
+            session.remove(&swapped).await?;
+        }
+        Ok(())
     }
 
     /// The notification `fetch` holds, when it is one and genuine; forged

@@ -42,3 +42,22 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, TlsE
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// What is wrong with a server's certificate and what to do about it, when
+/// `error` (or an error it wraps) is a refused certificate. Connection
+/// errors otherwise only say that the connection failed, which sends people
+/// looking at the network instead of the certificate.
+pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use sealpost_relay::CertificateProblem;
+    let problem = CertificateProblem::of(error)?;
+    let advice = match problem {
+        CertificateProblem::OtherHost => {
+            "check the server name in the settings (it must be a name the certificate lists), or ask its administrator"
+        }
+        CertificateProblem::UnknownIssuer => {
+            "if your organization uses its own CA, configure its certificate (--ca-file when registering, or CaFile in the policy)"
+        }
+        other => other.advice(),
+    };
+    Some(format!("{}; {advice}", problem.what()))
+}

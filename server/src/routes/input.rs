@@ -36,7 +36,7 @@ pub fn display_name(input: &str) -> ApiResult<String> {
     if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control)
     {
         return Err(ApiError::bad_request(
-            "A name must have 1 to 100 characters and no control characters.",
+            "Enter a name of 1 to 100 characters on one line, without control characters.",
         ));
     }
     Ok(trimmed.to_owned())

@@ -56,13 +56,7 @@ pub async fn send_masked(
             "Only the organization's members write through the platform.",
         ));
     }
-    let subject = request.subject.trim();
-    if subject.is_empty() || subject.len() > MAX_SUBJECT || subject.contains(['\r', '\n']) {
-        return Err(ApiError::bad_request("`subject` must be one line of 1 to 998 characters."));
-    }
-    if request.text.trim().is_empty() || request.text.len() > MAX_TEXT {
-        return Err(ApiError::bad_request("`text` must have some text, 1 MiB at most."));
-    }
+    let subject = checked_subject(request)?;
     let correspondents = correspondents(state, request).await?;
     let thread = masking::new_thread();
     let from_name = masking::member_display_name(state, member);
@@ -90,6 +84,18 @@ pub async fn send_masked(
     }
     masking::queue(state, mails).await?;
     Ok(MaskedMailSent { thread, recipients })
+}
+
+/// The trimmed subject, once the subject and text of `request` are fit to send.
+pub fn checked_subject(request: &MaskedMail) -> ApiResult<&str> {
+    let subject = request.subject.trim();
+    if subject.is_empty() || subject.len() > MAX_SUBJECT || subject.contains(['\r', '\n']) {
+        return Err(ApiError::bad_request("`subject` must be one line of 1 to 998 characters."));
+    }
+    if request.text.trim().is_empty() || request.text.len() > MAX_TEXT {
+        return Err(ApiError::bad_request("`text` must have some text, 1 MiB at most."));
+    }
+    Ok(subject)
 }
 
 /// The named correspondents and the groups' members, each once, all in

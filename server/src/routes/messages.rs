@@ -66,7 +66,8 @@ pub async fn upload(
         if blob.size == 0 {
             return Err(ApiError::bad_request("The `content` part is empty."));
         }
-        let upload = NewUpload::from_metadata(&state, metadata)?;
+        let upload =
+            NewUpload::from_metadata(metadata, state.settings.messages.max_recipients)?;
         Ok((blob, upload))
     }
     .await;
@@ -78,9 +79,17 @@ pub async fn upload(
         }
     };
     // An upload sent again after its answer was lost: the message is stored already.
-    if let Some(key) = &upload.client_key
-        && let Some(existing) = state.store.message_by_client_key(&caller.account.id, key).await?
-    {
+    let existing = match &upload.client_key {
+        Some(key) => match state.store.message_by_client_key(&caller.account.id, key).await {
+            Ok(existing) => existing,
+            Err(error) => {
+                state.blobs.remove(&id).await;
+                return Err(error.into());
+            }
+        },
+        None => None,
+    };
+    if let Some(existing) = existing {
         state.blobs.remove(&id).await;
         return Ok((
             StatusCode::OK,
@@ -112,8 +121,9 @@ pub enum Expiry {
 }
 
 impl NewUpload {
-    fn from_metadata(state: &AppState, metadata: UploadMetadata) -> ApiResult<Self> {
-        let recipients = recipients(&metadata.recipients, state.settings.messages.max_recipients)?;
+    /// The upload's metadata checked, with at most `max_recipients` recipients.
+    pub fn from_metadata(metadata: UploadMetadata, max_recipients: usize) -> ApiResult<Self> {
+        let recipients = recipients(&metadata.recipients, max_recipients)?;
         let expiry = match (metadata.expires_at, metadata.never_expires) {
             (Some(_), true) => {
                 return Err(ApiError::bad_request(
@@ -195,7 +205,15 @@ pub async fn store_message(
     let signed = sign_notifications(state, &record);
     let reply_addresses = match upload.send_notifications {
         true => {
-            masking::notification_reply_addresses(state, sender, &id, &record.recipients).await?
+            match masking::notification_reply_addresses(state, sender, &id, &record.recipients)
+                .await
+            {
+                Ok(addresses) => addresses,
+                Err(error) => {
+                    state.blobs.remove(&id).await;
+                    return Err(error.into());
+                }
+            }
         }
         false => HashMap::new(),
     };

@@ -32,6 +32,27 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A failure that is no bug: the database could not take the request now,
+/// and the same request succeeds once the cause is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Locked by another writer for longer than a request waits, out of
+    /// connections, restarting or unreachable: retrying soon helps.
+    Busy,
+    /// The disk holding the database is full: retrying helps once space is freed.
+    DiskFull,
+}
+
+impl StoreError {
+    /// Which [`Outage`] this failure is, if it is one.
+    pub fn outage(&self) -> Option<Outage> {
+        match self {
+            Self::Database(error) => values::outage(error),
+            _ => None,
+        }
+    }
+}
+
 /// Opens and migrates the database at `url`: `sqlite://PATH` for the
 /// embedded store, `postgres://…` for one that several instances share
 /// (with at most `max_connections` connections from this instance).

@@ -7,9 +7,12 @@
 //! statement, lock the rows they read, or hold a transaction-scoped
 //! advisory lock that serialises them across instances.
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use super::values::{conflict, from_unix, optional_from_unix, rate_limited, unix, window_full};
@@ -32,6 +35,12 @@ const AUTO_REPLY_LOCK: i64 = 0x5345_414c_0001;
 const SIGNING_KEY_LOCK: i64 = 0x5345_414c_0002;
 const DIRECTORY_LOCK: i64 = 0x5345_414c_0003;
 
+/// How long a statement waits for a lock (a table locked by maintenance,
+/// a row another instance holds) before its request is refused as busy,
+/// as the embedded store's busy timeout; a connection from the pool is
+/// waited for twice as long. A request never hangs on the database.
+const DATABASE_WAIT: Duration = Duration::from_secs(5);
+
 pub struct PgStore {
     pool: PgPool,
 }
@@ -41,8 +50,18 @@ impl PgStore {
     /// `max_connections`, and migrates it. Instances starting together
     /// migrate one after another (the migrator holds a lock).
     pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new().max_connections(max_connections).connect(url).await?;
-        MIGRATOR.run(&pool).await?;
+        // Without the lock timeout below: an instance waits for as long as
+        // another one takes to migrate.
+        let mut migrating = PgConnection::connect(url).await?;
+        MIGRATOR.run(&mut migrating).await?;
+        migrating.close().await?;
+        let options = PgConnectOptions::from_str(url)?
+            .options([("lock_timeout", format!("{}ms", DATABASE_WAIT.as_millis()))]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(DATABASE_WAIT * 2)
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 }

@@ -267,7 +267,7 @@ pub async fn verify_code(
         "" => None,
         name => match display_name(name) {
             Ok(name) => Some(name),
-            Err(_) => return refuse("A name has at most 100 characters."),
+            Err(error) => return refuse(&error.message),
         },
     };
     if let Err(error) =
@@ -372,8 +372,9 @@ pub async fn register(
     let refuse = |error: &str| {
         Ok(register_form(&state, &viewer, &csrf, &id, &form.t, &recipient, &form.name, Some(error)))
     };
-    let Ok(name) = display_name(&form.name) else {
-        return refuse("Enter your name (up to 100 characters).");
+    let name = match display_name(&form.name) {
+        Ok(name) => name,
+        Err(error) => return refuse(&error.message),
     };
     let password = match password(&form.password, state.settings.accounts.min_password_length) {
         Ok(password) => password.to_owned(),

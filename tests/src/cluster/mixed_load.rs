@@ -198,6 +198,9 @@ struct Shared {
     cluster: Arc<ServerCluster>,
     /// Follows no redirect: a sign-in answers with one and its cookie.
     http: reqwest::Client,
+    /// Client `i`'s own HTTPS client (so its own keep-alive connection),
+    /// when the load was made with one per client; else all share `http`.
+    own_http: Vec<reqwest::Client>,
     clients: usize,
     ledger: Mutex<Ledger>,
     next_address: AtomicUsize,
@@ -236,10 +239,28 @@ struct Upload {
 impl MixedLoad {
     /// A load of `clients` concurrent clients on `cluster`, with an empty ledger.
     pub fn new(cluster: Arc<ServerCluster>, clients: usize) -> anyhow::Result<Self> {
-        let http = https_client(cluster.cert_pem(), reqwest::redirect::Policy::none())?;
+        Self::build(cluster, clients, false)
+    }
+
+    /// Like [`MixedLoad::new`], but each client keeps a TLS connection of
+    /// its own (per instance) instead of sharing a pool: `clients`
+    /// connections held open, as that many separate users' apps would.
+    pub fn with_connection_per_client(
+        cluster: Arc<ServerCluster>,
+        clients: usize,
+    ) -> anyhow::Result<Self> {
+        Self::build(cluster, clients, true)
+    }
+
+    fn build(cluster: Arc<ServerCluster>, clients: usize, own: bool) -> anyhow::Result<Self> {
+        let https = || https_client(cluster.cert_pem(), reqwest::redirect::Policy::none());
+        let http = https()?;
+        let own_http =
+            if own { (0..clients).map(|_| https()).collect::<Result<_, _>>()? } else { Vec::new() };
         Ok(Self(Arc::new(Shared {
             cluster,
             http,
+            own_http,
             clients,
             ledger: Mutex::default(),
             next_address: AtomicUsize::new(0),
@@ -251,9 +272,21 @@ impl MixedLoad {
     /// the warm-up are not counted in the report's rates. A client finishes
     /// what it is doing after the end; the ledger keeps growing across runs.
     pub async fn run(&self, warm_up: Duration, measure: Duration) -> LoadReport {
+        self.run_clients(self.0.clients, warm_up, measure).await
+    }
+
+    /// [`MixedLoad::run`] with `clients` of the clients only (the first
+    /// ones), sharing the ledger: a few can register users before many
+    /// start.
+    pub async fn run_clients(
+        &self,
+        clients: usize,
+        warm_up: Duration,
+        measure: Duration,
+    ) -> LoadReport {
         let measure_from = Instant::now() + warm_up;
         let until = measure_from + measure;
-        let clients: Vec<_> = (0..self.0.clients)
+        let clients: Vec<_> = (0..clients.min(self.0.clients))
             .map(|index| {
                 let client = Client::new(self.0.clone(), index, measure_from, until);
                 tokio::spawn(client.run())
@@ -610,7 +643,8 @@ impl Client {
                 return None;
             };
             let started = Instant::now();
-            let request = build(&self.shared.http, self.shared.cluster.base_url(instance));
+            let http = self.shared.own_http.get(self.index).unwrap_or(&self.shared.http);
+            let request = build(http, self.shared.cluster.base_url(instance));
             let outcome = async {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
