@@ -97,6 +97,19 @@ impl PostgresServer {
         self.address
     }
 
+    /// Everything stored in the database, as `pg_dump` writes its data.
+    pub async fn dump(&self) -> anyhow::Result<String> {
+        let output = tokio::process::Command::new(self.bin.join("pg_dump"))
+            .args(["--data-only", "-d", &self.url()])
+            .output()
+            .await
+            .context("running pg_dump")?;
+        if !output.status.success() {
+            bail!("pg_dump failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs `sql` with psql; returns what it printed (unaligned, tuples only).
     pub async fn psql(&self, sql: &str) -> anyhow::Result<String> {
         let output = tokio::process::Command::new(self.bin.join("psql"))

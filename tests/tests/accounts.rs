@@ -199,3 +199,67 @@ async fn the_verification_email_carries_the_code_and_the_organization_footer() {
     let text = String::from_utf8_lossy(&mail.data);
     assert!(text.contains("Sent by Example Clinic, 1 Test Street, Testville"), "{text}");
 }
+
+/// Everything the server stored, as bytes: every file of its data
+/// directory (the SQLite database and its write-ahead log), or PostgreSQL's
+/// data as dumped.
+async fn everything_stored(app: &TestApp) -> Vec<u8> {
+    let mut stored = Vec::new();
+    if let Some(postgres) = &app.postgres {
+        stored.extend(postgres.dump().await.expect("dump").into_bytes());
+    }
+    let mut dirs = vec![app.data_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("data directory").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                stored.extend(std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    stored
+}
+
+#[tokio::test]
+async fn no_password_or_token_is_stored_in_clear() {
+    let app = TestApp::spawn().await;
+    let password = "correct horse battery staple";
+    app.create_password_account("alice@example.test", "Alice", password).await;
+    let laptop = app.register_agent("alice@example.test", "laptop").await;
+    let refreshed: DeviceTokens = app
+        .api
+        .post_json(
+            "/api/v1/devices/refresh",
+            &RefreshTokens { refresh_token: laptop.tokens.refresh_token.clone() },
+            None,
+        )
+        .await
+        .expect("request")
+        .json();
+    let signed_in = app
+        .enroll("alice@example.test", "phone", DeviceCredential::Password(password.into()))
+        .await;
+    assert_eq!(signed_in.status, 201, "{}", signed_in.text());
+    let phone: DeviceTokens = signed_in.json();
+
+    let stored = everything_stored(&app).await;
+    assert!(
+        stored.windows(b"alice@example.test".len()).any(|w| w == b"alice@example.test"),
+        "the search reads what the server stored"
+    );
+    let secrets = [
+        ("the password", password),
+        ("the first access token", laptop.tokens.access_token.as_str()),
+        ("the first refresh token", laptop.tokens.refresh_token.as_str()),
+        ("the refreshed access token", refreshed.access_token.as_str()),
+        ("the refreshed refresh token", refreshed.refresh_token.as_str()),
+        ("a password sign-in's access token", phone.access_token.as_str()),
+        ("a password sign-in's refresh token", phone.refresh_token.as_str()),
+    ];
+    for (what, secret) in secrets {
+        let found = stored.windows(secret.len()).any(|window| window == secret.as_bytes());
+        assert!(!found, "{what} is stored in clear");
+    }
+}
