@@ -1,12 +1,12 @@
-//! The server's idea of "now", which tests can move forward.
+//! The server's idea of "now", which tests can move forward or back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
-/// Wall-clock time plus an offset that only tests change, so token expiry can
-/// be tested without sleeping.
+/// Wall-clock time plus an offset that only tests change, so token expiry and
+/// clock skew can be tested without sleeping.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset_seconds: Arc<AtomicI64>,
@@ -22,6 +22,12 @@ impl Clock {
     pub fn advance(&self, by: std::time::Duration) {
         let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
         self.offset_seconds.fetch_add(seconds, Ordering::Relaxed);
+    }
+
+    /// Moves the clock back, as a server whose clock is behind its clients'.
+    pub fn rewind(&self, by: std::time::Duration) {
+        let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        self.offset_seconds.fetch_sub(seconds, Ordering::Relaxed);
     }
 }
 

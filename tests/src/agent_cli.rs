@@ -271,3 +271,19 @@ impl AgentCli {
         self.run(&args, Some(&format!("{password}\n"))).await
     }
 }
+
+/// Stops a running `sealpost-agent run` as a service manager does
+/// (SIGTERM) and checks that it exits cleanly within 10 s.
+pub async fn stop_gracefully(child: &mut Child) {
+    let pid = child.id().expect("running");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}

@@ -40,7 +40,7 @@ mod process;
 mod s3;
 pub mod web;
 
-pub use agent_cli::{AgentCli, CliOutput, KeyringSession};
+pub use agent_cli::{AgentCli, CliOutput, KeyringSession, stop_gracefully};
 pub use app::{DATABASE_ENV, TestApp, TestUser, on_postgres};
 pub use browser::Browser;
 pub use client::{ApiClient, ApiResponse};
@@ -73,6 +73,26 @@ pub fn swap_state(messages: &[MailboxMessage], message_id: &str) -> (usize, usiz
         })
         .count();
     (real, placeholders)
+}
+
+/// Waits until `user`'s INBOX holds exactly one real copy of secure
+/// message `message_id` and no placeholder for it (a running agent swapped
+/// it); fails after `timeout`.
+pub async fn wait_until_swapped(
+    stack: &MailStack,
+    user: &str,
+    message_id: &str,
+    timeout: std::time::Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let inbox = stack.messages(user, "INBOX").await.expect("INBOX");
+        if swap_state(&inbox, message_id) == (1, 0) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{message_id} was not swapped");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Postfix's "user unknown" bounce of a notification (a fixture of the

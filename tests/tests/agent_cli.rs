@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use sealpost_harness::{
     AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_message_id, sample_mime,
-    swap_state,
+    stop_gracefully, swap_state,
 };
 use sealpost_proto::api::StoredMessage;
 use sealpost_proto::notification::{EmailEnvelope, compose_email};
 use sealpost_proto::verification::find_code;
 
 const ALICE: &str = "alice@example.test";
+/// How long a running agent may take to swap a notification that arrived.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct World {
     stack: Arc<MailStack>,
@@ -277,14 +279,14 @@ async fn the_watcher_swaps_live_reports_status_and_catches_up_after_a_restart() 
     assert!(!second.success);
     assert!(second.stderr.contains("already watches this mailbox"), "{}", second.stderr);
 
-    stop(&mut running).await;
+    stop_gracefully(&mut running).await;
     let while_away = world.send(&["While stopped".to_owned()]).await;
     world.wait_for_inbox(2).await;
     assert_eq!(world.copies(&while_away[0]).await, (0, 1));
 
     let mut running = agent.command(&["run"]).spawn().expect("restart run");
     wait_until_swapped(&world, &while_away[0]).await;
-    stop(&mut running).await;
+    stop_gracefully(&mut running).await;
     assert_eq!(world.copies(&live[0]).await, (1, 0));
 
     let logs: Vec<_> = walk(&agent.data_dir().join("logs"));
@@ -295,25 +297,8 @@ async fn the_watcher_swaps_live_reports_status_and_catches_up_after_a_restart() 
 }
 
 async fn wait_until_swapped(world: &World, stored: &StoredMessage) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while world.copies(stored).await != (1, 0) {
-        assert!(tokio::time::Instant::now() < deadline, "{} was not swapped", stored.message_id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn stop(child: &mut tokio::process::Child) {
-    let pid = child.id().expect("running");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("SIGTERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .expect("wait");
-    assert!(status.success(), "{status}");
+    sealpost_harness::wait_until_swapped(&world.stack, ALICE, &stored.message_id, SWAP_TIMEOUT)
+        .await;
 }
 
 #[tokio::test]
@@ -566,7 +551,7 @@ async fn send_mails_through_the_users_server_files_in_sent_and_recalls() {
         .expect_success("send while running");
     assert!(handed.stderr.contains("handed to the running Sealpost agent"), "{}", handed.stderr);
     assert!(handed.stdout.contains(": sent"), "{}", handed.stdout);
-    stop(&mut running).await;
+    stop_gracefully(&mut running).await;
     assert!(world.stack.messages(ALICE, "Sealpost Outbox").await.expect("Outbox").is_empty());
     assert_eq!(world.stack.messages(ALICE, "Sent").await.expect("Sent").len(), 2);
 

@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use sealpost_agent::crash_point::ABORT_AT_ENV;
 use sealpost_harness::network_faults::{CertificateKind, FlakyProxy, ImapFault, ImapFront};
 use sealpost_harness::{
-    AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime, swap_state,
+    AgentCli, KeyringSession, MailStack, TestApp, TestUser, sample_mime, stop_gracefully,
+    swap_state,
 };
 use sealpost_proto::api::StoredMessage;
 use sealpost_proto::notification::parse;
 use sealpost_server::settings::Settings;
 
 const ALICE: &str = "alice@example.test";
+/// How long a running agent may take to swap a notification that arrived.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(60);
 const BOB: &str = "bob@example.test";
 const CAROL: &str = "carol@example.test";
 const OUTBOX: &str = "Sealpost Outbox";
@@ -273,25 +276,8 @@ async fn wait_for_status(
 }
 
 async fn wait_until_swapped(world: &World, stored: &StoredMessage) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while world.copies(stored).await != (1, 0) {
-        assert!(Instant::now() < deadline, "{} was not swapped", stored.message_id);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn stop(child: &mut tokio::process::Child) {
-    let pid = child.id().expect("running");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid"),
-        rustix::process::Signal::TERM,
-    )
-    .expect("SIGTERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .expect("wait");
-    assert!(status.success(), "{status}");
+    sealpost_harness::wait_until_swapped(&world.stack, ALICE, &stored.message_id, SWAP_TIMEOUT)
+        .await;
 }
 
 #[tokio::test]
@@ -354,7 +340,7 @@ async fn the_running_agent_rides_out_its_mail_servers_flapping() {
     let status = status_json(&agent).await;
     assert_eq!(status["connections"][0]["state"], "connected", "{status}");
     assert_eq!(status["pending"], serde_json::json!([]), "{status}");
-    stop(&mut running).await;
+    stop_gracefully(&mut running).await;
 }
 
 #[tokio::test]
@@ -528,6 +514,27 @@ async fn with_the_servers_clock_hours_ahead_the_agent_refreshes_its_token_and_sw
         .expect("arrives");
     agent.run(&["run", "--once"], None).await.expect("run").expect_success("swap after skew");
     assert_eq!(world.copies(&stored).await, (1, 0), "token refreshed, message swapped");
+}
+
+#[tokio::test]
+async fn with_the_servers_clock_hours_behind_the_agent_registers_refreshes_and_swaps() {
+    let world = world().await;
+    // Every time the server issues (token expiry, message dates) is six
+    // hours in the past by the agent's clock: the agent must take the
+    // server's word for what has expired, not its own clock's.
+    world.app.clock.rewind(Duration::from_secs(6 * 60 * 60));
+    let agent = world.agent(&[]).await;
+    let first = world.notify_alice(&["Six hours behind"]).await;
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("swap behind");
+    assert_eq!(world.copies(&first[0]).await, (1, 0), "swapped with the server behind");
+    world.assert_on_server(&first[0]).await;
+
+    // Its access token then expires by the server's clock: refreshed, swapped.
+    world.app.clock.advance(Duration::from_secs(2 * 60 * 60));
+    let second = world.notify_alice(&["Token expired by the server's clock"]).await;
+    agent.run(&["run", "--once"], None).await.expect("run").expect_success("swap after expiry");
+    assert_eq!(world.copies(&second[0]).await, (1, 0), "token refreshed, message swapped");
+    assert_eq!(world.copies(&first[0]).await, (1, 0), "the first stays one copy");
 }
 
 #[tokio::test]
