@@ -210,6 +210,17 @@ impl ApiClient {
         }
     }
 
+    /// `POST /api/v1/messages` with `form` as it is (metadata and content
+    /// parts built by the caller, however malformed).
+    pub async fn upload_form(
+        &self,
+        token: &str,
+        form: reqwest::multipart::Form,
+    ) -> anyhow::Result<ApiResponse> {
+        self.send(self.http.post(self.url("/api/v1/messages")).bearer_auth(token).multipart(form))
+            .await
+    }
+
     pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<ApiResponse> {
         let response = request.send().await.context("sending the request")?;
         let status = response.status().as_u16();

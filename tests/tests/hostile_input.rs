@@ -831,15 +831,7 @@ Content-Type: text/plain; charset=utf-16\r\n\r\n\xff\r\n"
                 ),
             )
             .part("content", reqwest::multipart::Part::bytes(b"Subject: x\r\n\r\nx".to_vec()));
-        let response = app
-            .api
-            .send(
-                http.post(app.api.url("/api/v1/messages"))
-                    .bearer_auth(sender.token())
-                    .multipart(form),
-            )
-            .await
-            .expect("request");
+        let response = app.api.upload_form(sender.token(), form).await.expect("request");
         assert_error(&response, 400, ErrorCode::BadRequest, "upload metadata with invalid UTF-8");
 
         // A compose form whose field values and file name are not UTF-8.
@@ -898,7 +890,6 @@ mod oversized {
     #[tokio::test]
     async fn oversized_uploads_are_refused_with_413_and_leave_nothing_anywhere() {
         let (app, sender) = app_with_sender(|s| s.messages.max_size = LIMIT).await;
-        let http = app.api.http();
         let metadata = serde_json::to_vec(&{
             let mut m = plain_upload(&["alice@example.test"]);
             m.send_notifications = true;
@@ -913,15 +904,7 @@ mod oversized {
             let form = reqwest::multipart::Form::new()
                 .part("metadata", reqwest::multipart::Part::bytes(metadata.clone()))
                 .part("content", reqwest::multipart::Part::bytes(mime));
-            let response = app
-                .api
-                .send(
-                    http.post(app.api.url("/api/v1/messages"))
-                        .bearer_auth(sender.token())
-                        .multipart(form),
-                )
-                .await
-                .expect("request");
+            let response = app.api.upload_form(sender.token(), form).await.expect("request");
             let message =
                 assert_error(&response, 413, ErrorCode::PayloadTooLarge, &format!("{size} bytes"));
             assert!(message.contains("shrink"), "the message says what to do: {message}");
